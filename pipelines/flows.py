@@ -1,0 +1,198 @@
+"""The reconciliation flow: tasks wire library functions, one each; nothing is computed here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.logs import install_log_filters, prepare_prefect_environment
+
+prepare_prefect_environment()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.states import Completed, Failed, State  # noqa: E402
+
+from recon.calendar import WorkingCalendar, today_wib  # noqa: E402
+from recon.config import Settings, load_settings  # noqa: E402
+from recon.errors import FileMissing, FileRejected, ReconError  # noqa: E402
+from recon.formats import get_profile  # noqa: E402
+from recon.locks import hold_run_lock  # noqa: E402
+from recon.mail import build_alert_email, build_report_email, write_to_outbox  # noqa: E402
+from recon.matching import MatchContext, ReconResult, match_settlement  # noqa: E402
+from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
+from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
+from recon.store import (  # noqa: E402
+    PersistedRun,
+    RunInputs,
+    RunRecord,
+    load_run_inputs,
+    make_engine,
+    persist_run,
+)
+from recon.summary import build_summary, report_folder, write_summary  # noqa: E402
+from recon.workbook import write_exception_workbook  # noqa: E402
+
+install_log_filters()
+
+TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _timed(label: str, started: float, detail: str) -> None:
+    get_run_logger().info("%s: %s (%.2f s)", label, detail, time.perf_counter() - started)
+
+
+@task(name="fetch", **TASK_OPTIONS)
+def fetch_task(settings: Settings, day: dt.date) -> FetchedFile:
+    started = time.perf_counter()
+    fetched = fetch_settlement_file(settings.source, settings.file_name_pattern,
+                                    settings.merchant_id, day, settings.archive_dir)
+    _timed("fetch", started, f"{fetched.name}, {fetched.size:,} bytes, "
+                             f"sha256 {fetched.sha256[:12]}")
+    return fetched
+
+
+@task(name="read", **TASK_OPTIONS)
+def read_task(settings: Settings, fetched: FetchedFile, day: dt.date) -> SettlementFile:
+    started = time.perf_counter()
+    parsed = read_settlement_file(fetched.path, get_profile(settings.profile), day,
+                                  name=fetched.name)
+    invalid = int((parsed.rows["invalid_reason"] != "").sum())
+    _timed("read", started, f"{parsed.data_rows:,} data rows ({invalid:,} unreadable), "
+                            f"{parsed.sheet_format}")
+    return parsed
+
+
+@task(name="load", **TASK_OPTIONS)
+def load_task(settings: Settings, merchant_id: str, day: dt.date, covered: list[dt.date],
+              parsed: SettlementFile) -> RunInputs:
+    started = time.perf_counter()
+    inputs = load_run_inputs(make_engine(settings.database_url), merchant_id, day, covered,
+                             parsed.rows)
+    _timed("load", started, f"{len(inputs.payments):,} payments, {len(inputs.refunds):,} "
+                            f"refunds, {len(inputs.ledger):,} ledger entries, "
+                            f"{len(inputs.open_items):,} open items")
+    return inputs
+
+
+@task(name="match", **TASK_OPTIONS)
+def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext) -> ReconResult:
+    started = time.perf_counter()
+    result = match_settlement(parsed.rows, inputs.payments, inputs.refunds, inputs.ledger,
+                              inputs.open_items, ctx)
+    _timed("match", started, f"{result.exceptions:,} exceptions")
+    return result
+
+
+@task(name="persist", **TASK_OPTIONS)
+def persist_task(settings: Settings, result: ReconResult, run: RunRecord) -> PersistedRun:
+    started = time.perf_counter()
+    persisted = persist_run(make_engine(settings.database_url), result, run)
+    _timed("persist", started, f"run {persisted.run_id}, attempt {persisted.attempt}"
+                               + (" (re-run: replaced the earlier results)" if persisted.rerun
+                                  else ""))
+    return persisted
+
+
+@task(name="report", **TASK_OPTIONS)
+def report_task(settings: Settings, result: ReconResult, summary: dict[str, Any]) -> dict[
+        str, str]:
+    started = time.perf_counter()
+    folder = report_folder(settings.report_dir, result.merchant_id, summary["settlement_date"])
+    stem = f"recon_{result.merchant_id}_{result.settlement_date:%Y%m%d}"
+    workbook = write_exception_workbook(result, summary, folder / f"{stem}.xlsx")
+    summary_path = write_summary(summary, folder / "summary.json")
+    _timed("report", started, f"{workbook}")
+    return {"workbook": str(workbook), "summary": str(summary_path)}
+
+
+@task(name="notify", **TASK_OPTIONS)
+def notify_task(settings: Settings, summary: dict[str, Any], workbook: str) -> str:
+    started = time.perf_counter()
+    message = build_report_email(summary, Path(workbook), settings.mail_from, settings.mail_to,
+                                 settings.mail_cc)
+    stem = f"recon_{summary['merchant_id']}_{summary['settlement_date'].replace('-', '')}"
+    path = write_to_outbox(message, settings.outbox, stem)
+    _timed("notify", started, f"{message['Subject']} -> {path}")
+    return str(path)
+
+
+@task(name="alert", **TASK_OPTIONS)
+def alert_task(settings: Settings, merchant_id: str, day: dt.date, reason: str) -> str:
+    message = build_alert_email(merchant_id or "(merchant unknown)", day, reason,
+                                settings.mail_from, settings.mail_to, settings.mail_cc)
+    stem = f"alert_{merchant_id or 'unknown'}_{day:%Y%m%d}"
+    path = write_to_outbox(message, settings.outbox, stem)
+    get_run_logger().warning("alert sent to the settlement team: %s", path)
+    return str(path)
+
+
+def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
+    """The steps of one run, in order; raises ReconError when the run cannot finish."""
+    started_at = dt.datetime.now(dt.UTC)
+    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+    covered = calendar.covered_dates(day)
+    fetched = fetch_task(settings, day)
+    merchant = fetched.merchant_id
+    settings = settings.replace(merchant_id=merchant)
+    parsed = read_task(settings, fetched, day)
+    ctx = MatchContext(merchant_id=merchant, settlement_date=day, calendar=calendar,
+                       fee_rules=settings.fee_rules,
+                       refund_window_days=settings.refund_window_days)
+    engine = make_engine(settings.database_url)
+    with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
+        inputs = load_task(settings, merchant, day, covered, parsed)
+        result = match_task(parsed, inputs, ctx)
+        summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
+                                parsed.trailer is not None)
+        record = RunRecord(merchant_id=merchant, settlement_date=day, started_at=started_at,
+                           file_name=fetched.name, file_sha256=fetched.sha256,
+                           file_rows=parsed.data_rows, archive_path=str(fetched.path),
+                           exceptions=result.exceptions, summary=summary)
+        persisted = persist_task(settings, result, record)
+    summary = {**summary, "run": {
+        "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
+        "started_at": started_at.isoformat(), "finished_at": persisted.finished_at.isoformat(),
+    }}
+    paths = report_task(settings, result, summary)
+    paths["email"] = notify_task(settings, summary, paths["workbook"])
+    return {"summary": summary, "paths": paths}
+
+
+@flow(name="reconcile-settlement", persist_result=False, validate_parameters=False)
+def reconcile_settlement(
+    settlement_date: str | None = None,
+    merchant_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    config_file: str | None = None,
+) -> State:
+    """Reconcile one merchant's OVO settlement file for one settlement date.
+
+    The state's message carries the outcome; a failed run's message is one line starting
+    with its reason code (FILE_MISSING, FILE_REJECTED, RUN_LOCKED, ...).
+    """
+    logger = get_run_logger()
+    settings = load_settings(config_file, {**(overrides or {}), "merchant_id": merchant_id})
+    day = dt.date.fromisoformat(settlement_date) if settlement_date else today_wib()
+    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+    holiday = calendar.holiday_name(day)
+    if holiday:
+        logger.info("%s is not a working day (%s): no settlement file is due", day, holiday)
+        return Completed(message=f"NOT_WORKING_DAY: {day} ({holiday})",
+                         data={"skipped": True, "reason": holiday})
+    try:
+        outcome = reconcile(settings, day)
+    except (FileMissing, FileRejected) as exc:
+        logger.error("%s", exc.one_line())
+        alert_task(settings, settings.merchant_id, day, exc.one_line())
+        return Failed(message=exc.one_line())
+    except ReconError as exc:
+        logger.error("%s", exc.one_line())
+        return Failed(message=exc.one_line())
+    counts = outcome["summary"]["counts"]
+    logger.info("reconciled %s %s: %d exceptions, workbook %s", outcome["summary"]["merchant_id"],
+                day, sum(v for k, v in counts.items() if k != "MATCHED"),
+                outcome["paths"]["workbook"])
+    return Completed(message="reconciled", data=outcome)

@@ -1,0 +1,214 @@
+"""One typed settings object, read at the edge and passed inward as a value.
+
+Sources, lowest to highest priority: built-in defaults, a TOML file (``--config`` or
+``RECON_CONFIG``), ``RECON_<KEY>`` environment variables, command-line options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from recon.errors import ConfigError
+
+ROUNDING_MODES = {
+    "half_up": "ROUND_HALF_UP",
+    "half_even": "ROUND_HALF_EVEN",
+    "down": "ROUND_DOWN",
+    "up": "ROUND_UP",
+}
+
+
+@dataclass(frozen=True)
+class FeeRules:
+    """How fees on a settlement row are checked."""
+
+    mdr_rates: Mapping[str, Decimal] = field(default_factory=dict)  # OVO_CASH/OVO_POINTS
+    vat_rate: Decimal = Decimal("0.11")
+    tolerance: Decimal = Decimal("0.01")
+    rounding: str = "half_up"
+    decimals: int = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    merchant_id: str = ""
+    database_url: str = "sqlite:///var/recon.db"
+    source: str = "var/inbox"
+    report_dir: Path = Path("var/reports")
+    outbox: Path = Path("var/outbox")
+    archive_dir: Path = Path("var/archive")
+    file_name_pattern: str = "OVO_SETTLEMENT_{merchant_id}_{yyyymmdd}"
+    profile: str = "ovo-v1"
+    extra_holidays: tuple[dt.date, ...] = ()
+    extra_working_days: tuple[dt.date, ...] = ()
+    mdr_rates: Mapping[str, Decimal] = field(default_factory=dict)
+    vat_rate: Decimal = Decimal("0.11")
+    fee_tolerance: Decimal = Decimal("0.01")
+    fee_rounding: str = "half_up"
+    fee_decimals: int = 2
+    refund_window_days: int = 60
+    lock_wait_seconds: float = 30.0
+    mail_from: str = "ovo-recon@localhost"
+    mail_to: tuple[str, ...] = ("settlement-team@localhost",)
+    mail_cc: tuple[str, ...] = ()
+
+    @property
+    def fee_rules(self) -> FeeRules:
+        return FeeRules(
+            mdr_rates=self.mdr_rates,
+            vat_rate=self.vat_rate,
+            tolerance=self.fee_tolerance,
+            rounding=self.fee_rounding,
+            decimals=self.fee_decimals,
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+PAY_OPTIONS = {"OVOCASH": "OVO_CASH", "OVOPOINTS": "OVO_POINTS"}
+
+
+def normalise_pay_option(text: str) -> str | None:
+    """'OVO Cash', 'ovo_cash', 'OVOCASH' -> 'OVO_CASH'; None when not an OVO source."""
+    key = "".join(ch for ch in str(text).upper() if ch.isalnum())
+    return PAY_OPTIONS.get(key)
+
+
+def _as_date(key: str, value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _as_decimal(key: str, value: Any) -> Decimal:
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ConfigError(f"{key}: {value!r} is not a decimal number") from exc
+    if not number.is_finite() or number < 0:
+        raise ConfigError(f"{key}: {value!r} must be a non-negative number")
+    return number
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    text = str(value).strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _as_rates(key: str, value: Any) -> dict[str, Decimal]:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ConfigError(f"{key}: expected 'OVO Cash=0.007,OVO Points=0.005'")
+            value = {name.strip(): rate.strip() for name, rate in pairs}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of payment source = rate")
+    rates: dict[str, Decimal] = {}
+    for name, rate in value.items():
+        option = normalise_pay_option(name)
+        if option is None:
+            raise ConfigError(f"{key}: unknown payment source {name!r} (OVO Cash, OVO Points)")
+        rates[option] = _as_decimal(f"{key}.{name}", rate)
+    return rates
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Turn a TOML/env/CLI value into the type the Settings field holds."""
+    try:
+        if key in {"report_dir", "outbox", "archive_dir"}:
+            return Path(str(value))
+        if key in {"extra_holidays", "extra_working_days"}:
+            return tuple(_as_date(key, item) for item in _as_list(value))
+        if key in {"mail_to", "mail_cc"}:
+            return tuple(str(item) for item in _as_list(value))
+        if key == "mdr_rates":
+            return _as_rates(key, value)
+        if key in {"vat_rate", "fee_tolerance"}:
+            return _as_decimal(key, value)
+        if key in {"fee_decimals", "refund_window_days"}:
+            number = int(str(value))
+            if number < 0:
+                raise ConfigError(f"{key}: must not be negative")
+            return number
+        if key == "lock_wait_seconds":
+            return float(str(value))
+        if key == "fee_rounding":
+            text = str(value).strip().lower()
+            if text not in ROUNDING_MODES:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(ROUNDING_MODES)}")
+            return text
+        return str(value).strip()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{key}: {value!r} is not valid ({exc})") from exc
+
+
+SETTING_KEYS = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < TOML file < RECON_* environment < explicit overrides (None ignored)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or env.get("RECON_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: {exc}") from exc
+        section = data.get("recon", data)
+        for key, value in section.items():
+            if key not in SETTING_KEYS:
+                raise ConfigError(f"configuration file {path}: unknown key {key!r}")
+            values[key] = _coerce(key, value)
+    for key in SETTING_KEYS:
+        env_value = env.get(f"RECON_{key.upper()}")
+        if env_value is not None:
+            values[key] = _coerce(key, env_value)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in SETTING_KEYS:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, value)
+    settings = Settings(**values)
+    overlap = set(settings.extra_holidays) & set(settings.extra_working_days)
+    if overlap:
+        days = ", ".join(sorted(d.isoformat() for d in overlap))
+        raise ConfigError(f"{days} listed both as extra holiday and extra working day")
+    return settings

@@ -1,0 +1,84 @@
+"""Settlement file formats, declared rather than hand-parsed.
+
+A counterparty format is a `FileFormat`: its columns (header text, field, kind, whether
+required), the accepted delimiters, the trailer marker. The reader interprets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recon.errors import ConfigError
+
+# Field kinds the reader knows how to parse.
+TEXT = "text"
+MONEY = "money"
+DATE = "date"
+DATETIME = "datetime"
+TRANSACTION_TYPE = "transaction_type"
+PAYMENT_SOURCE = "payment_source"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    field: str
+    kind: str = TEXT
+    required: bool = True
+    #: A required column must be present in the header; a mandatory value must be
+    #: non-empty on every row or the row is INVALID_ROW.
+    mandatory_value: bool = False
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    columns: tuple[Column, ...]
+    extensions: tuple[str, ...] = (".csv", ".xlsx")
+    delimiters: tuple[str, ...] = (",", ";")
+    trailer_marker: str = "TOTAL"
+    payment_type: str = "PAYMENT"
+    refund_type: str = "REFUND"
+
+    def column(self, field: str) -> Column:
+        for col in self.columns:
+            if col.field == field:
+                return col
+        raise KeyError(field)
+
+
+def normalise_header(text: object) -> str:
+    """Header names match case-insensitively, ignoring spaces, underscores and a BOM."""
+    return "".join(
+        ch for ch in str(text or "").replace("\ufeff", "").lower() if ch not in " _\t"
+    )
+
+
+OVO_V1 = FileFormat(
+    name="ovo-v1",
+    columns=(
+        Column("SettlementDate", "settlement_date", DATE),
+        Column("TransactionDateTime", "transaction_time", DATETIME),
+        Column("MerchantID", "merchant_id"),
+        Column("StoreID", "store_id", required=False),
+        Column("MerchantInvoice", "merchant_invoice", mandatory_value=True),
+        Column("RefundInvoice", "refund_invoice", required=False),
+        Column("OVOReferenceNo", "ovo_reference_no"),
+        Column("TransactionType", "transaction_type", TRANSACTION_TYPE),
+        Column("PaymentSource", "payment_source", PAYMENT_SOURCE),
+        Column("GrossAmount", "gross", MONEY),
+        Column("MDRAmount", "mdr", MONEY),
+        Column("TaxAmount", "tax", MONEY),
+        Column("NetAmount", "net", MONEY),
+    ),
+)
+
+PROFILES = {OVO_V1.name: OVO_V1}
+
+
+def get_profile(name: str) -> FileFormat:
+    try:
+        return PROFILES[name]
+    except KeyError as exc:
+        known = ", ".join(sorted(PROFILES))
+        raise ConfigError(f"unknown file profile {name!r} (known: {known})") from exc

@@ -1,0 +1,394 @@
+"""Read a settlement file (CSV or XLSX) into normalised rows, per a declared format.
+
+A row that cannot be read is kept with its line number and an ``invalid_reason``; a file
+that cannot be trusted as a whole raises `FileRejected` naming the file and the fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from recon.calendar import WIB
+from recon.config import normalise_pay_option
+from recon.errors import FileRejected
+from recon.formats import (
+    DATE,
+    DATETIME,
+    MONEY,
+    PAYMENT_SOURCE,
+    TRANSACTION_TYPE,
+    FileFormat,
+    normalise_header,
+)
+from recon.schemas import SETTLEMENT_ROWS, conform
+
+log = logging.getLogger(__name__)
+
+_MONEY_RE = r"^\s*([+-]?)(\d{1,15})(?:\.(\d*))?\s*$"
+_DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+@dataclass(frozen=True)
+class Trailer:
+    line_no: int
+    rows: int
+    gross: int
+    net: int
+
+
+@dataclass(frozen=True)
+class SettlementFile:
+    """A settlement file that passed the file-level checks."""
+
+    name: str
+    rows: pd.DataFrame  # schema SETTLEMENT_ROWS
+    trailer: Trailer | None
+    sheet_format: str  # "csv (,)", "csv (;)" or "xlsx"
+
+    @property
+    def data_rows(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class _Table:
+    header: list[str]
+    header_line: int
+    lines: list[int]
+    cells: list[list[str]]
+    layout: str
+
+
+# --------------------------------------------------------------------------- raw tables
+
+
+def _cell_text(value: object) -> str:
+    """An XLSX cell as the text a CSV would carry (exact for numbers, ISO for dates)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).upper()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return format(Decimal(repr(value)), "f")
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _split_rows(name: str, numbered: Iterator[tuple[int, list[str]]], layout: str) -> _Table:
+    header: list[str] | None = None
+    header_line = 0
+    lines: list[int] = []
+    cells: list[list[str]] = []
+    for line_no, row in numbered:
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header, header_line = row, line_no
+            continue
+        lines.append(line_no)
+        cells.append(row)
+    if header is None:
+        raise FileRejected(name, "file is empty (no header row)")
+    return _Table(header, header_line, lines, cells, layout)
+
+
+def _detect_delimiter(first_line: str, allowed: tuple[str, ...]) -> str:
+    counts = {sep: first_line.count(sep) for sep in allowed}
+    return max(allowed, key=lambda sep: counts[sep])
+
+
+def _read_csv_table(name: str, data: bytes, fmt: FileFormat) -> _Table:
+    if not data.strip():
+        raise FileRejected(name, "file is empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(
+            name, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = _detect_delimiter(first_line, fmt.delimiters)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+    def numbered() -> Iterator[tuple[int, list[str]]]:
+        previous_end = 0
+        try:
+            for row in reader:
+                start = previous_end + 1
+                previous_end = reader.line_num
+                yield start, row
+        except csv.Error as exc:
+            raise FileRejected(name, f"line {reader.line_num}: unreadable CSV ({exc})") from exc
+
+    return _split_rows(name, numbered(), f"csv ({delimiter})")
+
+
+def _read_xlsx_table(name: str, data: bytes) -> _Table:
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as exc:
+        raise FileRejected(name, f"corrupt XLSX ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # openpyxl raises assorted errors on damaged parts
+        raise FileRejected(name, f"corrupt XLSX ({type(exc).__name__}: {exc})") from exc
+    try:
+        if not workbook.worksheets:
+            raise FileRejected(name, "XLSX has no worksheet")
+        sheet = workbook.worksheets[0]
+
+        def numbered() -> Iterator[tuple[int, list[str]]]:
+            try:
+                for index, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                    yield index, [_cell_text(value) for value in values]
+            except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+                raise FileRejected(name, f"corrupt XLSX ({exc})") from exc
+
+        return _split_rows(name, numbered(), "xlsx")
+    finally:
+        workbook.close()
+
+
+# --------------------------------------------------------------------------- field parsers
+
+
+def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Decimal text ('.' separator) -> Int64 minor units, and a mask of unparseable values.
+
+    More than two decimal places is unparseable unless the extra digits are zeros.
+    """
+    parts = values.astype(str).str.extract(_MONEY_RE)
+    matched = parts[1].notna()
+    fraction = parts[2].fillna("").astype(str)
+    extra_nonzero = fraction.str.slice(2).str.strip("0") != ""
+    ok = matched & ~extra_nonzero
+    whole = pd.to_numeric(parts[1].where(ok), errors="coerce").astype("Int64")
+    cents = pd.to_numeric(
+        fraction.str.slice(0, 2).str.ljust(2, "0").where(ok), errors="coerce"
+    ).astype("Int64")
+    sign = parts[0].fillna("").astype(str).map(lambda s: -1 if s == "-" else 1).astype("Int64")
+    minor = (whole * 100 + cents) * sign
+    return minor.where(ok, pd.NA).astype("Int64"), ~ok
+
+
+def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """ISO-like times -> UTC timestamps; a time without an offset is WIB."""
+    text = values.astype(str).str.strip()
+    shaped = text.str.match(_DATETIME_RE)
+    has_offset = shaped & text.str.contains(_OFFSET_RE, regex=True)
+    naive = shaped & ~has_offset
+    result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if naive.any():
+        local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+        result.loc[naive] = local.dt.tz_localize(WIB).dt.tz_convert("UTC").astype(result.dtype)
+    if has_offset.any():
+        aware = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce", utc=True)
+        result.loc[has_offset] = aware.astype(result.dtype)
+    return result, result.isna()
+
+
+def parse_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    text = values.astype(str).str.strip()
+    parsed = pd.to_datetime(text.where(text.str.match(r"^\d{4}-\d{2}-\d{2}$")),
+                            format="%Y-%m-%d", errors="coerce")
+    dates = pd.Series([ts.date() if not pd.isna(ts) else None for ts in parsed],
+                      index=values.index, dtype="object")
+    return dates, parsed.isna()
+
+
+def wib_dates(times: pd.Series) -> pd.Series:
+    """UTC timestamps -> their WIB business dates (datetime.date objects, None for NaT)."""
+    local = times.dt.tz_convert(WIB).dt.tz_localize(None).dt.normalize()
+    return pd.Series([ts.date() if not pd.isna(ts) else None for ts in local],
+                     index=times.index, dtype="object")
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def _map_header(name: str, table: _Table, fmt: FileFormat) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    by_key = {normalise_header(col.header): col for col in fmt.columns}
+    for index, raw in enumerate(table.header):
+        key = normalise_header(raw)
+        col = by_key.get(key)
+        if col is None:
+            continue
+        if col.field in positions:
+            raise FileRejected(name, f"column {col.header} appears twice in the header")
+        positions[col.field] = index
+    missing = [col.header for col in fmt.columns if col.required and col.field not in positions]
+    if missing:
+        raise FileRejected(
+            name, f"required column(s) missing: {', '.join(missing)} (line {table.header_line})"
+        )
+    return positions
+
+
+def _add_reason(reasons: pd.Series, mask: pd.Series, text: pd.Series | str) -> pd.Series:
+    addition = text if isinstance(text, pd.Series) else pd.Series(text, index=reasons.index)
+    joined = reasons.where(reasons == "", reasons + "; ") + addition
+    return reasons.where(~mask, joined)
+
+
+def _quoted(values: pd.Series) -> pd.Series:
+    return "'" + values.str.slice(0, 40) + "'"
+
+
+def _parse_trailer(name: str, line_no: int, cells: list[str]) -> Trailer:
+    values = [cell.strip() for cell in cells[1:4]]
+    if len(values) < 3 or not values[0].isdigit():
+        raise FileRejected(
+            name, f"line {line_no}: TOTAL trailer must give row count, gross sum and net sum"
+        )
+    amounts, bad = parse_money(pd.Series(values[1:3], dtype="str"))
+    if bad.any():
+        raise FileRejected(name, f"line {line_no}: TOTAL trailer amounts are not decimals")
+    return Trailer(line_no, int(values[0]), int(amounts.iloc[0]), int(amounts.iloc[1]))
+
+
+def read_settlement_file(
+    path: Path, fmt: FileFormat, settlement_date: dt.date, name: str | None = None
+) -> SettlementFile:
+    """Read and check one settlement file; see the module docstring for the contract."""
+    name = name or path.name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FileRejected(name, f"cannot be read ({exc.strerror})") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx" or data[:4] == b"PK\x03\x04":
+        if not data:
+            raise FileRejected(name, "file is empty")
+        table = _read_xlsx_table(name, data)
+    else:
+        table = _read_csv_table(name, data, fmt)
+
+    positions = _map_header(name, table, fmt)
+    lines, cells = table.lines, table.cells
+    trailer: Trailer | None = None
+    marker = fmt.trailer_marker.upper()
+    if cells and cells[-1] and cells[-1][0].strip().upper() == marker:
+        trailer = _parse_trailer(name, lines[-1], cells[-1])
+        lines, cells = lines[:-1], cells[:-1]
+    if not cells and trailer is None:
+        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
+
+    width = len(table.header)
+    columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
+    shape_errors: list[str] = []
+    for row in cells:
+        while len(row) > width and not row[-1].strip():
+            row = row[:-1]
+        shape_errors.append(
+            f"line has {len(row)} fields, the header has {width}" if len(row) > width else ""
+        )
+        for col in fmt.columns:
+            index = positions.get(col.field)
+            columns[col.field].append(row[index].strip() if index is not None and index < len(row)
+                                      else "")
+    raw = pd.DataFrame(columns, dtype="str")
+    frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
+    reasons = pd.Series(shape_errors, dtype="str")
+
+    for col in fmt.columns:
+        values = raw[col.field]
+        if col.kind == MONEY:
+            parsed, bad = parse_money(values)
+            frame[col.field] = parsed
+            empty = values == ""
+            reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
+            reasons = _add_reason(reasons, bad & ~empty,
+                                  col.header + " " + _quoted(values) + " is not a decimal amount")
+        elif col.kind == DATETIME:
+            parsed, bad = parse_datetime(values)
+            frame[col.field] = parsed
+            frame["transaction_date"] = wib_dates(parsed)
+            reasons = _add_reason(reasons, bad,
+                                  col.header + " " + _quoted(values) + " is not a date and time")
+        elif col.kind == DATE:
+            parsed, bad = parse_date(values)
+            frame[col.field] = parsed
+            reasons = _add_reason(reasons, bad,
+                                  col.header + " " + _quoted(values) + " is not a YYYY-MM-DD date")
+        elif col.kind == TRANSACTION_TYPE:
+            kind = values.str.upper()
+            ok = kind.isin([fmt.payment_type, fmt.refund_type])
+            frame[col.field] = kind.where(ok, "")
+            reasons = _add_reason(reasons, ~ok,
+                                  col.header + " " + _quoted(values) + " is not PAYMENT or REFUND")
+        elif col.kind == PAYMENT_SOURCE:
+            option = values.map(normalise_pay_option)
+            ok = option.notna()
+            frame[col.field] = option.where(ok, "").astype("str")
+            reasons = _add_reason(
+                reasons, ~ok, col.header + " " + _quoted(values) + " is not OVO Cash or OVO Points"
+            )
+        else:
+            frame[col.field] = values
+            if col.mandatory_value:
+                reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
+    frame["invalid_reason"] = reasons
+
+    wrong_date = frame["settlement_date"].map(
+        lambda d: d is not None and d != settlement_date
+    ).astype(bool)
+    if wrong_date.any():
+        first = frame.loc[wrong_date].iloc[0]
+        more = int(wrong_date.sum()) - 1
+        tail = f" (and {more} more line(s))" if more else ""
+        raise FileRejected(
+            name,
+            f"line {first['line_no']}: SettlementDate {first['settlement_date']} is not the "
+            f"settlement date {settlement_date}{tail}",
+        )
+
+    if trailer is not None:
+        _check_trailer(name, frame, trailer)
+    rows = conform(frame, SETTLEMENT_ROWS, "settlement rows")
+    invalid = int((rows["invalid_reason"] != "").sum())
+    log.info("%s: %d data rows (%d unreadable), trailer %s", name, len(rows), invalid,
+             "checked" if trailer else "absent")
+    return SettlementFile(name=name, rows=rows, trailer=trailer, sheet_format=table.layout)
+
+
+def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
+    where = f"TOTAL trailer (line {trailer.line_no})"
+    if trailer.rows != len(frame):
+        raise FileRejected(name, f"{where} says {trailer.rows} rows, the file has {len(frame)}")
+    for column, stated, label in (("gross", trailer.gross, "GrossAmount"),
+                                  ("net", trailer.net, "NetAmount")):
+        values = frame[column]
+        if values.isna().any():
+            log.warning("%s: %s sum not verifiable, %d unreadable amounts", name, label,
+                        int(values.isna().sum()))
+            continue
+        actual = int(values.sum())
+        if actual != stated:
+            from recon.money import format_amount
+
+            raise FileRejected(
+                name,
+                f"{where} says {label} sums to {format_amount(stated)}, "
+                f"the rows sum to {format_amount(actual)}",
+            )

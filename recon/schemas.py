@@ -1,0 +1,101 @@
+"""Declared frame schemas, one per stage, checked where data enters a stage.
+
+Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. Times are
+``datetime64[ns, UTC]``; business dates are ``datetime.date`` objects (WIB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+#: Normalised settlement rows, as the reader returns them.
+SETTLEMENT_ROWS: Mapping[str, str] = {
+    "line_no": "int64",
+    "settlement_date": "object",
+    "transaction_time": "datetime64[ns, UTC]",
+    "transaction_date": "object",
+    "merchant_id": "str",
+    "store_id": "str",
+    "merchant_invoice": "str",
+    "refund_invoice": "str",
+    "ovo_reference_no": "str",
+    "transaction_type": "str",
+    "payment_source": "str",
+    "gross": "Int64",
+    "mdr": "Int64",
+    "tax": "Int64",
+    "net": "Int64",
+    "invalid_reason": "str",
+}
+
+#: Payment records (ovo_payments), as the store loads them.
+PAYMENTS: Mapping[str, str] = {
+    "partner_reference_no": "str",
+    "reference_no": "str",
+    "merchant_id": "str",
+    "store_id": "str",
+    "amount": "Int64",
+    "pay_option": "str",
+    "status": "str",
+    "transaction_time": "datetime64[ns, UTC]",
+    "transaction_date": "object",
+}
+
+#: Refund records (ovo_refunds), as the store loads them.
+REFUNDS: Mapping[str, str] = {
+    "partner_refund_no": "str",
+    "original_partner_reference_no": "str",
+    "refund_no": "str",
+    "refund_amount": "Int64",
+    "refund_time": "datetime64[ns, UTC]",
+    "refund_date": "object",
+    "status": "str",
+}
+
+#: What earlier settlement dates settled (the ledger), as the store loads it.
+LEDGER: Mapping[str, str] = {
+    "settlement_date": "object",
+    "kind": "str",
+    "settle_key": "str",
+    "record_key": "str",
+    "original_reference_no": "str",
+    "amount": "Int64",
+    "line_no": "int64",
+}
+
+#: MISSING_IN_SETTLEMENT items opened by earlier settlement dates and open as of S.
+OPEN_ITEMS: Mapping[str, str] = {
+    "exception_id": "int64",
+    "opened_date": "object",
+    "kind": "str",
+    "record_key": "str",
+    "amount": "Int64",
+    "record_date": "object",
+}
+
+
+class SchemaError(ValueError):
+    """A frame handed to a stage does not have the declared columns."""
+
+
+def empty_frame(schema: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
+
+
+def conform(frame: pd.DataFrame, schema: Mapping[str, str], stage: str) -> pd.DataFrame:
+    """Return `frame` with exactly the schema's columns in order, cast to their types.
+
+    Raises SchemaError naming the stage and every missing column.
+    """
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise SchemaError(f"{stage}: missing column(s) {', '.join(missing)}")
+    out = frame.loc[:, list(schema)].copy()
+    for name, dtype in schema.items():
+        if dtype == "str":
+            out[name] = out[name].fillna("").astype(str)
+        elif str(out[name].dtype) != dtype and dtype != "object":
+            out[name] = out[name].astype(dtype)
+    return out.reset_index(drop=True)

@@ -1,0 +1,43 @@
+"""summary.json: the run's figures as plain data (SPEC section 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from recon import categories as cat
+from recon.matching import ReconResult
+from recon.money import format_amount
+
+
+def build_summary(result: ReconResult, file_name: str, sha256: str,
+                  file_format: str, trailer: bool) -> dict[str, Any]:
+    """Deterministic figures for one run: the same inputs give the same dict."""
+    exception_amount = sum(abs(v) for c, v in result.amounts.items() if c != cat.MATCHED)
+    return {
+        "merchant_id": result.merchant_id,
+        "settlement_date": result.settlement_date.isoformat(),
+        "covered_transaction_dates": [d.isoformat() for d in result.covered_dates],
+        "file": {"name": file_name, "sha256": sha256, "rows": int(len(result.rows)),
+                 "format": file_format, "trailer": trailer},
+        "counts": dict(result.counts),
+        "amounts": {name: format_amount(value) for name, value in result.amounts.items()},
+        "totals": {name: format_amount(value) for name, value in result.totals.items()},
+        "exceptions": result.exceptions,
+        "exception_amount": format_amount(exception_amount),
+        "open_items": len(result.open_items),
+        "closed_items": len(result.closures),
+    }
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".json.tmp")
+    temp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temp.replace(path)
+    return path
+
+
+def report_folder(report_dir: Path, merchant_id: str, settlement_date: str) -> Path:
+    return report_dir / merchant_id / settlement_date

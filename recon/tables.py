@@ -1,0 +1,165 @@
+"""Table declarations: the merchant's reference tables and the pipeline's own state.
+
+This module is the single source of the DDL; ``sql/<dialect>.sql`` is generated from it
+(``python -m recon.tables``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+metadata = MetaData()
+
+Money = Numeric(18, 2, asdecimal=True)
+Moment = DateTime(timezone=True)
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+# ------------------------------------------------------------------ reference tables (SPEC §4)
+
+ovo_payments = Table(
+    "ovo_payments",
+    metadata,
+    Column("partner_reference_no", String(64), primary_key=True),
+    Column("reference_no", String(64)),
+    Column("merchant_id", String(32), nullable=False),
+    Column("store_id", String(64)),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(3), nullable=False, server_default="IDR"),
+    Column("pay_option", String(16), nullable=False),
+    Column("status", String(2), nullable=False),
+    Column("transaction_time", Moment, nullable=False),
+    Column("paid_time", Moment),
+    Index("ix_ovo_payments_time", "transaction_time"),
+)
+
+ovo_refunds = Table(
+    "ovo_refunds",
+    metadata,
+    Column("partner_refund_no", String(64), primary_key=True),
+    Column("original_partner_reference_no", String(64), nullable=False),
+    Column("refund_no", String(64)),
+    Column("refund_amount", Money, nullable=False),
+    Column("refund_time", Moment, nullable=False),
+    Column("status", String(2), nullable=False),
+    Index("ix_ovo_refunds_time", "refund_time"),
+    Index("ix_ovo_refunds_original", "original_partner_reference_no"),
+    Index("ix_ovo_refunds_refund_no", "refund_no"),
+)
+
+REFERENCE_TABLES = (ovo_payments, ovo_refunds)
+
+# ------------------------------------------------------------------ the pipeline's own state
+
+recon_runs = Table(
+    "recon_runs",
+    metadata,
+    Column("run_id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", String(32), nullable=False),
+    Column("settlement_date", Date, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("is_current", Boolean, nullable=False),
+    Column("started_at", Moment, nullable=False),
+    Column("finished_at", Moment, nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("file_rows", Integer, nullable=False),
+    Column("archive_path", Text),
+    Column("exceptions", Integer, nullable=False),
+    Column("summary_json", Text, nullable=False),
+    Index("ix_recon_runs_date", "merchant_id", "settlement_date"),
+)
+
+recon_ledger = Table(
+    "recon_ledger",
+    metadata,
+    Column("ledger_id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", String(32), nullable=False),
+    Column("settlement_date", Date, nullable=False),
+    Column("run_id", Id, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("settle_key", String(128), nullable=False),
+    Column("record_key", String(64), nullable=False),
+    Column("original_reference_no", String(64), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Index("ix_recon_ledger_date", "merchant_id", "settlement_date"),
+    Index("ix_recon_ledger_key", "merchant_id", "kind", "settle_key"),
+    Index("ix_recon_ledger_record", "merchant_id", "kind", "record_key"),
+    Index("ix_recon_ledger_original", "merchant_id", "original_reference_no"),
+)
+
+recon_exceptions = Table(
+    "recon_exceptions",
+    metadata,
+    Column("exception_id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", String(32), nullable=False),
+    Column("settlement_date", Date, nullable=False),
+    Column("run_id", Id, nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("line_no", Integer),
+    Column("merchant_invoice", String(255)),
+    Column("refund_invoice", String(255)),
+    Column("ovo_reference_no", String(255)),
+    Column("record_key", String(64)),
+    Column("record_date", Date),
+    Column("file_amount", Money),
+    Column("record_amount", Money),
+    Column("delta", Money),
+    Column("reason", Text, nullable=False),
+    Column("flags", Text),
+    # MISSING_IN_SETTLEMENT only: open until a later file settles the record.
+    Column("state", String(8)),
+    Column("closed_by_date", Date),
+    Column("closed_by_line", Integer),
+    Index("ix_recon_exceptions_date", "merchant_id", "settlement_date"),
+    Index("ix_recon_exceptions_state", "merchant_id", "category", "state"),
+    Index("ix_recon_exceptions_closed", "merchant_id", "closed_by_date"),
+)
+
+recon_locks = Table(
+    "recon_locks",
+    metadata,
+    Column("merchant_id", String(32), primary_key=True),
+    Column("settlement_date", Date, primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("acquired_at", Moment, nullable=False),
+)
+
+DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect(),
+            "mysql": mysql.dialect()}
+
+
+def render_ddl(dialect_name: str) -> str:
+    """CREATE statements for every table and index, for one dialect."""
+    dialect = DIALECTS[dialect_name]
+    parts = [f"-- DDL for {dialect_name}, generated from recon/tables.py "
+             f"(python -m recon.tables {dialect_name}); do not edit by hand.\n"]
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(DIALECTS)
+    for name in names:
+        sys.stdout.write(render_ddl(name))
