@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from recon import categories as cat
 from recon.calendar import WorkingCalendar, today_wib
@@ -113,7 +113,7 @@ def run_dates(settings_overrides: dict[str, Any], config_file: str | None,
             error.reason_code = code if code in EXIT_BY_CODE else "ERROR"
             error.exit_code = EXIT_BY_CODE.get(code, 1)
             raise error
-        outcomes.append(state.result())
+        outcomes.append(cast(dict[str, Any], state.result()))
     return outcomes
 
 

@@ -162,9 +162,11 @@ def generate(per_day: int = 600, seed: int = 20261130) -> DemoData:
             if p.ref in amount_off:
                 rows.append(payment_row(settlement, p, gross=amount_off[p.ref]))
             elif p.ref == fee_off:
-                rows.append(payment_row(settlement, p, MDRAmount=f"{_round(p.amount * Decimal('0.02')):.2f}",
-                                        TaxAmount=f"{_round(_round(p.amount * Decimal('0.02')) * VAT):.2f}",
-                                        NetAmount=f"{p.amount - _round(p.amount * Decimal('0.02')) - _round(_round(p.amount * Decimal('0.02')) * VAT):.2f}"))
+                mdr = _round(p.amount * Decimal("0.02"))  # charged 2% instead of the contract
+                tax = _round(mdr * VAT)
+                rows.append(payment_row(settlement, p, MDRAmount=f"{mdr:.2f}",
+                                        TaxAmount=f"{tax:.2f}",
+                                        NetAmount=f"{p.amount - mdr - tax:.2f}"))
             elif p.ref == net_off:
                 row = payment_row(settlement, p)
                 row["NetAmount"] = f"{Decimal(row['NetAmount']) + Decimal('100.00'):.2f}"
@@ -221,7 +223,8 @@ def generate(per_day: int = 600, seed: int = 20261130) -> DemoData:
             ref=f"RF-GHOST-{settlement:%Y%m%d}", original=previous[62], refund_no="OVR000000000",
             amount=Decimal("1234.00"), time=dt.datetime.combine(refund_day, dt.time(9), WIB))))
         # TIMING_DIFFERENCE: a payment from an earlier covered window settled late.
-        rows.append(payment_row(settlement, by_day[min(by_day)][100 + DEMO_DATES.index(settlement)]))
+        late_payment = by_day[min(by_day)][100 + DEMO_DATES.index(settlement)]
+        rows.append(payment_row(settlement, late_payment))
         data.files[settlement] = rows + data.files[settlement]
         # DUPLICATE against an earlier settlement date: a row of the previous file again.
         if settlement != DEMO_DATES[0]:

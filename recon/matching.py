@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -59,7 +60,7 @@ class ReconResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _text(frame: pd.DataFrame, mask: pd.Series, make: Callable[[tuple], str]) -> pd.Series:
+def _text(frame: pd.DataFrame, mask: pd.Series, make: Callable[[Any], str]) -> pd.Series:
     """A reason text for the masked rows ('' elsewhere), built row by row on the subset."""
     out = pd.Series("", index=frame.index, dtype="str")
     if mask.any():
@@ -314,9 +315,9 @@ def match_settlement(
     out["refunded_cumulative"] = cumulative
     window = ctx.refund_window_days
 
-    def refund_problems(t: tuple) -> str:
+    def refund_problems(t: Any) -> str:
         found = []
-        row = t._asdict()  # type: ignore[attr-defined]
+        row = t._asdict()
         settled_amount = abs(int(row["gross"]))
         if settled_amount != int(row["refund_amount"]):
             found.append(f"refund amount {format_amount(settled_amount)} ≠ refund record "

@@ -209,8 +209,10 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def parse_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = values.astype(str).str.strip()
-    parsed = pd.to_datetime(text.where(text.str.match(r"^\d{4}-\d{2}-\d{2}$")),
-                            format="%Y-%m-%d", errors="coerce")
+    # A spreadsheet date cell arrives as a midnight datetime; accept it as the date.
+    shaped = text.str.match(r"^\d{4}-\d{2}-\d{2}(?:[ T]00:00(?::00)?)?$")
+    parsed = pd.to_datetime(text.str.slice(0, 10).where(shaped), format="%Y-%m-%d",
+                            errors="coerce")
     dates = pd.Series([ts.date() if not pd.isna(ts) else None for ts in parsed],
                       index=values.index, dtype="object")
     return dates, parsed.isna()

@@ -344,7 +344,10 @@ def persist_run(engine: Engine, result: Any, run: RunRecord) -> PersistedRun:
                 file_sha256=run.file_sha256, file_rows=run.file_rows,
                 archive_path=run.archive_path, exceptions=run.exceptions,
                 summary_json=json.dumps(run.summary, sort_keys=True),
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            run_id = run_id[0] if run_id else None
+            if run_id is None:
+                raise StoreError("the database returned no id for the new run")
             exc_t, led_t = recon_exceptions, recon_ledger
             conn.execute(delete(led_t).where(led_t.c.merchant_id == merchant,
                                              led_t.c.settlement_date == day))

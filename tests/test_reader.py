@@ -1,0 +1,226 @@
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recon.errors import FileRejected
+from recon.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
+from recon.formats import OVO_V1
+from recon.reader import parse_datetime, parse_money, read_settlement_file
+
+S = dt.date(2026, 11, 30)
+
+
+def row(**changes: str) -> dict[str, str]:
+    base = {"SettlementDate": "2026-11-30", "TransactionDateTime": "2026-11-27 10:00:00",
+            "MerchantID": "M001", "StoreID": "ST01", "MerchantInvoice": "INV-1",
+            "RefundInvoice": "", "OVOReferenceNo": "OVO1", "TransactionType": "PAYMENT",
+            "PaymentSource": "OVO Cash", "GrossAmount": "10000.00", "MDRAmount": "70.00",
+            "TaxAmount": "7.70", "NetAmount": "9922.30"}
+    base.update(changes)
+    return base
+
+
+def read(path: Path, day: dt.date = S):
+    return read_settlement_file(path, OVO_V1, day)
+
+
+@pytest.mark.parametrize(
+    ("text", "minor"),
+    [
+        ("10000.00", 1_000_000), ("10000", 1_000_000), ("10000.5", 1_000_050),
+        ("-500.50", -50_050), ("+1.01", 101), ("0", 0), (" 12.30 ", 1230),
+        ("1.000", 100), ("1.230", 123),
+        ("", None), ("abc", None), ("1,000.00", None), ("1.001", None), ("12.500,00", None),
+        ("1e3", None), ("--1", None), (".5", None), ("Rp 100", None),
+    ],
+)
+def test_parse_money(text: str, minor: int | None) -> None:
+    values, bad = parse_money(pd.Series([text], dtype="str"))
+    if minor is None:
+        assert bool(bad.iloc[0])
+        assert pd.isna(values.iloc[0])
+    else:
+        assert not bool(bad.iloc[0])
+        assert int(values.iloc[0]) == minor
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-11-27 10:00:00", "2026-11-27T03:00:00+00:00"),  # naive is WIB
+        ("2026-11-27T10:00:00", "2026-11-27T03:00:00+00:00"),
+        ("2026-11-27T10:00:00+07:00", "2026-11-27T03:00:00+00:00"),
+        ("2026-11-27T03:00:00Z", "2026-11-27T03:00:00+00:00"),
+        ("2026-11-27T10:00:00+0700", "2026-11-27T03:00:00+00:00"),
+        ("2026-11-30 00:00:00", "2026-11-29T17:00:00+00:00"),
+        ("2026-11-27 10:00", "2026-11-27T03:00:00+00:00"),
+        ("2026-11-27", None), ("27/11/2026 10:00", None), ("2026-13-01 10:00:00", None),
+        ("", None), ("yesterday", None),
+    ],
+)
+def test_parse_datetime(text: str, utc: str | None) -> None:
+    values, bad = parse_datetime(pd.Series([text], dtype="str"))
+    if utc is None:
+        assert bool(bad.iloc[0])
+    else:
+        assert values.iloc[0].isoformat() == utc
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+@pytest.mark.parametrize("bom", [False, True])
+def test_csv_variants_read_the_same(tmp_path: Path, delimiter: str, bom: bool) -> None:
+    path = write_settlement_csv([row(), row(MerchantInvoice="INV-2")], tmp_path / "f.csv",
+                                delimiter=delimiter, bom=bom)
+    parsed = read(path)
+    assert parsed.rows["merchant_invoice"].tolist() == ["INV-1", "INV-2"]
+    assert parsed.rows["gross"].tolist() == [1_000_000, 1_000_000]
+    assert parsed.rows["line_no"].tolist() == [2, 3]
+    assert parsed.trailer is not None and parsed.trailer.rows == 2
+    assert (parsed.rows["invalid_reason"] == "").all()
+
+
+def test_headers_match_loosely_and_in_any_order(tmp_path: Path) -> None:
+    headers = ["net_amount", "GROSS AMOUNT", "mdr_amount", "Tax Amount", "settlement_date",
+               "transaction date time", "merchant id", "merchant_invoice", "ovo reference no",
+               "transaction_type", "payment source", "Extra Column"]
+    values = ["9922.30", "10000.00", "70.00", "7.70", "2026-11-30", "2026-11-27 10:00:00",
+              "M001", "INV-1", "OVO1", "payment", "ovo_cash", "ignored"]
+    path = tmp_path / "f.csv"
+    path.write_text(",".join(headers) + "\n" + ",".join(values) + "\n")
+    parsed = read(path)
+    first = parsed.rows.iloc[0]
+    assert first["transaction_type"] == "PAYMENT"
+    assert first["payment_source"] == "OVO_CASH"
+    assert first["net"] == 992_230
+    assert first["store_id"] == "" and first["refund_invoice"] == ""
+
+
+def test_xlsx_reads_like_csv(tmp_path: Path) -> None:
+    rows = [row(), row(MerchantInvoice="007", GrossAmount="-500.5", TransactionType="REFUND",
+                       RefundInvoice="RF-1")]
+    csv_rows = read(write_settlement_csv(rows, tmp_path / "f.csv")).rows
+    xlsx = read(write_settlement_xlsx(rows, tmp_path / "f.xlsx"))
+    assert xlsx.sheet_format == "xlsx"
+    pd.testing.assert_frame_equal(csv_rows, xlsx.rows)
+
+
+def test_xlsx_numeric_and_date_cells(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(list(HEADER))
+    sheet.append([dt.date(2026, 11, 30), dt.datetime(2026, 11, 27, 10, 0), "M001", "", "INV-1",
+                  "", "OVO1", "PAYMENT", "OVO Cash", 10000.5, 70, 7.7, 9922.8])
+    path = tmp_path / "f.xlsx"
+    book.save(path)
+    first = read(path).rows.iloc[0]
+    assert first["invalid_reason"] == ""
+    assert (first["gross"], first["mdr"], first["tax"], first["net"]) == (
+        1_000_050, 7_000, 770, 992_280)
+    assert first["transaction_time"].isoformat() == "2026-11-27T03:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"GrossAmount": "abc"}, "GrossAmount 'abc' is not a decimal amount"),
+        ({"GrossAmount": ""}, "GrossAmount is empty"),
+        ({"NetAmount": "1,5"}, "NetAmount '1,5' is not a decimal amount"),
+        ({"TransactionDateTime": "27/11/2026"}, "TransactionDateTime '27/11/2026' is not"),
+        ({"SettlementDate": "30-11-2026"}, "SettlementDate '30-11-2026' is not"),
+        ({"MerchantInvoice": "  "}, "MerchantInvoice is empty"),
+        ({"TransactionType": "VOID"}, "TransactionType 'VOID' is not PAYMENT or REFUND"),
+        ({"PaymentSource": "GoPay"}, "PaymentSource 'GoPay' is not OVO Cash or OVO Points"),
+    ],
+)
+def test_unreadable_rows_keep_line_and_reason(tmp_path: Path, changes: dict[str, str],
+                                              reason: str) -> None:
+    path = write_settlement_csv([row(), row(**changes)], tmp_path / "f.csv", trailer=False)
+    parsed = read(path)
+    assert parsed.rows["invalid_reason"].iloc[0] == ""
+    bad = parsed.rows.iloc[1]
+    assert bad["line_no"] == 3
+    assert reason in bad["invalid_reason"]
+
+
+def test_blank_lines_keep_physical_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    lines = [",".join(HEADER), ",".join(row().values()), "", ",".join(row(MerchantInvoice="X",
+             GrossAmount="bad").values())]
+    path.write_text("\n".join(lines) + "\n")
+    parsed = read(path)
+    assert parsed.rows["line_no"].tolist() == [2, 4]
+
+
+def test_too_many_fields_is_an_invalid_row(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text(",".join(HEADER) + "\n" + ",".join([*row().values(), "surprise"]) + "\n")
+    assert "14 fields, the header has 13" in read(path).rows["invalid_reason"].iloc[0]
+
+
+def fault(path: Path, day: dt.date = S) -> str:
+    with pytest.raises(FileRejected) as caught:
+        read(path, day)
+    message = caught.value.one_line()
+    assert "\n" not in message
+    assert path.name in message
+    return message
+
+
+def test_fault_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_bytes(b"")
+    assert "empty" in fault(tmp_path / "f.csv")
+    (tmp_path / "g.csv").write_bytes(b"\n  \n")
+    assert "empty" in fault(tmp_path / "g.csv")
+
+
+def test_fault_header_only(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_text(",".join(HEADER) + "\n")
+    assert "no data rows" in fault(tmp_path / "f.csv")
+
+
+def test_header_with_zero_trailer_is_an_empty_day(tmp_path: Path) -> None:
+    path = write_settlement_csv([], tmp_path / "f.csv", trailer=True)
+    parsed = read(path)
+    assert parsed.data_rows == 0 and parsed.trailer is not None
+
+
+def test_fault_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(",".join(HEADER).encode() + b"\n2026-11-30,\xff\xfe\n")
+    assert "not UTF-8" in fault(path)
+
+
+def test_fault_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    header = [h for h in HEADER if h != "NetAmount"]
+    path.write_text(",".join(header) + "\n" + ",".join("x" for _ in header) + "\n")
+    assert "required column(s) missing: NetAmount" in fault(path)
+
+
+def test_fault_trailer_disagrees(tmp_path: Path) -> None:
+    path = write_settlement_csv([row(), row()], tmp_path / "f.csv", trailer=False)
+    with path.open("a") as handle:
+        handle.write("TOTAL,2,20000.00,19000.00\n")
+    assert "NetAmount sums to 19000.00, the rows sum to 19844.60" in fault(path)
+    path2 = write_settlement_csv([row()], tmp_path / "g.csv", trailer=False)
+    with path2.open("a") as handle:
+        handle.write("TOTAL,3,10000.00,9922.30\n")
+    assert "says 3 rows, the file has 1" in fault(path2)
+
+
+def test_fault_wrong_settlement_date(tmp_path: Path) -> None:
+    path = write_settlement_csv([row(), row(SettlementDate="2026-11-27")], tmp_path / "f.csv")
+    assert "line 3: SettlementDate 2026-11-27 is not the settlement date 2026-11-30" in fault(path)
+
+
+def test_fault_corrupt_xlsx(tmp_path: Path) -> None:
+    good = write_settlement_xlsx([row()], tmp_path / "good.xlsx")
+    path = tmp_path / "f.xlsx"
+    path.write_bytes(good.read_bytes()[:500])
+    assert "corrupt XLSX" in fault(path)
+    (tmp_path / "g.xlsx").write_bytes(b"this is not a spreadsheet")
+    assert "corrupt XLSX" in fault(tmp_path / "g.xlsx")
