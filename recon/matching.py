@@ -306,12 +306,15 @@ def match_settlement(
                                 strict=True):
         if not pd.isna(amount):
             refunded_before[original] = refunded_before.get(original, 0) + abs(int(amount))
-    cumulative = pd.Series(pd.NA, index=rows.index, dtype="Int64")
-    running = dict(refunded_before)
+    # Settled refunds per payment: earlier dates plus every refund row of this file, so the
+    # finding does not depend on the order of rows in the file.
+    totals = dict(refunded_before)
     for index in rows.index[ref_rows]:
         invoice = rows.at[index, "merchant_invoice"]
-        running[invoice] = running.get(invoice, 0) + abs(int(gross.at[index]))
-        cumulative.at[index] = running[invoice]
+        totals[invoice] = totals.get(invoice, 0) + abs(int(gross.at[index]))
+    cumulative = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    for index in rows.index[ref_rows]:
+        cumulative.at[index] = totals[rows.at[index, "merchant_invoice"]]
     out["refunded_cumulative"] = cumulative
     window = ctx.refund_window_days
 

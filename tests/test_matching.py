@@ -213,9 +213,12 @@ def test_refunds_exceeding_the_payment_across_dates() -> None:
     refunds = [("RF-0", "INV-1", "", "6000.00", "00", "2026-11-26 10:00"), *REFUNDS[:2]]
     rows = [refund_row("INV-1", "3000.00", "RF-1"), refund_row("INV-1", "2000.00", "RF-2")]
     result = classify(rows, refunds=refunds, ledger=ledger)
-    # 6,000 + 3,000 = 9,000 fits in 10,000; + 2,000 = 11,000 does not.
-    assert result.rows["category"].tolist() == [cat.MATCHED, cat.REFUND_MISMATCH]
+    # 6,000 earlier + 3,000 + 2,000 now = 11,000 > 10,000: both rows of this file are flagged,
+    # whatever their order; a file that stays within the amount is not.
+    assert result.rows["category"].tolist() == [cat.REFUND_MISMATCH, cat.REFUND_MISMATCH]
     assert "total 11000.00, more than the payment 10000.00" in result.rows["reason"].iloc[1]
+    within = classify(rows[:1], refunds=refunds, ledger=ledger)
+    assert within.rows["category"].tolist() == [cat.MATCHED]
 
 
 @pytest.mark.parametrize(("refund_day", "expected"), [

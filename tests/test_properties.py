@@ -1,0 +1,162 @@
+"""Properties of the engine and the store, over generated files and records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recon import categories as cat
+from recon.calendar import WIB, WorkingCalendar
+from recon.matching import MatchContext, match_settlement
+from recon.records import insert_records
+from recon.store import RunRecord, init_db, load_run_inputs, make_engine, persist_run
+from recon.tables import recon_exceptions, recon_ledger, recon_runs
+from tests.builders import (
+    S,
+    context,
+    ledger_frame,
+    open_items_frame,
+    payment_row,
+    payments_frame,
+    refund_row,
+    refunds_frame,
+    rows_frame,
+)
+
+TIMES = ["2026-11-26 10:00", "2026-11-27 00:00", "2026-11-28 12:00", "2026-11-29 23:59:59",
+         "2026-11-30 00:00"]
+STATUSES = ["00", "00", "00", "04", "06", "03"]
+
+
+@st.composite
+def scenarios(draw: Any) -> dict[str, Any]:
+    """Payments, refunds and a settlement file with every kind of disagreement."""
+    n = draw(st.integers(min_value=0, max_value=12))
+    payments, refunds, rows = [], [], []
+    for i in range(n):
+        amount = Decimal(draw(st.integers(min_value=1, max_value=2000))) * 100
+        status = draw(st.sampled_from(STATUSES))
+        payments.append((f"P{i}", f"{amount:.2f}", status, draw(st.sampled_from(TIMES))))
+        action = draw(st.sampled_from(["ok", "ok", "skip", "amount", "fee", "dup"]))
+        if action != "skip":
+            gross = amount + (1 if action == "amount" else 0)
+            row = payment_row(f"P{i}", f"{gross:.2f}")
+            if action == "fee":
+                row["net"] = "1.00"
+            rows.extend([row, dict(row)] if action == "dup" else [row])
+        for j in range(draw(st.integers(min_value=0, max_value=2))):
+            part = Decimal(draw(st.integers(min_value=1, max_value=1500))) * 100 + j
+            key = f"RF{i}-{j}"
+            refunds.append((key, f"P{i}", f"OVR{i}-{j}", f"{part:.2f}",
+                            draw(st.sampled_from(["00", "00", "06"])),
+                            draw(st.sampled_from(TIMES))))
+            how = draw(st.sampled_from(["key", "ref", "amount", "skip", "wrong"]))
+            if how == "key":
+                rows.append(refund_row(f"P{i}", f"{part:.2f}", key))
+            elif how == "ref":
+                rows.append(refund_row(f"P{i}", f"{part:.2f}", "", f"OVR{i}-{j}"))
+            elif how == "amount":
+                rows.append(refund_row(f"P{i}", f"{part:.2f}"))
+            elif how == "wrong":
+                rows.append(refund_row(f"P{i}", f"{part + 1:.2f}", key))
+    for k in range(draw(st.integers(min_value=0, max_value=3))):
+        rows.append(payment_row(f"GHOST{k}", "500.00"))
+    if draw(st.booleans()):
+        rows.append(payment_row("BAD", "1.00", invalid_reason="GrossAmount 'x' is not a decimal"))
+    return {"payments": payments, "refunds": refunds, "rows": rows}
+
+
+def run_engine(data: dict[str, Any], order: list[int] | None = None):
+    rows = data["rows"] if order is None else [data["rows"][i] for i in order]
+    return match_settlement(rows_frame(rows), payments_frame(data["payments"]),
+                            refunds_frame(data["refunds"]), ledger_frame([]),
+                            open_items_frame([]), context())
+
+
+@settings(max_examples=80, deadline=None)
+@given(scenarios())
+def test_every_row_gets_exactly_one_category(data: dict[str, Any]) -> None:
+    result = run_engine(data)
+    row_counts = {k: v for k, v in result.counts.items() if k != cat.MISSING_IN_SETTLEMENT}
+    assert sum(row_counts.values()) == len(data["rows"])
+    assert set(result.rows["category"]) <= set(cat.ROW_CATEGORIES)
+    assert sum(result.amounts[c] for c in cat.ROW_CATEGORIES) == result.totals["gross"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_shuffling_the_file_changes_no_count(data: dict[str, Any], rnd: random.Random) -> None:
+    order = list(range(len(data["rows"])))
+    rnd.shuffle(order)
+    assert run_engine(data).counts == run_engine(data, order).counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_a_record_is_settled_or_missing_never_both(data: dict[str, Any]) -> None:
+    result = run_engine(data)
+    settled = {(k, r) for k, r in zip(result.ledger["kind"], result.ledger["record_key"],
+                                      strict=True) if r}
+    missing = set(zip(result.missing["kind"], result.missing["record_key"], strict=True))
+    assert not settled & missing
+
+
+def _state(engine: Any) -> tuple[list, list, list]:
+    with engine.connect() as conn:
+        ledger = sorted(tuple(r) for r in conn.execute(recon_ledger.select().with_only_columns(
+            *[c for c in recon_ledger.c if c.name not in {"ledger_id", "run_id"}])))
+        exceptions = sorted(tuple(str(v) for v in r) for r in conn.execute(
+            recon_exceptions.select().with_only_columns(
+                *[c for c in recon_exceptions.c if c.name not in {"exception_id", "run_id"}])))
+        runs = [tuple(r) for r in conn.execute(
+            recon_runs.select().with_only_columns(recon_runs.c.attempt, recon_runs.c.is_current)
+            .order_by(recon_runs.c.run_id))]
+    return ledger, exceptions, runs
+
+
+def _to_records(data: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    def moment(text: str) -> dt.datetime:
+        return pd.Timestamp(text).tz_localize(WIB).to_pydatetime()
+
+    payments = [{"partner_reference_no": p[0], "reference_no": p[0], "merchant_id": "M001",
+                 "amount": Decimal(p[1]), "pay_option": "OVO_CASH", "status": p[2],
+                 "transaction_time": moment(p[3])} for p in data["payments"]]
+    refunds = [{"partner_refund_no": r[0], "original_partner_reference_no": r[1],
+                "refund_no": r[2], "refund_amount": Decimal(r[3]), "status": r[4],
+                "refund_time": moment(r[5])} for r in data["refunds"]]
+    return payments, refunds
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenarios())
+def test_a_rerun_changes_nothing(tmp_path_factory: Any, data: dict[str, Any]) -> None:
+    folder: Path = tmp_path_factory.mktemp("rerun")
+    engine = make_engine(f"sqlite:///{folder / 'recon.db'}")
+    init_db(engine)
+    insert_records(engine, *_to_records(data))
+    ctx = MatchContext("M001", S, WorkingCalendar(), context().fee_rules)
+    rows = rows_frame(data["rows"])
+
+    def run_once() -> dict[str, int]:
+        inputs = load_run_inputs(engine, "M001", S, ctx.covered_dates, rows)
+        result = match_settlement(rows, inputs.payments, inputs.refunds, inputs.ledger,
+                                  inputs.open_items, ctx)
+        persist_run(engine, result, RunRecord(
+            "M001", S, dt.datetime.now(dt.UTC), "f.csv", "0" * 64, len(rows), "", 0, {}))
+        return result.counts
+
+    first_counts = run_once()
+    first = _state(engine)
+    assert run_once() == first_counts
+    second = _state(engine)
+    assert second[0] == first[0] and second[1] == first[1]
+    assert second[2] == [(1, False), (2, True)]
+    engine.dispose()
