@@ -1,0 +1,153 @@
+"""The store against real databases: SQLite and the PostgreSQL on this machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import inspect, text
+
+from recon.errors import RunLocked
+from recon.locks import hold_run_lock
+from recon.store import init_db, load_run_inputs, make_engine
+from recon.tables import metadata, render_ddl
+from tests.builders import payment_row, rows_frame
+
+SQL = Path(__file__).parent.parent / "sql"
+S = dt.date(2026, 11, 30)
+COVERED = [dt.date(2026, 11, 27), dt.date(2026, 11, 28), dt.date(2026, 11, 29)]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+def test_sql_files_match_the_table_declarations(dialect: str) -> None:
+    assert (SQL / f"{dialect}.sql").read_text() == render_ddl(dialect), (
+        f"regenerate with: python -m recon.tables {dialect} > sql/{dialect}.sql")
+
+
+def test_init_db_creates_everything_and_is_safe_to_repeat(database_url: str) -> None:
+    engine = make_engine(database_url)
+    created = init_db(engine)
+    assert set(created) == set(metadata.tables)
+    assert init_db(engine) == []
+    assert set(inspect(engine).get_table_names()) >= set(metadata.tables)
+    engine.dispose()
+
+
+def test_shipped_ddl_creates_a_working_schema(database_url: str) -> None:
+    engine = make_engine(database_url)
+    dialect = engine.dialect.name
+    script = "\n".join(line for line in (SQL / f"{dialect}.sql").read_text().splitlines()
+                       if not line.startswith("--"))
+    with engine.begin() as conn:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                conn.execute(text(statement))
+    assert init_db(engine) == []
+    engine.dispose()
+
+
+def _raw_insert(engine, rows: list[tuple[str, str, str]]) -> None:
+    with engine.begin() as conn:
+        for ref, amount, moment in rows:
+            conn.execute(text(
+                "INSERT INTO ovo_payments (partner_reference_no, reference_no, merchant_id, "
+                "amount, currency, pay_option, status, transaction_time) VALUES "
+                f"(:ref, :ref, 'M001', {amount}, 'IDR', 'OVO_CASH', '00', :t)"),
+                {"ref": ref, "t": moment})
+
+
+def test_records_written_by_other_programs_sqlite(tmp_path: Path) -> None:
+    """Times as other programs write them into SQLite (UTC, per the SPEC) and amounts
+    stored as integer, real or text all load exactly."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    init_db(engine)
+    _raw_insert(engine, [
+        ("SPACE", "10000", "2026-11-27 03:00:00"),
+        ("T-SEP", "10000.5", "2026-11-27T03:00:00"),
+        ("MICRO", "'10000.50'", "2026-11-27 03:00:00.123456"),
+        ("OFFSET", "0.1", "2026-11-27T10:00:00+07:00"),
+        ("EDGE", "19.99", "2026-11-29 16:59:59"),
+        ("NEXT", "1", "2026-11-29 17:00:00"),
+        ("EARLY", "1", "2026-11-26 16:59:59"),
+    ])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame([]))
+    payments = inputs.payments.set_index("partner_reference_no")
+    assert payments.loc["SPACE", "amount"] == 1_000_000
+    assert payments.loc["T-SEP", "amount"] == 1_000_050
+    assert payments.loc["MICRO", "amount"] == 1_000_050
+    assert payments.loc["OFFSET", "amount"] == 10
+    assert payments.loc["EDGE", "amount"] == 1_999
+    for ref in ("SPACE", "T-SEP", "OFFSET"):
+        assert payments.loc[ref, "transaction_time"] == pd.Timestamp("2026-11-27 03:00:00Z")
+    assert payments.loc["EDGE", "transaction_date"] == dt.date(2026, 11, 29)
+    assert payments.loc["NEXT", "transaction_date"] == dt.date(2026, 11, 30)
+    assert payments.loc["EARLY", "transaction_date"] == dt.date(2026, 11, 26)
+
+
+@pytest.mark.postgres
+def test_records_written_by_other_programs_postgres(postgres_server_url: str) -> None:
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_server_url)
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    _raw_insert(engine, [("WIB", "10000.50", "2026-11-27 10:00:00+07"),
+                         ("UTC", "1", "2026-11-29 17:00:00+00")])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame([]))
+    payments = inputs.payments.set_index("partner_reference_no")
+    assert payments.loc["WIB", "amount"] == 1_000_050
+    assert payments.loc["WIB", "transaction_time"] == pd.Timestamp("2026-11-27 03:00:00Z")
+    assert payments.loc["UTC", "transaction_date"] == dt.date(2026, 11, 30)
+    engine.dispose()
+
+
+def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) -> None:
+    engine = make_engine(database_url)
+    init_db(engine)
+    from recon.calendar import WIB
+    from recon.records import insert_records
+
+    def pay(ref: str, when: dt.datetime) -> dict:
+        return {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+                "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
+                "transaction_time": when}
+
+    insert_records(engine, [
+        pay("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+        pay("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
+        pay("OLD-UNRELATED", dt.datetime(2026, 10, 1, 13, tzinfo=WIB)),
+        pay("OTHER-MERCHANT", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)) | {"merchant_id": "M2"},
+    ])
+    inputs = load_run_inputs(engine, "M001", S, COVERED,
+                             rows_frame([payment_row("OLD-IN-FILE", "1.00")]))
+    assert set(inputs.payments["partner_reference_no"]) == {"IN-WINDOW", "OLD-IN-FILE"}
+    engine.dispose()
+
+
+def test_a_second_run_of_the_same_date_waits_then_refuses(database_url: str) -> None:
+    engine = make_engine(database_url)
+    init_db(engine)
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with hold_run_lock(engine, "M001", S, wait_seconds=0):
+            holding.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert holding.wait(10)
+    with pytest.raises(RunLocked, match="another run of M001 2026-11-30 is in progress"):
+        with hold_run_lock(engine, "M001", S, wait_seconds=0.6):
+            pass
+    with hold_run_lock(engine, "M001", dt.date(2026, 12, 1), wait_seconds=0):
+        pass  # another date is not blocked
+    release.set()
+    worker.join(10)
+    with hold_run_lock(engine, "M001", S, wait_seconds=2):
+        pass  # free again once the first run is done
+    engine.dispose()
