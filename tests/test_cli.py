@@ -7,8 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from email import message_from_bytes, policy
 from decimal import Decimal
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,6 @@ import pytest
 from recon import categories as cat
 from recon.matching import match_settlement
 from tests.builders import (
-    S,
     context,
     fees,
     ledger_frame,

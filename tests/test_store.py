@@ -141,9 +141,9 @@ def test_a_second_run_of_the_same_date_waits_then_refuses(database_url: str) -> 
     worker = threading.Thread(target=first)
     worker.start()
     assert holding.wait(10)
-    with pytest.raises(RunLocked, match="another run of M001 2026-11-30 is in progress"):
-        with hold_run_lock(engine, "M001", S, wait_seconds=0.6):
-            pass
+    with (pytest.raises(RunLocked, match="another run of M001 2026-11-30 is in progress"),
+          hold_run_lock(engine, "M001", S, wait_seconds=0.6)):
+        pass
     with hold_run_lock(engine, "M001", dt.date(2026, 12, 1), wait_seconds=0):
         pass  # another date is not blocked
     release.set()

@@ -1,0 +1,140 @@
+"""The workbook, summary.json and the email, read back as their readers would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from email import message_from_bytes, policy
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from python_calamine import CalamineWorkbook
+
+from recon import categories as cat
+from recon.mail import build_alert_email, build_report_email, report_subject, write_to_outbox
+from recon.matching import match_settlement
+from recon.summary import build_summary, write_summary
+from recon.workbook import write_exception_workbook
+from tests.builders import (
+    context,
+    ledger_frame,
+    open_items_frame,
+    payment_row,
+    payments_frame,
+    refund_row,
+    refunds_frame,
+    rows_frame,
+)
+
+INJECTIONS = ["=HYPERLINK(\"http://x\",\"y\")", "+SUM(1,2)", "-2+3", "@SUM(A1)", "000123"]
+
+
+@pytest.fixture
+def result():
+    rows = [payment_row("INV-1", "10000.00"), payment_row("INV-1", "10000.00"),
+            payment_row("INV-2", "9000.00"), refund_row("INV-1", "500.00", "RF-1"),
+            *[payment_row(text, "1.00") for text in INJECTIONS],
+            payment_row("INV-3", "1.00", invalid_reason="GrossAmount 'x' is not a decimal")]
+    payments = [("INV-1", "10000.00", "00", "2026-11-27 10:00"),
+                ("INV-2", "10000.00", "00", "2026-11-27 11:00"),
+                ("INV-9", "777.00", "00", "2026-11-28 11:00")]
+    refunds = [("RF-1", "INV-1", "OVR-1", "400.00", "00", "2026-11-28 10:00")]
+    opened = open_items_frame([(7, dt.date(2026, 11, 20), "PAYMENT", "OLD-1", "50.00")])
+    return match_settlement(rows_frame(rows), payments_frame(payments), refunds_frame(refunds),
+                            ledger_frame([]), opened, context())
+
+
+@pytest.fixture
+def summary(result):
+    return build_summary(result, "OVO_SETTLEMENT_M001_20261130.csv", "ab" * 32, "csv (,)", False)
+
+
+def test_summary_json(result, summary, tmp_path: Path) -> None:
+    path = write_summary(summary, tmp_path / "summary.json")
+    data = json.loads(path.read_text())
+    assert set(data["counts"]) == set(cat.ALL_CATEGORIES)
+    assert data["counts"][cat.MISSING_IN_RECORDS] == len(INJECTIONS)
+    assert data["counts"][cat.MISSING_IN_SETTLEMENT] == 1
+    assert data["amounts"][cat.MISSING_IN_SETTLEMENT] == "777.00"
+    assert data["amounts"][cat.REFUND_MISMATCH] == "-500.00"
+    assert data["file"] == {"name": "OVO_SETTLEMENT_M001_20261130.csv", "sha256": "ab" * 32,
+                            "rows": 10, "format": "csv (,)", "trailer": False}
+    assert data["covered_transaction_dates"] == ["2026-11-27", "2026-11-28", "2026-11-29"]
+    assert data["open_items"] == 1
+    assert data["totals"]["gross"] == "28506.00"  # 10000 × 2 + 9000 − 500 + 6 × 1
+
+
+def test_workbook_layout_values_and_types(result, summary, tmp_path: Path) -> None:
+    path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
+    book = load_workbook(path)
+    expected_sheets = ["Summary", *[c for c in cat.EXCEPTION_CATEGORIES], "Open items"]
+    assert book.sheetnames == expected_sheets
+    for name in cat.EXCEPTION_CATEGORIES:
+        sheet = book[name]
+        assert sheet.freeze_panes == "A2"
+        assert sheet.auto_filter.ref.startswith("A1:")
+        data_rows = sheet.max_row - 1
+        if result.counts[name] == 0:
+            assert sheet["A2"].value == "none"
+        else:
+            assert data_rows == result.counts[name], name
+    for sheet in book.worksheets:
+        for row in sheet.iter_rows():
+            for cell in row:
+                assert cell.data_type != "f", f"formula in {sheet.title}!{cell.coordinate}"
+    missing = book[cat.MISSING_IN_RECORDS]
+    invoices = [missing.cell(row=r, column=3).value for r in range(2, missing.max_row + 1)]
+    assert sorted(invoices) == sorted(INJECTIONS)
+    amount = book[cat.AMOUNT_MISMATCH]
+    assert amount["H1"].value == "GrossAmount"
+    assert amount["H2"].value == 9000 and amount["H2"].number_format == "#,##0.00"
+    assert isinstance(amount["G2"].value, dt.datetime)
+    assert amount["G2"].value == dt.datetime(2026, 11, 27, 10, 0)  # WIB wall time
+    assert amount["P2"].value == -1000
+    open_items = book["Open items"]
+    assert open_items["C2"].value == "OLD-1" and open_items["F2"].value == 6
+
+
+def test_workbook_reads_back_with_an_independent_reader(result, summary, tmp_path: Path) -> None:
+    path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
+    book = CalamineWorkbook.from_path(str(path))
+    assert book.sheet_names[0] == "Summary"
+    rows = book.get_sheet_by_name(cat.MISSING_IN_RECORDS).to_python()
+    assert {r[2] for r in rows[1:]} == set(INJECTIONS)
+    summary_rows = book.get_sheet_by_name("Summary").to_python()
+    table = {r[0]: r[1] for r in summary_rows if r and r[0] in cat.ALL_CATEGORIES}
+    assert table == {k: float(v) for k, v in result.counts.items()}
+
+
+def test_report_email(result, summary, tmp_path: Path) -> None:
+    workbook = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
+    message = build_report_email(summary, workbook, "recon@m.example", ("team@ovo.example",),
+                                 ("finance@m.example",))
+    path = write_to_outbox(message, tmp_path / "outbox", "recon_M001_20261130")
+    parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
+    exceptions = summary["exceptions"]
+    assert parsed["Subject"] == (f"[OVO recon] M001 2026-11-30: {exceptions} exceptions, "
+                                 f"IDR {int(summary['exception_amount'].split('.')[0]):,}.00")
+    assert parsed["To"] == "team@ovo.example" and parsed["Cc"] == "finance@m.example"
+    plain = parsed.get_body(("plain",)).get_content()
+    assert "MISSING_IN_SETTLEMENT" in plain and "2026-11-27, 2026-11-28, 2026-11-29" in plain
+    assert parsed.get_body(("html",)) is not None
+    (attachment,) = list(parsed.iter_attachments())
+    assert attachment.get_filename() == "recon_M001_20261130.xlsx"
+    assert attachment.get_content_type() == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    assert load_workbook(BytesIO(attachment.get_content())).sheetnames[0] == "Summary"
+
+
+def test_all_clear_subject(summary) -> None:
+    clear = {**summary, "exceptions": 0}
+    assert report_subject(clear) == "[OVO recon] M001 2026-11-30: all clear"
+
+
+def test_alert_email(tmp_path: Path) -> None:
+    message = build_alert_email("M001", dt.date(2026, 11, 30),
+                                "FILE_REJECTED: f.csv: file is empty", "a@b", ("c@d",))
+    assert "ALERT" in message["Subject"]
+    assert "file is empty" in message.get_content()
