@@ -12,9 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recon import categories as cat
 from recon.calendar import WorkingCalendar
@@ -69,12 +72,19 @@ def _text(frame: pd.DataFrame, mask: pd.Series, make: Callable[[Any], str]) -> p
     return out
 
 
+def _isin(values: pd.Series, keys: Iterable[str]) -> pd.Series:
+    """values.isin(keys) for text, computed by Arrow (fast for large key sets)."""
+    found = pc.is_in(pa.array(values.astype(str).tolist(), pa.string()),
+                     value_set=pa.array(list(keys), pa.string()))
+    return pd.Series(found.to_numpy(zero_copy_only=False).astype(bool), index=values.index)
+
+
 def _amount(value: object) -> str:
     return "?" if value is None or pd.isna(value) else format_amount(int(value))  # type: ignore[call-overload]
 
 
-def _pct(rate: object) -> str:
-    return f"{rate * 100:g}%"  # type: ignore[operator]
+def _pct(rate: Decimal) -> str:
+    return f"{(rate * 100).normalize():f}%"
 
 
 # ----------------------------------------------------------------------------- matching
@@ -141,28 +151,46 @@ def _settle_keys(rows: pd.DataFrame) -> pd.Series:
 
 def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
                   rules: FeeRules) -> pd.Series:
-    """FEE_MISMATCH reasons ('' when fees agree) for the rows where `applies`."""
+    """FEE_MISMATCH reasons ('' when fees agree) for the rows where `applies`.
+
+    Expected MDR and Tax are computed only for payment rows whose source has a contracted
+    rate (MDR) or for every payment row (Tax); the Net arithmetic is checked on all rows.
+    """
     tolerance = int(rules.tolerance * 100)
     reasons = pd.Series("", index=rows.index, dtype="str")
-    for index in rows.index[applies]:
-        gross, mdr, tax, net = (int(rows.at[index, c]) for c in ("gross", "mdr", "tax", "net"))
-        found: list[str] = []
-        if is_payment.at[index]:
-            source = rows.at[index, "payment_source"]
-            rate = rules.mdr_rates.get(source)
-            if rate is not None:
-                expected = round_minor(gross, rate, rules.rounding, rules.decimals)
-                if abs(mdr - expected) > tolerance:
-                    found.append(f"MDRAmount {format_amount(mdr)} ≠ {_pct(rate)} of "
-                                 f"{format_amount(gross)} = {format_amount(expected)}")
-            expected_tax = round_minor(mdr, rules.vat_rate, rules.rounding, rules.decimals)
-            if abs(tax - expected_tax) > tolerance:
-                found.append(f"TaxAmount {format_amount(tax)} ≠ VAT {_pct(rules.vat_rate)} of "
-                             f"MDR {format_amount(mdr)} = {format_amount(expected_tax)}")
-        if net != gross - mdr - tax:
-            found.append(f"NetAmount {format_amount(net)} ≠ Gross − MDR − Tax = "
-                         f"{format_amount(gross - mdr - tax)}")
-        reasons.at[index] = "; ".join(found)
+    if not applies.any():
+        return reasons
+    subset = rows.loc[applies, ["gross", "mdr", "tax", "net", "payment_source"]]
+    gross = subset["gross"].astype("int64")
+    mdr = subset["mdr"].astype("int64")
+    tax = subset["tax"].astype("int64")
+    net = subset["net"].astype("int64")
+    payment = is_payment.loc[subset.index]
+    net_bad = net != gross - mdr - tax
+    found: dict[object, list[str]] = {}
+
+    def note(index: object, text: str) -> None:
+        found.setdefault(index, []).append(text)
+
+    for source, rate in rules.mdr_rates.items():
+        mask = payment & (subset["payment_source"] == source)
+        for index, g, m in zip(mask.index[mask], gross[mask], mdr[mask], strict=True):
+            expected = round_minor(int(g), rate, rules.rounding, rules.decimals)
+            if abs(int(m) - expected) > tolerance:
+                note(index, f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of "
+                            f"{format_amount(int(g))} = {format_amount(expected)}")
+    vat = rules.vat_rate
+    for index, m, t in zip(payment.index[payment], mdr[payment], tax[payment], strict=True):
+        expected_tax = round_minor(int(m), vat, rules.rounding, rules.decimals)
+        if abs(int(t) - expected_tax) > tolerance:
+            note(index, f"TaxAmount {format_amount(int(t))} ≠ VAT {_pct(vat)} of MDR "
+                        f"{format_amount(int(m))} = {format_amount(expected_tax)}")
+    for index, g, m, t, n in zip(net_bad.index[net_bad], gross[net_bad], mdr[net_bad],
+                                 tax[net_bad], net[net_bad], strict=True):
+        note(index, f"NetAmount {format_amount(int(n))} ≠ Gross − MDR − Tax = "
+                    f"{format_amount(int(g - m - t))}")
+    for index, texts in found.items():
+        reasons.at[index] = "; ".join(texts)
     return reasons
 
 
@@ -198,13 +226,15 @@ def match_settlement(
 
     # ---- duplicates: later in this file, or settled by an earlier settlement date
     first_seen: dict[tuple[str, str], str] = {}
-    for kind, key, date, line in zip(prior["kind"], prior["settle_key"],
-                                      prior["settlement_date"], prior["line_no"], strict=True):
+    for kind, key, date, line in zip(prior["kind"].tolist(), prior["settle_key"].tolist(),
+                                      prior["settlement_date"].tolist(),
+                                      prior["line_no"].tolist(), strict=True):
         first_seen.setdefault((kind, key), f"already settled on {date} (line {line})")
     dup_reason = pd.Series("", index=rows.index, dtype="str")
-    for index, kind, key, line in zip(rows.index[keyed], rows.loc[keyed, "transaction_type"],
-                                      rows.loc[keyed, "settle_key"],
-                                      rows.loc[keyed, "line_no"], strict=True):
+    for index, kind, key, line in zip(rows.index[keyed].tolist(),
+                                      rows.loc[keyed, "transaction_type"].tolist(),
+                                      rows.loc[keyed, "settle_key"].tolist(),
+                                      rows.loc[keyed, "line_no"].tolist(), strict=True):
         earlier = first_seen.get((kind, key))
         label = "MerchantInvoice" if kind == cat.PAYMENT else "refund"
         if earlier is not None:
@@ -216,7 +246,7 @@ def match_settlement(
 
     # ---- records
     pay = payments.drop_duplicates("partner_reference_no").set_index("partner_reference_no")
-    found_payment = rows["merchant_invoice"].isin(pay.index) & valid
+    found_payment = _isin(rows["merchant_invoice"], pay.index.tolist()) & valid
     p = pay.reindex(rows["merchant_invoice"]).reset_index(drop=True)
     p.index = rows.index
 
@@ -383,10 +413,10 @@ def match_settlement(
     }).reset_index(drop=True)
 
     # ---- missing in settlement: covered records no file settled
-    settled_now = {(k, rk) for k, rk in zip(new_ledger["kind"], new_ledger["record_key"],
-                                            strict=True) if rk}
-    settled_before = {(k, rk) for k, rk in zip(prior["kind"], prior["record_key"], strict=True)
-                      if rk}
+    settled_now = {(k, rk) for k, rk in zip(new_ledger["kind"].tolist(),
+                                            new_ledger["record_key"].tolist(), strict=True) if rk}
+    settled_before = {(k, rk) for k, rk in zip(prior["kind"].tolist(),
+                                               prior["record_key"].tolist(), strict=True) if rk}
     settled_after: dict[tuple[str, str], dt.date] = {}
     for k, rk, d in sorted(zip(later["kind"], later["record_key"], later["settlement_date"],
                                strict=True), key=lambda item: item[2]):
@@ -396,7 +426,8 @@ def match_settlement(
 
     # ---- open items of earlier dates: closed when this file settles their record
     line_by_record = {(k, rk): int(line) for k, rk, line in zip(
-        new_ledger["kind"], new_ledger["record_key"], new_ledger["line_no"], strict=True) if rk}
+        new_ledger["kind"].tolist(), new_ledger["record_key"].tolist(),
+        new_ledger["line_no"].tolist(), strict=True) if rk}
     closes = [line_by_record.get((k, rk)) for k, rk in zip(open_items["kind"],
                                                             open_items["record_key"], strict=True)]
     is_closed = pd.Series([c is not None for c in closes], index=open_items.index, dtype=bool)
@@ -408,6 +439,15 @@ def match_settlement(
         "line_no": pd.Series([c for c in closes if c is not None], dtype="int64",
                              index=open_items.index[is_closed]),
     }).reset_index(drop=True)
+    closing = dict(zip(closures["line_no"].tolist(), closures["opened_date"].tolist(),
+                       strict=True))
+    if closing:
+        closes_item = out["line_no"].isin(list(closing)) & settled
+        out.loc[closes_item, "reason"] = [
+            (reason + "; " if reason else "")
+            + f"closes the MISSING_IN_SETTLEMENT item of {closing[line]}"
+            for reason, line in zip(out.loc[closes_item, "reason"].tolist(),
+                                    out.loc[closes_item, "line_no"].tolist(), strict=True)]
     still_open = open_items.loc[~is_closed].copy()
     still_open["age_working_days"] = [
         ctx.calendar.working_days_between(opened, day) for opened in still_open["opened_date"]
@@ -451,10 +491,11 @@ def _missing_in_settlement(
     covered = set(covered)
     pay = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
                        & payments["transaction_date"].isin(covered)]
-    pay = pay.loc[[(cat.PAYMENT, key) not in settled for key in pay["partner_reference_no"]]]
+    pay = pay.loc[[(cat.PAYMENT, key) not in settled
+                   for key in pay["partner_reference_no"].tolist()]]
     ref = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
                       & refunds["refund_date"].isin(covered)]
-    ref = ref.loc[[(cat.REFUND, key) not in settled for key in ref["partner_refund_no"]]]
+    ref = ref.loc[[(cat.REFUND, key) not in settled for key in ref["partner_refund_no"].tolist()]]
     frames = [
         pd.DataFrame({
             "kind": cat.PAYMENT,

@@ -61,12 +61,21 @@ def safe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
+#: Plain scheme -> the driver this project installs.
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; a SQLite file's folder is created if needed."""
+    """An engine for `url`; a SQLite file's folder is created if needed.
+
+    ``postgresql://`` (and ``postgres://``) use psycopg 3, the driver installed here.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"database URL {url!r} is not valid") from exc
+        raise ConfigError(f"database URL {safe_url(url)} is not valid") from exc
+    if parsed.drivername in DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=DEFAULT_DRIVERS[parsed.drivername])
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -385,6 +394,9 @@ def persist_run(engine: Engine, result: Any, run: RunRecord) -> PersistedRun:
 def _insert_many(conn: Any, table: Any, rows: list[dict], batch: int = 5000) -> None:
     for start in range(0, len(rows), batch):
         conn.execute(insert(table), rows[start:start + batch])
+        done = min(start + batch, len(rows))
+        if done % 100_000 == 0 and done < len(rows):
+            log.info("%s: %d of %d rows written", table.name, done, len(rows))
 
 
 def run_history(engine: Engine, merchant_id: str, limit: int = 30) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from recon import categories as cat
+from recon.config import FeeRules
 from recon.matching import match_settlement
 from tests.builders import (
     context,
@@ -102,11 +104,23 @@ def test_mdr_check_is_off_without_a_rate() -> None:
     assert classify([row], rates={}).rows["category"].tolist() == [cat.MATCHED]
 
 
+def test_fee_reason_names_rate_and_expected_amount() -> None:
+    row = payment_row("INV-1", "10000.00", mdr="100.00", tax="11.00", net="9889.00")
+    result = classify([row], rates={"OVO_CASH": Decimal("0.005")})
+    assert result.rows["reason"].iloc[0] == "MDRAmount 100.00 ≠ 0.5% of 10000.00 = 50.00"
+
+
 def test_fee_rounding_half_up_and_configurable() -> None:
     # 0.7% of 10,075.00 = 70.525 -> 70.53 (half up); 11% of 70.53 = 7.7583 -> 7.76
     row = payment_row("INV-1", "10075.00", mdr="70.53", tax="7.76", net="9996.71")
-    result = classify([row], payments=[("INV-1", "10075.00", "00", "2026-11-27 10:00")])
-    assert result.rows["category"].tolist() == [cat.MATCHED]
+    payments = [("INV-1", "10075.00", "00", "2026-11-27 10:00")]
+    assert classify([row], payments=payments).rows["category"].tolist() == [cat.MATCHED]
+    # With no tolerance, half-even rounding expects 70.52 and flags the row.
+    strict = dataclasses.replace(context(), fee_rules=FeeRules(
+        mdr_rates={"OVO_CASH": Decimal("0.007")}, tolerance=Decimal("0"), rounding="half_even"))
+    result = match_settlement(rows_frame([row]), payments_frame(payments), refunds_frame([]),
+                              EMPTY_LEDGER, NO_OPEN, strict)
+    assert result.rows["reason"].tolist() == ["MDRAmount 70.53 ≠ 0.7% of 10075.00 = 70.52"]
 
 
 def test_lower_findings_become_flags() -> None:
@@ -284,6 +298,8 @@ def test_open_items_close_and_age() -> None:
     assert result.rows["category"].tolist() == [cat.TIMING_DIFFERENCE]
     assert result.closures["exception_id"].tolist() == [1]
     assert result.closures["line_no"].tolist() == [2]
+    assert result.rows["reason"].iloc[0].endswith(
+        "closes the MISSING_IN_SETTLEMENT item of 2026-11-23")
     assert result.open_items["record_key"].tolist() == ["P-OLDER"]
     # 2026-11-20 -> 2026-11-30: 23, 24, 25, 26, 27, 30 November
     assert result.open_items["age_working_days"].tolist() == [6]

@@ -151,3 +151,18 @@ def test_a_second_run_of_the_same_date_waits_then_refuses(database_url: str) -> 
     with hold_run_lock(engine, "M001", S, wait_seconds=2):
         pass  # free again once the first run is done
     engine.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_plain_postgres_urls_use_the_installed_driver(scheme: str) -> None:
+    engine = make_engine(f"{scheme}://user@127.0.0.1:5432/db")
+    assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def test_bad_urls_are_config_errors() -> None:
+    from recon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not valid"):
+        make_engine("not a url")
+    with pytest.raises(ConfigError, match="no database driver"):
+        make_engine("oracle+nodriver://x@y/z")
