@@ -172,7 +172,8 @@ def load_run_inputs(
             lo, hi = _time_bound(engine, start), _time_bound(engine, end)
             pay_keys = sorted(set(invoices) | set(open_pay))
             payments = _load_payments(conn, merchant_id, lo, hi, pay_keys)
-            refunds = _load_refunds(conn, lo, hi, invoices, refund_keys, refund_nos, open_ref)
+            refunds = _load_refunds(conn, merchant_id, lo, hi, invoices, refund_keys, refund_nos,
+                                    open_ref)
             record_keys = sorted(set(payments["partner_reference_no"])
                                  | set(refunds["partner_refund_no"]))
             ledger = _load_ledger(conn, merchant_id, settlement_date, rows, invoices, record_keys)
@@ -202,7 +203,7 @@ def _load_payments(conn: Any, merchant_id: str, lo: Any, hi: Any,
     return conform(frame, PAYMENTS, "payments")
 
 
-def _load_refunds(conn: Any, lo: Any, hi: Any, invoices: Sequence[str],
+def _load_refunds(conn: Any, merchant_id: str, lo: Any, hi: Any, invoices: Sequence[str],
                   refund_keys: Sequence[str], refund_nos: Sequence[str],
                   open_keys: Sequence[str]) -> pd.DataFrame:
     t = ovo_refunds
@@ -210,7 +211,12 @@ def _load_refunds(conn: Any, lo: Any, hi: Any, invoices: Sequence[str],
                _minor(t.c.refund_amount).label("refund_amount"),
                type_coerce(t.c.refund_time, String).label("refund_time"), t.c.status]
     names = [c.name for c in columns]
-    found = list(conn.execute(select(*columns).where(t.c.refund_time >= lo, t.c.refund_time < hi)))
+    # The refunds table has no merchant column: a refund belongs to its payment's merchant.
+    merchants_payments = select(ovo_payments.c.partner_reference_no).where(
+        ovo_payments.c.merchant_id == merchant_id)
+    found = list(conn.execute(select(*columns).where(
+        t.c.refund_time >= lo, t.c.refund_time < hi,
+        t.c.original_partner_reference_no.in_(merchants_payments))))
     for column, keys in ((t.c.original_partner_reference_no, invoices),
                          (t.c.partner_refund_no, sorted(set(refund_keys) | set(open_keys))),
                          (t.c.refund_no, refund_nos)):

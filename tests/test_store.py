@@ -122,9 +122,17 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
         pay("OLD-UNRELATED", dt.datetime(2026, 10, 1, 13, tzinfo=WIB)),
         pay("OTHER-MERCHANT", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)) | {"merchant_id": "M2"},
     ])
+    def refund(ref: str, original: str) -> dict:
+        return {"partner_refund_no": ref, "original_partner_reference_no": original,
+                "refund_no": ref, "refund_amount": Decimal("0.50"), "status": "00",
+                "refund_time": dt.datetime(2026, 11, 28, 15, tzinfo=WIB)}
+
+    insert_records(engine, [], [refund("RF-MINE", "OLD-UNRELATED"),
+                                refund("RF-OTHER", "OTHER-MERCHANT")])
     inputs = load_run_inputs(engine, "M001", S, COVERED,
                              rows_frame([payment_row("OLD-IN-FILE", "1.00")]))
     assert set(inputs.payments["partner_reference_no"]) == {"IN-WINDOW", "OLD-IN-FILE"}
+    assert set(inputs.refunds["partner_refund_no"]) == {"RF-MINE"}
     engine.dispose()
 
 
