@@ -23,6 +23,14 @@ test: lint
 
 samples: $(STAMP)
 	$(BIN)/python -m recon.samples sample_reports
+	@# The README's picture of the Summary sheet (needs LibreOffice and poppler-utils).
+	@if command -v soffice >/dev/null && command -v pdftoppm >/dev/null; then \
+	  tmp=$$(mktemp -d); \
+	  HOME=$$tmp soffice --headless --norestore --convert-to pdf --outdir $$tmp \
+	    sample_reports/M001/2026-11-30/recon_M001_20261130.xlsx >/dev/null && \
+	  pdftoppm -png -r 110 -f 1 -l 1 -x 0 -y 60 -W 1180 -H 520 -singlefile \
+	    $$tmp/recon_M001_20261130.pdf sample_reports/summary_sheet && rm -rf $$tmp; \
+	else echo "soffice or pdftoppm missing: sample_reports/summary_sheet.png not redrawn"; fi
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

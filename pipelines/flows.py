@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,17 @@ from pipelines.logs import install_log_filters, prepare_prefect_environment
 prepare_prefect_environment()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.states import Completed, Failed, State  # noqa: E402
 
 from recon.calendar import WorkingCalendar, today_wib  # noqa: E402
 from recon.config import Settings, load_settings  # noqa: E402
-from recon.errors import FileMissing, FileRejected, ReconError  # noqa: E402
+from recon.delivery import deliver  # noqa: E402
+from recon.errors import FileMissing, FileRejected, NotificationFailed, ReconError  # noqa: E402
 from recon.formats import get_profile  # noqa: E402
 from recon.locks import hold_run_lock  # noqa: E402
-from recon.mail import build_alert_email, build_report_email, write_to_outbox  # noqa: E402
+from recon.mail import build_alert_email, build_report_email  # noqa: E402
 from recon.matching import MatchContext, ReconResult, match_settlement  # noqa: E402
 from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
@@ -31,9 +34,10 @@ from recon.store import (  # noqa: E402
     load_run_inputs,
     make_engine,
     persist_run,
+    run_history,
 )
 from recon.summary import build_summary, report_folder, write_summary  # noqa: E402
-from recon.workbook import write_exception_workbook  # noqa: E402
+from recon.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
 
 install_log_filters()
 
@@ -96,14 +100,31 @@ def persist_task(settings: Settings, result: ReconResult, run: RunRecord) -> Per
     return persisted
 
 
+def _artifact_key(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
 @task(name="report", **TASK_OPTIONS)
 def report_task(settings: Settings, result: ReconResult, summary: dict[str, Any]) -> dict[
         str, str]:
     started = time.perf_counter()
     folder = report_folder(settings.report_dir, result.merchant_id, summary["settlement_date"])
     stem = f"recon_{result.merchant_id}_{result.settlement_date:%Y%m%d}"
-    workbook = write_exception_workbook(result, summary, folder / f"{stem}.xlsx")
+    history = run_history(make_engine(settings.database_url), result.merchant_id)
+    workbook = write_exception_workbook(
+        result, summary, folder / f"{stem}.xlsx", history,
+        WorkbookOptions(open_item_alert_days=settings.open_item_alert_days))
     summary_path = write_summary(summary, folder / "summary.json")
+    key = _artifact_key("recon", result.merchant_id, summary["settlement_date"])
+    create_table_artifact(
+        key=key, description=f"{result.merchant_id} {summary['settlement_date']}",
+        table=[{"category": name, "count": summary["counts"][name],
+                "gross_amount": summary["amounts"][name]} for name in summary["counts"]])
+    create_markdown_artifact(
+        key=f"{key}-workbook",
+        markdown=f"### {result.merchant_id} {summary['settlement_date']}\n\n"
+                 f"{summary['exceptions']} exceptions; workbook `{workbook}`, "
+                 f"summary `{summary_path}`")
     _timed("report", started, f"{workbook}")
     return {"workbook": str(workbook), "summary": str(summary_path)}
 
@@ -111,12 +132,15 @@ def report_task(settings: Settings, result: ReconResult, summary: dict[str, Any]
 @task(name="notify", **TASK_OPTIONS)
 def notify_task(settings: Settings, summary: dict[str, Any], workbook: str) -> str:
     started = time.perf_counter()
+    if summary["exceptions"] == 0 and not settings.mail_all_clear:
+        get_run_logger().info("all clear: no email (mail_all_clear is off)")
+        return ""
     message = build_report_email(summary, Path(workbook), settings.mail_from, settings.mail_to,
                                  settings.mail_cc)
     stem = f"recon_{summary['merchant_id']}_{summary['settlement_date'].replace('-', '')}"
-    path = write_to_outbox(message, settings.outbox, stem)
-    _timed("notify", started, f"{message['Subject']} -> {path}")
-    return str(path)
+    delivery = deliver(message, settings, stem)
+    _timed("notify", started, f"{message['Subject']} -> {delivery.detail}")
+    return delivery.detail
 
 
 @task(name="alert", **TASK_OPTIONS)
@@ -124,9 +148,13 @@ def alert_task(settings: Settings, merchant_id: str, day: dt.date, reason: str) 
     message = build_alert_email(merchant_id or "(merchant unknown)", day, reason,
                                 settings.mail_from, settings.mail_to, settings.mail_cc)
     stem = f"alert_{merchant_id or 'unknown'}_{day:%Y%m%d}"
-    path = write_to_outbox(message, settings.outbox, stem)
-    get_run_logger().warning("alert sent to the settlement team: %s", path)
-    return str(path)
+    try:
+        delivery = deliver(message, settings, stem)
+    except NotificationFailed as exc:
+        get_run_logger().error("the alert could not be sent: %s", exc.message)
+        return ""
+    get_run_logger().warning("alert sent to the settlement team: %s", delivery.detail)
+    return delivery.detail
 
 
 def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
@@ -157,7 +185,12 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
         "started_at": started_at.isoformat(), "finished_at": persisted.finished_at.isoformat(),
     }}
     paths = report_task(settings, result, summary)
-    paths["email"] = notify_task(settings, summary, paths["workbook"])
+    try:
+        paths["email"] = notify_task(settings, summary, paths["workbook"])
+    except NotificationFailed as exc:
+        raise NotificationFailed(
+            f"{exc.message}. The results are saved; re-send with: recon notify --date {day} "
+            f"--merchant {merchant}") from exc
     return {"summary": summary, "paths": paths}
 
 

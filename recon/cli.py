@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="where reports are written")
     run.add_argument("--outbox", help="where emails are written as .eml")
 
+    notify = commands.add_parser(
+        "notify", help="send a reconciled date's email again, without reconciling again")
+    notify.add_argument("--config", help="TOML configuration file (default: $RECON_CONFIG)")
+    notify.add_argument("--date", required=True, help="settlement date YYYY-MM-DD")
+    notify.add_argument("--merchant", help="MerchantID (default: the one report of that date)")
+    notify.add_argument("--report-dir", help="where reports were written")
+    notify.add_argument("--outbox", help="where emails are written as .eml")
+
     demo = commands.add_parser("demo", help="the embedded default end to end on generated data")
     demo.add_argument("--dir", default="var/demo", help="demo folder, recreated (var/demo)")
     return parser
@@ -140,6 +148,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_notify(args: argparse.Namespace) -> int:
+    from recon.delivery import deliver
+    from recon.mail import build_report_email
+    from recon.summary import find_report
+
+    settings = _settings(args)
+    day = _parse_date(args.date)
+    summary, workbook = find_report(settings.report_dir, args.merchant or settings.merchant_id,
+                                    day)
+    message = build_report_email(summary, workbook, settings.mail_from, settings.mail_to,
+                                 settings.mail_cc)
+    stem = f"recon_{summary['merchant_id']}_{day:%Y%m%d}"
+    delivery = deliver(message, settings, stem)
+    print(f"{message['Subject']}: sent via {delivery.channel} ({delivery.detail})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from recon.demo import run_demo
 
@@ -148,7 +173,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "demo": _cmd_demo}
+    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "notify": _cmd_notify,
+                "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except ReconError as exc:

@@ -19,6 +19,10 @@ from typing import Any
 
 from recon.errors import ConfigError
 
+SMTP_SECURITY = ("none", "starttls", "ssl")
+#: Settings that only come from the environment, never from a file in a repository.
+SECRET_KEYS = frozenset({"smtp_password"})
+
 ROUNDING_MODES = {
     "half_up": "ROUND_HALF_UP",
     "half_even": "ROUND_HALF_EVEN",
@@ -60,6 +64,17 @@ class Settings:
     mail_from: str = "ovo-recon@localhost"
     mail_to: tuple[str, ...] = ("settlement-team@localhost",)
     mail_cc: tuple[str, ...] = ()
+    mail_all_clear: bool = True
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_security: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout: float = 30.0
+    smtp_retries: int = 3
+    smtp_backoff_seconds: float = 2.0
+    smtp_ca_file: str = ""
+    open_item_alert_days: int = 3
 
     @property
     def fee_rules(self) -> FeeRules:
@@ -154,12 +169,23 @@ def _coerce(key: str, value: Any) -> Any:
             return _as_rates(key, value)
         if key in {"vat_rate", "fee_tolerance"}:
             return _as_decimal(key, value)
-        if key in {"fee_decimals", "refund_window_days"}:
+        if key == "mail_all_clear":
+            text = str(value).strip().lower()
+            if text not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ConfigError(f"{key}: {value!r} is not true or false")
+            return text in {"true", "1", "yes"}
+        if key == "smtp_security":
+            text = str(value).strip().lower()
+            if text not in SMTP_SECURITY:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(SMTP_SECURITY)}")
+            return text
+        if key in {"fee_decimals", "refund_window_days", "smtp_port", "smtp_retries",
+                   "open_item_alert_days"}:
             number = int(str(value))
             if number < 0:
                 raise ConfigError(f"{key}: must not be negative")
             return number
-        if key == "lock_wait_seconds":
+        if key in {"lock_wait_seconds", "smtp_timeout", "smtp_backoff_seconds"}:
             return float(str(value))
         if key == "fee_rounding":
             text = str(value).strip().lower()
@@ -193,6 +219,9 @@ def load_settings(
             raise ConfigError(f"configuration file {path}: {exc}") from exc
         section = data.get("recon", data)
         for key, value in section.items():
+            if key in SECRET_KEYS:
+                raise ConfigError(f"configuration file {path}: {key} must not be in a file; "
+                                  f"set RECON_{key.upper()} in the environment")
             if key not in SETTING_KEYS:
                 raise ConfigError(f"configuration file {path}: unknown key {key!r}")
             values[key] = _coerce(key, value)

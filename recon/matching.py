@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon import categories as cat
+from recon.analysis import all_open_items, record_totals, refund_deltas
 from recon.calendar import WorkingCalendar
 from recon.config import FeeRules
 from recon.money import format_amount, round_minor
@@ -54,6 +55,9 @@ class ReconResult:
     counts: dict[str, int]
     amounts: dict[str, int]
     totals: dict[str, int]
+    record_totals: dict[str, int | None]  # what the records say, for the covered dates
+    refund_deltas: pd.DataFrame  # per payment with refunds: records vs settled
+    all_open_items: pd.DataFrame  # every open MISSING_IN_SETTLEMENT item, with age
 
     @property
     def exceptions(self) -> int:
@@ -473,6 +477,9 @@ def match_settlement(
         counts={name: counts[name] for name in cat.ALL_CATEGORIES},
         amounts={name: amounts[name] for name in cat.ALL_CATEGORIES},
         totals=totals,
+        record_totals=record_totals(payments, refunds, covered, ctx.fee_rules),
+        refund_deltas=refund_deltas(out, settled, payments, refunds, refunded_before, covered),
+        all_open_items=all_open_items(still_open, missing, day),
     )
 
 

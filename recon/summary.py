@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 from recon import categories as cat
+from recon.errors import ConfigError
 from recon.matching import ReconResult
 from recon.money import format_amount
 
@@ -24,6 +26,8 @@ def build_summary(result: ReconResult, file_name: str, sha256: str,
         "counts": dict(result.counts),
         "amounts": {name: format_amount(value) for name, value in result.amounts.items()},
         "totals": {name: format_amount(value) for name, value in result.totals.items()},
+        "records_totals": {name: None if value is None else format_amount(value)
+                           for name, value in result.record_totals.items()},
         "exceptions": result.exceptions,
         "exception_amount": format_amount(exception_amount),
         "open_items": len(result.open_items),
@@ -41,3 +45,19 @@ def write_summary(summary: dict[str, Any], path: Path) -> Path:
 
 def report_folder(report_dir: Path, merchant_id: str, settlement_date: str) -> Path:
     return report_dir / merchant_id / settlement_date
+
+
+def find_report(report_dir: Path, merchant_id: str, day: dt.date) -> tuple[dict[str, Any], Path]:
+    """summary.json and the workbook of a reconciled date (the only merchant if none given)."""
+    if not merchant_id:
+        found = sorted(p.parent.name for p in report_dir.glob(f"*/{day.isoformat()}"))
+        if len(found) != 1:
+            raise ConfigError(f"{'no report' if not found else 'several merchants'} for {day} "
+                              f"in {report_dir}: choose with --merchant")
+        merchant_id = found[0]
+    folder = report_folder(report_dir, merchant_id, day.isoformat())
+    summary_path = folder / "summary.json"
+    workbook = folder / f"recon_{merchant_id}_{day:%Y%m%d}.xlsx"
+    if not summary_path.exists() or not workbook.exists():
+        raise ConfigError(f"{merchant_id} {day} has not been reconciled: no report in {folder}")
+    return json.loads(summary_path.read_text(encoding="utf-8")), workbook

@@ -69,7 +69,7 @@ def test_summary_json(result, summary, tmp_path: Path) -> None:
 def test_workbook_layout_values_and_types(result, summary, tmp_path: Path) -> None:
     path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
     book = load_workbook(path)
-    expected_sheets = ["Summary", *[c for c in cat.EXCEPTION_CATEGORIES], "Open items"]
+    expected_sheets = ["Summary", *cat.EXCEPTION_CATEGORIES, "Open items", "Refund deltas"]
     assert book.sheetnames == expected_sheets
     for name in cat.EXCEPTION_CATEGORIES:
         sheet = book[name]
@@ -94,7 +94,22 @@ def test_workbook_layout_values_and_types(result, summary, tmp_path: Path) -> No
     assert amount["G2"].value == dt.datetime(2026, 11, 27, 10, 0)  # WIB wall time
     assert amount["P2"].value == -1000
     open_items = book["Open items"]
-    assert open_items["C2"].value == "OLD-1" and open_items["F2"].value == 6
+    # Oldest first: the earlier item (age 6, past the 3-day threshold, highlighted), then
+    # this date's own missing payment (age 0).
+    assert [open_items.cell(row=r, column=3).value for r in (2, 3)] == ["OLD-1", "INV-9"]
+    assert [open_items.cell(row=r, column=6).value for r in (2, 3)] == [6, 0]
+    assert open_items["A2"].fill.fgColor.rgb.endswith("F8CBAD")
+    assert open_items["A3"].fill.fgColor.rgb in (None, "00000000")
+    deltas = book["Refund deltas"]
+    assert [c.value for c in deltas[2]] == ["INV-1", 10000, 400, 500, 100, "RF-1", "5"]
+    assert deltas["E2"].font.bold
+    summary_sheet = book["Summary"]
+    labels = {r[0].value: r for r in summary_sheet.iter_rows() if r[0].value}
+    assert labels["GROSS"][1].value == 28506
+    assert labels["GROSS"][2].value == 10000 + 10000 - 400 + 777  # paid covered − done refunds
+    assert labels["GROSS"][3].value == 28506 - 20377
+    assert labels["MDR"][2].value == 70 + 70 + 5.44  # 0.7% of each paid payment
+    assert len(summary_sheet._charts) == 1
 
 
 def test_workbook_reads_back_with_an_independent_reader(result, summary, tmp_path: Path) -> None:
@@ -138,3 +153,53 @@ def test_alert_email(tmp_path: Path) -> None:
                                 "FILE_REJECTED: f.csv: file is empty", "a@b", ("c@d",))
     assert "ALERT" in message["Subject"]
     assert "file is empty" in message.get_content()
+
+
+def test_trend_chart_when_earlier_runs_exist(result, summary, tmp_path: Path) -> None:
+    import pandas as pd
+
+    history = pd.DataFrame({"settlement_date": [dt.date(2026, 11, 27), dt.date(2026, 11, 30)],
+                            "exceptions": [3, 9], "file_rows": [100, 120]})
+    path = write_exception_workbook(result, summary, tmp_path / "r.xlsx", history)
+    sheet = load_workbook(path)["Summary"]
+    assert len(sheet._charts) == 2
+    dates = [r[0].value for r in sheet.iter_rows() if isinstance(r[0].value, dt.datetime)]
+    assert dates[-2:] == [dt.datetime(2026, 11, 27), dt.datetime(2026, 11, 30)]
+
+
+def test_a_category_beyond_the_row_limit_continues_in_csv(result, summary,
+                                                           tmp_path: Path) -> None:
+    from recon.workbook import WorkbookOptions
+
+    path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx",
+                                    options=WorkbookOptions(max_rows=4))
+    sheet = load_workbook(path)[cat.MISSING_IN_RECORDS]
+    assert sheet["A1"].value == ("5 rows: the first 2 are here, the other 3 continue in "
+                                 "recon_M001_20261130_MISSING_IN_RECORDS.csv")
+    assert sheet["A2"].value == "Line" and sheet.freeze_panes == "A3"
+    assert sheet.max_row == 4
+    spilled = (tmp_path / "recon_M001_20261130_MISSING_IN_RECORDS.csv").read_text().splitlines()
+    assert len(spilled) == 1 + 3 and spilled[0].startswith("Line,Type,MerchantInvoice")
+    shown = [sheet.cell(row=r, column=3).value for r in (3, 4)]
+    assert set(shown) | {line.split(",")[2] for line in spilled[1:]} >= set(INJECTIONS) - {
+        INJECTIONS[0]}
+
+
+def test_libreoffice_converts_the_workbook(result, summary, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    if soffice is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("LibreOffice (soffice) is not installed: .ci/run installs it")
+        pytest.skip("LibreOffice (soffice) is not installed")
+    path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
+    done = subprocess.run([soffice, "--headless", "--norestore", "--convert-to", "pdf",
+                           "--outdir", str(tmp_path / "pdf"), str(path)],
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    pdf = tmp_path / "pdf" / "recon_M001_20261130.pdf"
+    assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF")

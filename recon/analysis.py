@@ -1,0 +1,112 @@
+"""Derived views of a run for the finance team: records' totals, refund deltas, open items.
+
+Pure functions over the engine's frames; the workbook renders their output as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from recon import categories as cat
+from recon.config import FeeRules
+from recon.money import round_minor
+
+OPEN_ITEM_COLUMNS = ("opened_date", "kind", "record_key", "amount", "record_date",
+                     "age_working_days")
+REFUND_DELTA_COLUMNS = ("payment", "payment_amount", "refunded_in_records",
+                        "refunded_as_settled", "delta", "refunds_in_records", "file_lines")
+
+
+def record_totals(payments: pd.DataFrame, refunds: pd.DataFrame, covered: Iterable[dt.date],
+                  rules: FeeRules) -> dict[str, int | None]:
+    """What the records say the file should total for the covered dates.
+
+    Gross: paid payments minus done refunds. MDR and tax: the contracted rate on each
+    paid payment (None when a payment's source has no rate); refunds carry no fee.
+    """
+    days = set(covered)
+    paid = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
+                        & payments["transaction_date"].isin(days)]
+    done = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
+                       & refunds["refund_date"].isin(days)]
+    gross = int(paid["amount"].sum()) - int(done["refund_amount"].sum())
+    mdr: int | None = 0
+    tax = 0
+    for option, amount in zip(paid["pay_option"].tolist(), paid["amount"].tolist(),
+                              strict=True):
+        rate = rules.mdr_rates.get(option)
+        if rate is None:
+            mdr = None
+            break
+        fee = round_minor(int(amount), rate, rules.rounding, rules.decimals)
+        mdr = (mdr or 0) + fee
+        tax += round_minor(fee, rules.vat_rate, rules.rounding, rules.decimals)
+    if mdr is None:
+        return {"gross": gross, "mdr": None, "tax": None, "net": None}
+    return {"gross": gross, "mdr": mdr, "tax": tax, "net": gross - mdr - tax}
+
+
+def refund_deltas(rows: pd.DataFrame, settled: pd.Series, payments: pd.DataFrame,
+                  refunds: pd.DataFrame, refunded_before: Mapping[str, int],
+                  covered: Iterable[dt.date]) -> pd.DataFrame:
+    """Per original payment with refunds in this file or in the covered dates: payment
+    amount, refunded in records (done refunds), refunded as settled (earlier dates plus
+    this file), the delta, and which refunds and file lines are involved."""
+    days = set(covered)
+    refund_rows = rows.loc[settled & (rows["transaction_type"] == cat.REFUND)]
+    in_window = refunds.loc[refunds["refund_date"].isin(days)
+                            & refunds["status"].isin(cat.DONE_REFUND_STATUSES)]
+    involved = sorted(set(refund_rows["merchant_invoice"].tolist())
+                      | set(in_window["original_partner_reference_no"].tolist()))
+    amounts = dict(zip(payments["partner_reference_no"].tolist(), payments["amount"].tolist(),
+                       strict=True))
+    records: list[dict[str, object]] = []
+    for payment in involved:
+        mine = refunds.loc[refunds["original_partner_reference_no"] == payment]
+        done = mine.loc[mine["status"].isin(cat.DONE_REFUND_STATUSES)]
+        lines = refund_rows.loc[refund_rows["merchant_invoice"] == payment]
+        settled_now = int(lines["gross"].abs().sum())
+        in_records = int(done["refund_amount"].sum())
+        as_settled = refunded_before.get(payment, 0) + settled_now
+        listed = [key if status in cat.DONE_REFUND_STATUSES else f"{key} ({status})"
+                  for key, status in zip(mine["partner_refund_no"].tolist(),
+                                         mine["status"].tolist(), strict=True)]
+        amount = amounts.get(payment)
+        records.append({
+            "payment": payment,
+            "payment_amount": None if amount is None or pd.isna(amount) else int(amount),
+            "refunded_in_records": in_records,
+            "refunded_as_settled": as_settled,
+            "delta": as_settled - in_records,
+            "refunds_in_records": ", ".join(listed),
+            "file_lines": ", ".join(str(n) for n in lines["line_no"].tolist()),
+        })
+    frame = pd.DataFrame(records, columns=list(REFUND_DELTA_COLUMNS))
+    return frame.astype({"payment_amount": "Int64", "refunded_in_records": "int64",
+                         "refunded_as_settled": "int64", "delta": "int64"})
+
+
+def all_open_items(earlier: pd.DataFrame, missing: pd.DataFrame,
+                   settlement_date: dt.date) -> pd.DataFrame:
+    """Every MISSING_IN_SETTLEMENT item open after this run, oldest first: earlier dates'
+    (with their age) and this date's own (age 0)."""
+    own = missing.loc[missing["closed_by_date"].isna()]
+    today = pd.DataFrame({
+        "opened_date": [settlement_date] * len(own),
+        "kind": own["kind"].tolist(),
+        "record_key": own["record_key"].tolist(),
+        "amount": own["signed_amount"].tolist(),
+        "record_date": own["record_date"].tolist(),
+        "age_working_days": [0] * len(own),
+    }, columns=list(OPEN_ITEM_COLUMNS))
+    frames = [f for f in (earlier.loc[:, list(OPEN_ITEM_COLUMNS)], today) if not f.empty]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in OPEN_ITEM_COLUMNS})
+    combined = pd.concat(frames, ignore_index=True)
+    combined["amount"] = combined["amount"].astype("Int64")
+    combined["age_working_days"] = combined["age_working_days"].astype("int64")
+    return combined.sort_values(["age_working_days", "record_date", "record_key"],
+                                ascending=[False, True, True]).reset_index(drop=True)
