@@ -1,0 +1,90 @@
+"""The Prefect flow itself: task wiring, artifacts, the all-clear switch, holidays."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from recon.demo import DEMO_DATES, generate, write_demo
+
+
+def _merchant(tmp_path: Path) -> Path:
+    data = generate(per_day=110)
+    data.files = {DEMO_DATES[0]: data.files[DEMO_DATES[0]]}
+    return write_demo(tmp_path / "merchant", data)
+
+
+def test_a_run_publishes_its_summary_as_artifacts(tmp_path: Path, prefect_api: str) -> None:
+    from pipelines.flows import reconcile_settlement
+
+    config = _merchant(tmp_path)
+    state = reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
+                                 return_state=True)
+    assert state.is_completed(), state.message
+    outcome = state.result()
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["recon-m001-2026-11-30", "recon-m001-2026-11-30-workbook"])))
+        tasks = {run.name.rsplit("-", 1)[0] for run in client.read_task_runs()}
+    by_key = {a.key: a for a in found}
+    table = by_key["recon-m001-2026-11-30"]
+    assert table.type == "table"
+    rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
+    counts = {row["category"]: row["count"] for row in rows}
+    assert counts == outcome["summary"]["counts"]
+    markdown = by_key["recon-m001-2026-11-30-workbook"]
+    assert outcome["paths"]["workbook"] in str(markdown.data)
+    assert {"fetch", "read", "load", "match", "persist", "report", "notify"} <= tasks
+
+
+def test_all_clear_mail_can_be_switched_off(tmp_path: Path, prefect_api: str) -> None:
+    from decimal import Decimal
+
+    from pipelines.flows import reconcile_settlement
+    from recon.calendar import WIB
+    from recon.filegen import write_settlement_csv
+    from recon.records import insert_records
+    from recon.store import init_db, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    init_db(engine)
+    insert_records(engine, [{
+        "partner_reference_no": "INV-1", "reference_no": "OVO1", "merchant_id": "M001",
+        "amount": Decimal("10000.00"), "pay_option": "OVO_CASH", "status": "00",
+        "transaction_time": dt.datetime(2026, 11, 30, 10, tzinfo=WIB)}])
+    engine.dispose()
+    write_settlement_csv([{
+        "SettlementDate": "2026-12-01", "TransactionDateTime": "2026-11-30 10:00:00",
+        "MerchantID": "M001", "MerchantInvoice": "INV-1", "OVOReferenceNo": "OVO1",
+        "TransactionType": "PAYMENT", "PaymentSource": "OVO Cash", "GrossAmount": "10000.00",
+        "MDRAmount": "70.00", "TaxAmount": "7.70", "NetAmount": "9922.30"}],
+        tmp_path / "inbox" / "OVO_SETTLEMENT_M001_20261201.csv")
+    overrides = {"database_url": f"sqlite:///{tmp_path / 'r.db'}",
+                 "source": str(tmp_path / "inbox"), "report_dir": str(tmp_path / "reports"),
+                 "archive_dir": str(tmp_path / "archive"), "outbox": str(tmp_path / "outbox")}
+    quiet = reconcile_settlement(settlement_date="2026-12-01", merchant_id="M001",
+                                 overrides={**overrides, "mail_all_clear": "false"},
+                                 return_state=True)
+    assert quiet.is_completed()
+    assert quiet.result()["summary"]["exceptions"] == 0
+    assert quiet.result()["paths"]["email"] == ""
+    assert not (tmp_path / "outbox").exists()
+    told = reconcile_settlement(settlement_date="2026-12-01", merchant_id="M001",
+                                overrides=overrides, return_state=True)
+    (mail,) = list((tmp_path / "outbox").glob("recon_M001_20261201_*.eml"))
+    assert told.result()["paths"]["email"] == str(mail)
+    assert "Subject: [OVO recon] M001 2026-12-01: all clear" in mail.read_text()
+
+
+def test_a_holiday_completes_doing_nothing(tmp_path: Path, prefect_api: str) -> None:
+    from pipelines.flows import reconcile_settlement
+
+    config = _merchant(tmp_path)
+    state = reconcile_settlement(settlement_date=dt.date(2026, 12, 25).isoformat(),
+                                 config_file=str(config), return_state=True)
+    assert state.is_completed()
+    assert state.message == "NOT_WORKING_DAY: 2026-12-25 (Christmas Day)"
+    assert not (tmp_path / "merchant" / "reports").exists()
