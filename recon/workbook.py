@@ -37,6 +37,7 @@ HEADER_FONT = Font(bold=True, color="FFFFFF")
 ALERT_FILL = PatternFill("solid", fgColor="F8CBAD")
 DELTA_FONT = Font(bold=True, color="C00000")
 TITLE_FONT = Font(bold=True, size=14)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -162,12 +163,21 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.Data
         sheet.append([_cell(sheet, c.value(record), c.kind, font, fill) for c in cols])
 
 
+def _csv_value(value: Any, kind: str) -> Any:
+    """A CSV cell; text that a spreadsheet would read as a formula gets a leading quote."""
+    if value is None:
+        return ""
+    if kind == "text" and isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
 def _spill(path: Path, cols: Sequence[Col], first: Any, rest: Iterable[Any]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([c.title for c in cols])
         for record in (first, *rest):
-            writer.writerow(["" if (v := c.value(record)) is None else v for c in cols])
+            writer.writerow([_csv_value(c.value(record), c.kind) for c in cols])
 
 
 ROW_COLUMNS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 from email import message_from_bytes, policy
@@ -178,11 +179,15 @@ def test_a_category_beyond_the_row_limit_continues_in_csv(result, summary,
                                  "recon_M001_20261130_MISSING_IN_RECORDS.csv")
     assert sheet["A2"].value == "Line" and sheet.freeze_panes == "A3"
     assert sheet.max_row == 4
-    spilled = (tmp_path / "recon_M001_20261130_MISSING_IN_RECORDS.csv").read_text().splitlines()
-    assert len(spilled) == 1 + 3 and spilled[0].startswith("Line,Type,MerchantInvoice")
-    shown = [sheet.cell(row=r, column=3).value for r in (3, 4)]
-    assert set(shown) | {line.split(",")[2] for line in spilled[1:]} >= set(INJECTIONS) - {
-        INJECTIONS[0]}
+    with (tmp_path / "recon_M001_20261130_MISSING_IN_RECORDS.csv").open(newline="") as handle:
+        spilled = list(csv.reader(handle))
+    assert spilled[0][:3] == ["Line", "Type", "MerchantInvoice"] and len(spilled) == 1 + 3
+    in_csv = [row[2] for row in spilled[1:]]
+    # A text a spreadsheet would evaluate is quoted in the CSV: "'=...", "'+...".
+    assert not any(value.startswith(("=", "+", "-", "@")) for value in in_csv)
+    unquoted = {v[1:] if v.startswith("'") else v for v in in_csv}
+    shown = {sheet.cell(row=r, column=3).value for r in (3, 4)}
+    assert shown | unquoted == set(INJECTIONS)
 
 
 def test_libreoffice_converts_the_workbook(result, summary, tmp_path: Path) -> None:
