@@ -62,13 +62,15 @@ def safe_url(url: str) -> str:
 
 
 #: Plain scheme -> the driver this project installs.
-DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+                   "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
 
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file's folder is created if needed.
 
-    ``postgresql://`` (and ``postgres://``) use psycopg 3, the driver installed here.
+    ``postgresql://`` (and ``postgres://``) use psycopg 3 and ``mysql://``/``mariadb://``
+    PyMySQL, the drivers installed here.
     """
     try:
         parsed = make_url(url)
@@ -81,6 +83,10 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 60}
+    elif parsed.get_backend_name() in {"mysql", "mariadb"}:
+        # Times are stored as UTC: make the session zone UTC whatever the server's is.
+        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'"}
+        kwargs["pool_recycle"] = 3600
     try:
         return create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:

@@ -18,6 +18,8 @@ prepare_prefect_environment()
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("RECON_TEST_PG_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_ADMIN_URL = os.environ.get("RECON_TEST_MARIADB_URL",
+                                   "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +51,33 @@ def postgres_server_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def mariadb_server_url() -> Iterator[str]:
+    """A fresh MariaDB database for this test session, dropped at the end."""
+    name = f"recon_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(MARIADB_ADMIN_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except Exception as exc:  # any connection failure means the server is not usable
+        admin.dispose()
+        service_unavailable(f"MariaDB at {MARIADB_ADMIN_URL} is not reachable: {exc!s:.200}")
+    url = MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+def _reset_mariadb(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    engine = create_engine(MARIADB_ADMIN_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    engine.dispose()
+
+
 def _reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -56,12 +85,17 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database of each kind the store supports."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'recon.db'}"
-    url: str = request.getfixturevalue("postgres_server_url")
+    if request.param == "mariadb":
+        url: str = request.getfixturevalue("mariadb_server_url")
+        _reset_mariadb(url)
+        return url
+    url = request.getfixturevalue("postgres_server_url")
     _reset_postgres(url)
     return url
 

@@ -174,3 +174,21 @@ def test_bad_urls_are_config_errors() -> None:
         make_engine("not a url")
     with pytest.raises(ConfigError, match="no database driver"):
         make_engine("oracle+nodriver://x@y/z")
+
+
+@pytest.mark.mariadb
+def test_records_written_by_other_programs_mariadb(mariadb_server_url: str) -> None:
+    """MariaDB DATETIME holds UTC, whatever the server's own time zone is."""
+    from tests.conftest import _reset_mariadb
+
+    _reset_mariadb(mariadb_server_url)
+    engine = make_engine(mariadb_server_url)
+    init_db(engine)
+    _raw_insert(engine, [("UTC", "10000.50", "2026-11-27 03:00:00"),
+                         ("EDGE", "1", "2026-11-29 17:00:00")])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame([]))
+    payments = inputs.payments.set_index("partner_reference_no")
+    assert payments.loc["UTC", "amount"] == 1_000_050
+    assert payments.loc["UTC", "transaction_time"] == pd.Timestamp("2026-11-27 03:00:00Z")
+    assert payments.loc["EDGE", "transaction_date"] == dt.date(2026, 11, 30)
+    engine.dispose()
