@@ -20,7 +20,13 @@ from prefect.states import Completed, Failed, State  # noqa: E402
 from recon.calendar import WorkingCalendar, today_wib  # noqa: E402
 from recon.config import Settings, load_settings  # noqa: E402
 from recon.delivery import deliver  # noqa: E402
-from recon.errors import FileMissing, FileRejected, NotificationFailed, ReconError  # noqa: E402
+from recon.errors import (  # noqa: E402
+    FileMissing,
+    FileRejected,
+    NotificationFailed,
+    ReconError,
+    SourceUnavailable,
+)
 from recon.formats import get_profile  # noqa: E402
 from recon.locks import hold_run_lock  # noqa: E402
 from recon.mail import build_alert_email, build_report_email  # noqa: E402
@@ -51,8 +57,7 @@ def _timed(label: str, started: float, detail: str) -> None:
 @task(name="fetch", **TASK_OPTIONS)
 def fetch_task(settings: Settings, day: dt.date) -> FetchedFile:
     started = time.perf_counter()
-    fetched = fetch_settlement_file(settings.source, settings.file_name_pattern,
-                                    settings.merchant_id, day, settings.archive_dir)
+    fetched = fetch_settlement_file(settings, settings.merchant_id, day)
     _timed("fetch", started, f"{fetched.name}, {fetched.size:,} bytes, "
                              f"sha256 {fetched.sha256[:12]}")
     return fetched
@@ -217,7 +222,7 @@ def reconcile_settlement(
                          data={"skipped": True, "reason": holiday})
     try:
         outcome = reconcile(settings, day)
-    except (FileMissing, FileRejected) as exc:
+    except (FileMissing, FileRejected, SourceUnavailable) as exc:
         logger.error("%s", exc.one_line())
         alert_task(settings, settings.merchant_id, day, exc.one_line())
         return Failed(message=exc.one_line())

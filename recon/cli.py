@@ -19,12 +19,13 @@ from recon.errors import (
     NotWorkingDay,
     ReconError,
     RunLocked,
+    SourceUnavailable,
     StoreError,
 )
 
 EXIT_BY_CODE = {cls.reason_code: cls.exit_code for cls in (
     ConfigError, NotWorkingDay, FileMissing, FileRejected, RunLocked, NotificationFailed,
-    StoreError)}
+    StoreError, SourceUnavailable)}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from recon.errors import ConfigError
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 #: Settings that only come from the environment, never from a file in a repository.
-SECRET_KEYS = frozenset({"smtp_password"})
+SECRET_KEYS = frozenset({"smtp_password", "sftp_password", "sftp_key_passphrase"})
 
 ROUNDING_MODES = {
     "half_up": "ROUND_HALF_UP",
@@ -75,6 +75,17 @@ class Settings:
     smtp_backoff_seconds: float = 2.0
     smtp_ca_file: str = ""
     open_item_alert_days: int = 3
+    file_deadline: dt.time = dt.time(12, 0)
+    poll_seconds: float = 60.0
+    sftp_known_hosts: str = "~/.ssh/known_hosts"
+    sftp_key_file: str = ""
+    sftp_key_passphrase: str = field(default="", repr=False)
+    sftp_password: str = field(default="", repr=False)
+    sftp_timeout: float = 30.0
+    sftp_retries: int = 3
+    sftp_backoff_seconds: float = 2.0
+    sftp_done_marker: str = ""
+    sftp_stable_seconds: float = 5.0
 
     @property
     def fee_rules(self) -> FeeRules:
@@ -185,7 +196,20 @@ def _coerce(key: str, value: Any) -> Any:
             if number < 0:
                 raise ConfigError(f"{key}: must not be negative")
             return number
-        if key in {"lock_wait_seconds", "smtp_timeout", "smtp_backoff_seconds"}:
+        if key == "file_deadline":
+            if isinstance(value, dt.time):
+                return value
+            try:
+                return dt.time.fromisoformat(str(value).strip())
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {value!r} is not a time (HH:MM, WIB)") from exc
+        if key in {"sftp_retries"}:
+            number = int(str(value))
+            if number < 0:
+                raise ConfigError(f"{key}: must not be negative")
+            return number
+        if key in {"lock_wait_seconds", "smtp_timeout", "smtp_backoff_seconds", "poll_seconds",
+                   "sftp_timeout", "sftp_backoff_seconds", "sftp_stable_seconds"}:
             return float(str(value))
         if key == "fee_rounding":
             text = str(value).strip().lower()

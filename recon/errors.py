@@ -70,6 +70,13 @@ class NotificationFailed(ReconError):
     exit_code = 7
 
 
+class SourceUnavailable(ReconError):
+    """The file source cannot be reached or refuses us (host key, credentials, permissions)."""
+
+    reason_code = "SOURCE_UNAVAILABLE"
+    exit_code = 9
+
+
 class StoreError(ReconError):
     """The database could not be reached or refused a statement."""
 

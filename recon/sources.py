@@ -1,10 +1,13 @@
-"""Where settlement files come from: fetch one, verify it, archive it with its SHA-256.
+"""Where settlement files come from: find one, wait until it is complete, download it to a
+temporary name, verify it, archive it with its SHA-256. Sources are only read.
 
-The embedded default is a local folder. Remote files are only read, never changed.
+A source is a local folder (the embedded default) or `sftp://user@host:port/dir`.
+A missing or still-growing file is polled for until the deadline (WIB) of its date.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -12,9 +15,14 @@ import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from recon.calendar import WIB
+from recon.config import Settings
 from recon.errors import ConfigError, FileMissing, FileRejected
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,47 @@ class FetchedFile:
     source: str
 
 
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    size: int
+    mtime: float
+
+
+class NotReady(Exception):
+    """The file is there but not complete yet (marker missing, still growing)."""
+
+
+class Source(Protocol):
+    location: str
+    remote: bool
+
+    def entries(self) -> list[Entry]: ...
+
+    def download(self, name: str, target: Path) -> None: ...
+
+
+class LocalFolder:
+    remote = False
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.location = str(folder)
+
+    def entries(self) -> list[Entry]:
+        if not self.folder.is_dir():
+            raise FileMissing(f"source folder {self.folder} does not exist")
+        found = []
+        for entry in self.folder.iterdir():
+            if entry.is_file():
+                info = entry.stat()
+                found.append(Entry(entry.name, info.st_size, info.st_mtime))
+        return found
+
+    def download(self, name: str, target: Path) -> None:
+        shutil.copyfile(self.folder / name, target)
+
+
 def expected_stem(pattern: str, merchant_id: str, day: dt.date) -> str:
     try:
         return pattern.format(merchant_id=merchant_id, yyyymmdd=day.strftime("%Y%m%d"),
@@ -42,43 +91,38 @@ def expected_stem(pattern: str, merchant_id: str, day: dt.date) -> str:
 
 def validate_remote_name(name: str) -> str:
     """A file name from a source must be a plain name before it touches the local disk."""
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+    if (not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name
+            or ".." in name):
         raise FileRejected(name or "<empty name>", "unsafe file name")
     return name
 
 
-def _is_sftp(source: str) -> bool:
-    return source.lower().startswith("sftp://")
-
-
-def find_local_file(folder: Path, pattern: str, merchant_id: str, day: dt.date) -> tuple[
-        Path, str]:
-    """The settlement file for (merchant, day) in `folder`, and its merchant id.
+def locate(entries: list[Entry], location: str, pattern: str, merchant_id: str,
+           day: dt.date) -> tuple[Entry, str]:
+    """The settlement file for (merchant, day) among `entries`, and its merchant id.
 
     With no merchant configured, the merchant is taken from the one file for that date.
     """
-    if not folder.is_dir():
-        raise FileMissing(f"source folder {folder} does not exist")
-    names = sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+    names = {e.name: e for e in entries}
     if merchant_id:
         stem = expected_stem(pattern, merchant_id, day)
-        matches = [n for n in names if n.lower() in {(stem + ext).lower() for ext in EXTENSIONS}]
+        wanted = {(stem + ext).lower() for ext in EXTENSIONS}
+        matches = sorted(n for n in names if n.lower() in wanted)
         if not matches:
-            raise FileMissing(f"{stem}.csv (or .xlsx) is not in {folder}")
+            raise FileMissing(f"{stem}.csv (or .xlsx) is not in {location}")
         if len(matches) > 1:
             raise FileRejected(" and ".join(matches), "both a CSV and an XLSX file for one date")
-        return folder / matches[0], merchant_id
+        return names[matches[0]], merchant_id
     regex = re.compile(
         re.escape(expected_stem(pattern, "\x00", day)).replace("\x00", "(?P<mid>[^/_]+)")
         + r"\.(csv|xlsx)$", re.IGNORECASE)
-    found = {(m.group("mid"), n) for n in names if (m := regex.match(n))}
-    merchants = sorted({mid for mid, _ in found})
+    merchants = sorted({m.group("mid") for n in names if (m := regex.match(n))})
     if not merchants:
-        raise FileMissing(f"no settlement file for {day} in {folder}")
+        raise FileMissing(f"no settlement file for {day} in {location}")
     if len(merchants) > 1:
-        raise ConfigError(f"files for several merchants ({', '.join(merchants)}) in {folder}: "
-                          "choose one with --merchant")
-    return find_local_file(folder, pattern, merchants[0], day)
+        raise ConfigError(f"files for several merchants ({', '.join(merchants)}) in {location}:"
+                          " choose one with --merchant")
+    return locate(entries, location, pattern, merchants[0], day)
 
 
 def sha256_of(path: Path) -> str:
@@ -89,37 +133,94 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def archive_file(local: Path, name: str, archive_dir: Path, merchant_id: str,
-                 day: dt.date) -> tuple[Path, str, int]:
-    """Copy to <archive>/<MID>/<date>/<sha12>_<name> (temp name, then rename)."""
+def _check_ready(source: Source, entry: Entry, settings: Settings,
+                 sleep: Callable[[float], None]) -> None:
+    if settings.sftp_done_marker:
+        markers = {entry.name + settings.sftp_done_marker,
+                   Path(entry.name).stem + settings.sftp_done_marker}
+        if not markers & {e.name for e in source.entries()}:
+            raise NotReady(f"{entry.name} has no {settings.sftp_done_marker} marker yet")
+        return
+    if source.remote and settings.sftp_stable_seconds > 0:
+        sleep(settings.sftp_stable_seconds)
+        again = {e.name: e for e in source.entries()}.get(entry.name)
+        if again is None or (again.size, again.mtime) != (entry.size, entry.mtime):
+            raise NotReady(f"{entry.name} is still being written")
+
+
+def _download_and_archive(source: Source, entry: Entry, archive_dir: Path, merchant_id: str,
+                          day: dt.date) -> tuple[Path, str, int]:
+    """Download to a temporary name beside the archive, verify the size, then rename."""
     folder = archive_dir / merchant_id / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=".incoming-", dir=folder)
     os.close(handle)
     temp = Path(temp_name)
     try:
-        shutil.copyfile(local, temp)
+        source.download(entry.name, temp)
+        size = temp.stat().st_size
+        if size != entry.size:
+            raise NotReady(f"{entry.name} changed while being downloaded "
+                           f"({entry.size} -> {size} bytes)")
         digest = sha256_of(temp)
-        target = folder / f"{digest[:12]}_{name}"
+        target = folder / f"{digest[:12]}_{entry.name}"
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    (folder / f"{target.name}.sha256").write_text(f"{digest}  {name}\n")
-    return target, digest, target.stat().st_size
+    (folder / f"{target.name}.sha256").write_text(f"{digest}  {entry.name}\n")
+    return target, digest, size
 
 
-def fetch_settlement_file(source: str, pattern: str, merchant_id: str, day: dt.date,
-                          archive_dir: Path) -> FetchedFile:
-    """Fetch the file for (merchant, day) from `source` and archive a verified copy."""
-    if _is_sftp(source):
-        raise ConfigError(f"source {source}: SFTP sources are not supported by this version; "
-                          "use a local folder")
-    path, merchant = find_local_file(Path(source), pattern, merchant_id, day)
-    name = validate_remote_name(path.name)
-    before = path.stat().st_size
-    archived, digest, size = archive_file(path, name, archive_dir, merchant, day)
-    if size != before:
-        raise FileRejected(name, f"changed while being copied ({before} -> {size} bytes)")
-    log.info("fetched %s (%d bytes, sha256 %s) into %s", name, size, digest[:12], archived)
-    return FetchedFile(name=name, merchant_id=merchant, path=archived, sha256=digest, size=size,
-                       source=str(path))
+@contextlib.contextmanager
+def open_source(settings: Settings) -> Iterator[Source]:
+    if settings.source.lower().startswith("sftp://"):
+        from recon.sftp import SftpFolder
+
+        folder = SftpFolder(settings.source, settings)
+        try:
+            yield folder
+        finally:
+            folder.close()
+    else:
+        yield LocalFolder(Path(settings.source))
+
+
+def fetch_settlement_file(settings: Settings, merchant_id: str, day: dt.date,
+                          now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                          sleep: Callable[[float], None] = time.sleep) -> FetchedFile:
+    """Fetch the file for (merchant, day) and archive a verified copy.
+
+    On the settlement date itself, a file that is missing or not complete yet is looked
+    for again every `poll_seconds` until `file_deadline` (WIB); then FileMissing. For any
+    other date the file is looked for once.
+    """
+    deadline = dt.datetime.combine(day, settings.file_deadline, WIB)
+    # Only today's file is waited for; any other date's file is there or it is not.
+    polling = now().astimezone(WIB).date() == day
+    waited = False
+    while True:
+        try:
+            with open_source(settings) as source:
+                entry, merchant = locate(source.entries(), source.location,
+                                         settings.file_name_pattern, merchant_id, day)
+                validate_remote_name(entry.name)
+                _check_ready(source, entry, settings, sleep)
+                archived, digest, size = _download_and_archive(
+                    source, entry, settings.archive_dir, merchant, day)
+                log.info("fetched %s (%d bytes, sha256 %s) from %s into %s", entry.name, size,
+                         digest[:12], source.location, archived)
+                return FetchedFile(name=entry.name, merchant_id=merchant, path=archived,
+                                   sha256=digest, size=size, source=source.location)
+        except (FileMissing, NotReady) as exc:
+            remaining = (deadline - now()).total_seconds()
+            if not polling or remaining <= 0:
+                text = exc.message if isinstance(exc, FileMissing) else str(exc)
+                if waited:
+                    text += f" (waited until the deadline {deadline:%Y-%m-%d %H:%M} WIB)"
+                raise FileMissing(text) from exc
+            pause = min(settings.poll_seconds, remaining)
+            log.info("%s; looking again in %.0f s (deadline %s WIB)",
+                     exc.message if isinstance(exc, FileMissing) else exc, pause,
+                     f"{deadline:%Y-%m-%d %H:%M}")
+            waited = True
+            sleep(pause)

@@ -6,7 +6,11 @@ import datetime as dt
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
 from recon.demo import DEMO_DATES, generate, write_demo
 
@@ -26,8 +30,10 @@ def test_a_run_publishes_its_summary_as_artifacts(tmp_path: Path, prefect_api: s
     assert state.is_completed(), state.message
     outcome = state.result()
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=["recon-m001-2026-11-30", "recon-m001-2026-11-30-workbook"])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["recon-m001-2026-11-30",
+                                        "recon-m001-2026-11-30-workbook"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
         tasks = {run.name.rsplit("-", 1)[0] for run in client.read_task_runs()}
     by_key = {a.key: a for a in found}
     table = by_key["recon-m001-2026-11-30"]
