@@ -60,6 +60,7 @@ class SftpFolder:
                 f"checking its fingerprint (ssh-keyscan -p {self.port} {self.host})")
         if not settings.sftp_key_file and not settings.sftp_password:
             raise ConfigError("SFTP needs sftp_key_file or RECON_SFTP_PASSWORD")
+        key = self._load_key() if settings.sftp_key_file else None
         client = paramiko.SSHClient()
         client.load_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -68,10 +69,7 @@ class SftpFolder:
         try:
             client.connect(
                 self.host, port=self.port, username=self.user,
-                key_filename=str(Path(settings.sftp_key_file).expanduser())
-                if settings.sftp_key_file else None,
-                passphrase=settings.sftp_key_passphrase or None,
-                password=settings.sftp_password or None,
+                pkey=key, password=settings.sftp_password or None,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 channel_timeout=timeout, look_for_keys=False, allow_agent=False)
             sftp = client.open_sftp()
@@ -86,22 +84,36 @@ class SftpFolder:
         except paramiko.AuthenticationException as exc:
             client.close()
             raise SourceUnavailable(f"{self.user}@{where}: authentication refused") from exc
-        except paramiko.PasswordRequiredException as exc:
-            client.close()
-            raise SourceUnavailable(
-                "sftp_key_file is encrypted: set RECON_SFTP_KEY_PASSPHRASE") from exc
         except paramiko.SSHException as exc:
             client.close()
             if "known_hosts" in str(exc):
                 raise SourceUnavailable(
                     f"{where} is not in {known_hosts}: refusing an unknown host key") from exc
-            if "private key" in str(exc).lower() or "passphrase" in str(exc).lower():
-                raise SourceUnavailable(f"sftp_key_file cannot be read: {exc}") from exc
             raise _Transient(f"SSH error: {exc}") from exc
         except (TimeoutError, OSError, EOFError) as exc:
             client.close()
             raise _Transient(str(exc) or type(exc).__name__) from exc
         self.client, self.sftp = client, sftp
+
+    def _load_key(self) -> paramiko.PKey:
+        path = Path(self.settings.sftp_key_file).expanduser()
+        passphrase = self.settings.sftp_key_passphrase or None
+        try:
+            return paramiko.PKey.from_path(
+                path, password=passphrase.encode() if passphrase else None)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"sftp_key_file {path} does not exist") from exc
+        except (paramiko.PasswordRequiredException, TypeError) as exc:
+            # cryptography raises TypeError for an encrypted OpenSSH key without a password
+            if passphrase is None:
+                raise SourceUnavailable(
+                    f"sftp_key_file {path} is encrypted: set RECON_SFTP_KEY_PASSPHRASE"
+                ) from exc
+            raise SourceUnavailable(f"sftp_key_file {path} cannot be read (wrong "
+                                    "RECON_SFTP_KEY_PASSPHRASE?)") from exc
+        except (paramiko.SSHException, ValueError) as exc:
+            hint = " (wrong RECON_SFTP_KEY_PASSPHRASE?)" if passphrase else ""
+            raise SourceUnavailable(f"sftp_key_file {path} cannot be read{hint}") from exc
 
     def _connect_with_retries(self) -> None:
         attempts = self.settings.sftp_retries + 1
