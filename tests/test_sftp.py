@@ -84,7 +84,7 @@ def test_encrypted_key_with_its_passphrase(sshd: Sshd, tmp_path: Path) -> None:
 def test_a_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     (sshd.outgoing / NAME).write_bytes(CONTENT)
     settings = settings_for(sshd, tmp_path, sftp_known_hosts=str(sshd.wrong_known_hosts))
-    with pytest.raises(SourceUnavailable, match="does not match .* refusing to connect"):
+    with pytest.raises(SourceUnavailable, match=r"does not match .* refusing to connect"):
         fetch_settlement_file(settings, "M001", DAY)
     assert not (tmp_path / "archive" / "M001").exists()
 
@@ -204,7 +204,7 @@ def test_a_done_marker_is_honoured(sshd: Sshd, tmp_path: Path) -> None:
     assert fetch_settlement_file(settings, "M001", today).path.read_bytes() == CONTENT
     past = settings.replace(file_deadline=dt.time(0, 0))
     (sshd.outgoing / f"{name}.done").unlink()
-    with pytest.raises(FileMissing, match="no .done marker"):
+    with pytest.raises(FileMissing, match=r"no \.done marker"):
         fetch_settlement_file(past, "M001", today)
 
 
