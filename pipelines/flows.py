@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pipelines.logs import install_log_filters, prepare_prefect_environment
 
@@ -14,13 +15,17 @@ prepare_prefect_environment()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.blocks.system import Secret  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.runtime import flow_run as prefect_runtime_flow_run  # noqa: E402
+from prefect.schedules import Cron  # noqa: E402
 from prefect.states import Completed, Failed, State  # noqa: E402
 
-from recon.calendar import WorkingCalendar, today_wib  # noqa: E402
+from recon.calendar import WIB, WorkingCalendar, today_wib  # noqa: E402
 from recon.config import Settings, load_settings  # noqa: E402
 from recon.delivery import deliver  # noqa: E402
 from recon.errors import (  # noqa: E402
+    ConfigError,
     FileMissing,
     FileRejected,
     NotificationFailed,
@@ -199,7 +204,42 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     return {"summary": summary, "paths": paths}
 
 
-@flow(name="reconcile-settlement", persist_result=False, validate_parameters=False)
+def resolve_secret_blocks(settings: Settings) -> Settings:
+    """Fill secrets named in `secret_blocks` from Prefect Secret blocks (env wins)."""
+    changes: dict[str, Any] = {}
+    for key, block in settings.secret_blocks.items():
+        if os.environ.get(f"RECON_{key.upper()}"):
+            continue
+        try:
+            secret = cast(Secret, Secret.load(block))
+            changes[key] = str(secret.get())
+        except ValueError as exc:
+            raise ConfigError(f"secret_blocks: Prefect Secret block {block!r} for {key} "
+                              "cannot be loaded") from exc
+    return settings.replace(**changes) if changes else settings
+
+
+def settlement_day(settlement_date: str | None) -> dt.date:
+    """The date asked for, else the run's scheduled date in WIB, else today in WIB."""
+    if settlement_date:
+        try:
+            return dt.date.fromisoformat(str(settlement_date))
+        except ValueError as exc:
+            raise ConfigError(f"settlement_date {settlement_date!r} is not YYYY-MM-DD") from exc
+    scheduled = prefect_runtime_flow_run.scheduled_start_time
+    if scheduled is not None:
+        return scheduled.astimezone(WIB).date()
+    return today_wib()
+
+
+def _run_name() -> str:
+    parameters = prefect_runtime_flow_run.parameters
+    return (f"{parameters.get('merchant_id') or 'merchant'}-"
+            f"{parameters.get('settlement_date') or 'scheduled'}")
+
+
+@flow(name="reconcile-settlement", persist_result=False, validate_parameters=False,
+      flow_run_name=_run_name)
 def reconcile_settlement(
     settlement_date: str | None = None,
     merchant_id: str | None = None,
@@ -212,8 +252,13 @@ def reconcile_settlement(
     with its reason code (FILE_MISSING, FILE_REJECTED, RUN_LOCKED, ...).
     """
     logger = get_run_logger()
-    settings = load_settings(config_file, {**(overrides or {}), "merchant_id": merchant_id})
-    day = dt.date.fromisoformat(settlement_date) if settlement_date else today_wib()
+    try:
+        base = resolve_secret_blocks(load_settings(config_file, overrides))
+        settings = base.for_merchant(merchant_id, overrides)
+        day = settlement_day(settlement_date)
+    except ReconError as exc:
+        logger.error("%s", exc.one_line())
+        return Failed(message=exc.one_line())
     calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
     holiday = calendar.holiday_name(day)
     if holiday:
@@ -234,3 +279,49 @@ def reconcile_settlement(
                 day, sum(v for k, v in counts.items() if k != "MATCHED"),
                 outcome["paths"]["workbook"])
     return Completed(message="reconciled", data=outcome)
+
+
+@flow(name="reconcile-merchants", persist_result=False, validate_parameters=False)
+def reconcile_merchants(
+    settlement_date: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> State:
+    """Every configured merchant for one settlement date (default: the scheduled date in
+    WIB), one child flow run each; one merchant's failure does not stop the others."""
+    logger = get_run_logger()
+    try:
+        settings = load_settings(config_file, overrides)
+        day = settlement_day(settlement_date)
+    except ReconError as exc:
+        logger.error("%s", exc.one_line())
+        return Failed(message=exc.one_line())
+    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+    holiday = calendar.holiday_name(day)
+    if holiday:
+        logger.info("%s is not a working day (%s): nothing to do", day, holiday)
+        return Completed(message=f"NOT_WORKING_DAY: {day} ({holiday})")
+    merchants = settings.merchant_ids or ("",)
+    failures = []
+    for merchant in merchants:
+        state = reconcile_settlement(settlement_date=day.isoformat(), merchant_id=merchant or None,
+                                     overrides=overrides, config_file=config_file,
+                                     return_state=True)
+        if not state.is_completed():
+            failures.append(f"{merchant or '(merchant from file)'}: {state.message}")
+    if failures:
+        return Failed(message=f"{len(failures)} of {len(merchants)} merchants failed: "
+                              + "; ".join(failures))
+    return Completed(message=f"{len(merchants)} merchant(s) reconciled for {day}")
+
+
+def serve_daily(config_file: str | None, settings: Settings) -> None:
+    """Serve `reconcile-merchants` on its cron schedule (Asia/Jakarta) until stopped."""
+    reconcile_merchants.serve(
+        name=settings.deployment_name,
+        schedules=[Cron(settings.schedule_cron, timezone="Asia/Jakarta")],
+        parameters={"config_file": config_file} if config_file else {},
+        description="Reconcile every configured merchant's OVO settlement file of the "
+                    "scheduled working day.",
+        pause_on_shutdown=False,
+    )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from recon import categories as cat
@@ -49,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="where reports are written")
     run.add_argument("--outbox", help="where emails are written as .eml")
 
+    backfill = commands.add_parser("backfill", help="reconcile every working day of a range")
+    _add_common(backfill)
+    backfill.add_argument("--from", required=True, help="first date YYYY-MM-DD")
+    backfill.add_argument("--to", required=True, help="last date YYYY-MM-DD")
+    backfill.add_argument("--merchant", help="one MerchantID (default: every configured one)")
+    backfill.add_argument("--source", help="folder holding the settlement files")
+    backfill.add_argument("--report-dir", help="where reports are written")
+    backfill.add_argument("--outbox", help="where emails are written as .eml")
+
+    serve = commands.add_parser("serve", help="serve the daily schedule (Prefect deployment)")
+    _add_common(serve)
+    serve.add_argument("--cron", help="cron in Asia/Jakarta (default: 0 9 * * 1-5)")
+    serve.add_argument("--name", help="deployment name (default: daily)")
+
     notify = commands.add_parser(
         "notify", help="send a reconciled date's email again, without reconciling again")
     notify.add_argument("--config", help="TOML configuration file (default: $RECON_CONFIG)")
@@ -83,9 +100,10 @@ def _parse_date(text: str | None) -> dt.date:
 
 
 def _override_map(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line options that become flow parameters (no secrets: see _export_secrets)."""
     return {key: str(value) for key, value in {
-        "database_url": args.database, "source": args.source,
-        "report_dir": args.report_dir, "outbox": args.outbox}.items() if value is not None}
+        "source": args.source, "report_dir": args.report_dir,
+        "outbox": args.outbox}.items() if value is not None}
 
 
 def print_summary_table(summary: dict[str, Any], paths: dict[str, str]) -> None:
@@ -105,25 +123,77 @@ def print_summary_table(summary: dict[str, Any], paths: dict[str, str]) -> None:
             print(f"  {label:<8} {paths[label]}")
 
 
-def run_dates(settings_overrides: dict[str, Any], config_file: str | None,
-              merchant_id: str | None, days: Sequence[dt.date]) -> list[dict[str, Any]]:
-    """Run the flow for each date in this process; raises ReconError on the first failure."""
+@dataclass
+class DateRun:
+    day: dt.date
+    merchant_id: str
+    outcome: dict[str, Any] | None = None
+    error: ReconError | None = None
+    skipped: str = ""
+
+
+def _error_from_state(message: str | None) -> ReconError:
+    text = " ".join(str(message or "run failed").split())
+    code = text.split(":", 1)[0]
+    error = ReconError(text.split(": ", 1)[1] if ": " in text else text)
+    error.reason_code = code if code in EXIT_BY_CODE else "ERROR"
+    error.exit_code = EXIT_BY_CODE.get(code, 1)
+    return error
+
+
+def run_many(overrides: dict[str, Any], config_file: str | None,
+             merchants: Sequence[str | None], days: Sequence[dt.date]) -> list[DateRun]:
+    """One flow run per (date, merchant), dates in order, all in this process; a failure
+    is recorded and the next run goes on."""
     from pipelines.flows import reconcile_settlement
 
-    outcomes = []
+    runs = []
     for day in days:
-        state = reconcile_settlement(settlement_date=day.isoformat(), merchant_id=merchant_id,
-                                     overrides=settings_overrides, config_file=config_file,
-                                     return_state=True)
-        if not state.is_completed():
-            message = " ".join(str(state.message or "run failed").split())
-            code = message.split(":", 1)[0]
-            error = ReconError(message.split(": ", 1)[1] if ": " in message else message)
-            error.reason_code = code if code in EXIT_BY_CODE else "ERROR"
-            error.exit_code = EXIT_BY_CODE.get(code, 1)
-            raise error
-        outcomes.append(cast(dict[str, Any], state.result()))
+        for merchant in merchants:
+            state = reconcile_settlement(settlement_date=day.isoformat(), merchant_id=merchant,
+                                         overrides=overrides, config_file=config_file,
+                                         return_state=True)
+            run = DateRun(day, merchant or "")
+            if not state.is_completed():
+                run.error = _error_from_state(state.message)
+            elif (state.message or "").startswith("NOT_WORKING_DAY"):
+                run.skipped = str(state.message)
+            else:
+                run.outcome = cast(dict[str, Any], state.result())
+                run.merchant_id = run.outcome["summary"]["merchant_id"]
+            runs.append(run)
+    return runs
+
+
+def run_dates(overrides: dict[str, Any], config_file: str | None,
+              merchant_id: str | None, days: Sequence[dt.date]) -> list[dict[str, Any]]:
+    """Run the flow for each date in this process; raises ReconError on the first failure."""
+    outcomes = []
+    for run in run_many(overrides, config_file, [merchant_id], days):
+        if run.error is not None:
+            raise run.error
+        if run.outcome is not None:
+            outcomes.append(run.outcome)
     return outcomes
+
+
+def _report(runs: Sequence[DateRun]) -> int:
+    """Print each run's table, one stderr line per failure; the first failure's exit code."""
+    for run in runs:
+        if run.outcome is not None:
+            print_summary_table(run.outcome["summary"], run.outcome["paths"])
+    if len(runs) > 1:
+        print("\nRuns:")
+        for run in runs:
+            status = ("reconciled" if run.outcome is not None else run.skipped
+                      or (run.error.one_line() if run.error else ""))
+            print(f"  {run.day}  {run.merchant_id or '-':<12} {status}")
+    failed = [run for run in runs if run.error is not None]
+    for run in failed:
+        who = f"{run.merchant_id} {run.day}: " if len(runs) > 1 else ""
+        assert run.error is not None
+        print(f"recon: {who}{run.error.one_line()}", file=sys.stderr)
+    return failed[0].error.exit_code if failed and failed[0].error else 0
 
 
 def _cmd_init_db(args: argparse.Namespace) -> int:
@@ -136,6 +206,19 @@ def _cmd_init_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_secrets(args: argparse.Namespace) -> None:
+    """Options that may hold a password reach the flow through this process's environment,
+    never as flow parameters (which the Prefect API stores and shows)."""
+    if getattr(args, "database", None):
+        os.environ["RECON_DATABASE_URL"] = args.database
+
+
+def _merchants(args: argparse.Namespace, settings: Settings) -> list[str | None]:
+    if args.merchant:
+        return [args.merchant]
+    return list(settings.merchant_ids) or [None]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     day = _parse_date(args.date)
@@ -144,8 +227,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if holiday:
         raise NotWorkingDay(f"{day} ({day:%A}) is not a working day ({holiday}): "
                             "no settlement file is due")
-    outcome = run_dates(_override_map(args), args.config, args.merchant, [day])[0]
-    print_summary_table(outcome["summary"], outcome["paths"])
+    _export_secrets(args)
+    return _report(run_many(_override_map(args), args.config, _merchants(args, settings),
+                            [day]))
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    first, last = _parse_date(getattr(args, "from")), _parse_date(args.to)
+    if last < first:
+        raise ConfigError(f"--to {last} is before --from {first}")
+    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+    days = calendar.working_days(first, last)
+    if not days:
+        raise NotWorkingDay(f"no working day from {first} to {last}")
+    print(f"backfill: {len(days)} working days from {days[0]} to {days[-1]}")
+    _export_secrets(args)
+    return _report(run_many(_override_map(args), args.config, _merchants(args, settings), days))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.flows import serve_daily
+
+    overrides = {"schedule_cron": args.cron, "deployment_name": args.name}
+    settings = load_settings(args.config, overrides)
+    _export_secrets(args)
+    config = str(Path(args.config).resolve()) if args.config else None
+    print(f"serving reconcile-merchants/{settings.deployment_name}: cron "
+          f"'{settings.schedule_cron}' Asia/Jakarta, merchants "
+          f"{', '.join(settings.merchant_ids) or '(from the file names)'}; Ctrl-C to stop")
+    serve_daily(config, settings)
     return 0
 
 
@@ -174,8 +285,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "notify": _cmd_notify,
-                "demo": _cmd_demo}
+    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "backfill": _cmd_backfill,
+                "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except ReconError as exc:

@@ -22,6 +22,8 @@ from recon.errors import ConfigError
 SMTP_SECURITY = ("none", "starttls", "ssl")
 #: Settings that only come from the environment, never from a file in a repository.
 SECRET_KEYS = frozenset({"smtp_password", "sftp_password", "sftp_key_passphrase"})
+#: Settings that can be read from a Prefect Secret block instead.
+SECRET_BLOCK_KEYS = frozenset({*SECRET_KEYS, "database_url"})
 
 ROUNDING_MODES = {
     "half_up": "ROUND_HALF_UP",
@@ -86,6 +88,10 @@ class Settings:
     sftp_backoff_seconds: float = 2.0
     sftp_done_marker: str = ""
     sftp_stable_seconds: float = 5.0
+    merchants: tuple[Mapping[str, Any], ...] = ()
+    secret_blocks: Mapping[str, str] = field(default_factory=dict)
+    schedule_cron: str = "0 9 * * 1-5"
+    deployment_name: str = "daily"
 
     @property
     def fee_rules(self) -> FeeRules:
@@ -98,6 +104,29 @@ class Settings:
         )
 
     def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def merchant_ids(self) -> tuple[str, ...]:
+        """The merchants to reconcile: the configured list, else the one merchant_id."""
+        if self.merchants:
+            return tuple(str(m["merchant_id"]) for m in self.merchants)
+        return (self.merchant_id,) if self.merchant_id else ()
+
+    def for_merchant(self, merchant_id: str | None,
+                     overrides: Mapping[str, Any] | None = None) -> Settings:
+        """These settings with the merchant's own entry applied, then `overrides`."""
+        changes: dict[str, Any] = {}
+        if merchant_id:
+            entry = next((m for m in self.merchants if m["merchant_id"] == merchant_id), None)
+            if self.merchants and entry is None:
+                known = ", ".join(self.merchant_ids)
+                raise ConfigError(f"merchant {merchant_id} is not configured (known: {known})")
+            changes.update(entry or {})
+            changes["merchant_id"] = merchant_id
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                changes[key] = _coerce(key, value)
         return dataclasses.replace(self, **changes)
 
 
@@ -167,9 +196,44 @@ def _as_rates(key: str, value: Any) -> dict[str, Decimal]:
     return rates
 
 
+#: Settings that hold for the whole installation, never per merchant.
+GLOBAL_KEYS = frozenset({"database_url", "merchants", "secret_blocks", "schedule_cron",
+                         "deployment_name", "lock_wait_seconds"})
+
+
+def _merchant_entries(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError("merchants: expected [[merchants]] tables")
+    entries = []
+    for number, entry in enumerate(value, start=1):
+        if not str(entry.get("merchant_id", "")).strip():
+            raise ConfigError(f"merchants entry {number}: merchant_id is required")
+        converted: dict[str, Any] = {}
+        for key, item in entry.items():
+            if key in GLOBAL_KEYS or key in SECRET_KEYS or key not in SETTING_KEYS:
+                raise ConfigError(f"merchants entry {number}: {key!r} cannot be set per merchant")
+            converted[key] = _coerce(key, item)
+        entries.append(converted)
+    ids = [e["merchant_id"] for e in entries]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("merchants: a merchant_id appears twice")
+    return tuple(entries)
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn a TOML/env/CLI value into the type the Settings field holds."""
     try:
+        if key == "merchants":
+            return _merchant_entries(json.loads(value) if isinstance(value, str) else value)
+        if key == "secret_blocks":
+            table = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(table, Mapping):
+                raise ConfigError("secret_blocks: expected a table of setting = block name")
+            unknown = set(table) - SECRET_BLOCK_KEYS
+            if unknown:
+                raise ConfigError(f"secret_blocks: {', '.join(sorted(unknown))} cannot come "
+                                  f"from a secret block ({', '.join(sorted(SECRET_BLOCK_KEYS))})")
+            return {str(k): str(v) for k, v in table.items()}
         if key in {"report_dir", "outbox", "archive_dir"}:
             return Path(str(value))
         if key in {"extra_holidays", "extra_working_days"}:
