@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -226,3 +229,35 @@ def test_sftp_urls(url: str, parsed: tuple) -> None:
 def test_a_password_in_the_url_is_refused() -> None:
     with pytest.raises(ConfigError, match="RECON_SFTP_PASSWORD"):
         parse_sftp_url("sftp://ovo:secret@files.example/out")
+
+
+def _recon_run(sshd: Sshd, tmp_path: Path, database_url: str, api: str,
+               known_hosts: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_API_URL": api, "RECON_SFTP_KNOWN_HOSTS": str(known_hosts),
+           "RECON_SFTP_KEY_FILE": str(sshd.user_key), "RECON_SFTP_STABLE_SECONDS": "0.2",
+           "RECON_ARCHIVE_DIR": str(tmp_path / "archive"),
+           "RECON_MDR_RATES": "OVO Cash=0.007"}  # as the golden case configures
+    return subprocess.run(
+        [sys.executable, "-m", "recon.cli", "run", "--date", "2026-11-30", "--merchant", "M001",
+         "--database", database_url, "--source", sshd.url(), "--report-dir",
+         str(tmp_path / "reports"), "--outbox", str(tmp_path / "outbox")],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_recon_run_from_sftp_end_to_end(sshd: Sshd, tmp_path: Path, database_url: str,
+                                        prefect_api: str) -> None:
+    from tests.test_golden import GOLDEN, load_case_records
+
+    case = GOLDEN / "every_category"
+    load_case_records(case, database_url)
+    shutil.copy(case / "inbox" / NAME, sshd.outgoing / NAME)
+    swapped = _recon_run(sshd, tmp_path, database_url, prefect_api, sshd.wrong_known_hosts)
+    assert swapped.returncode == 9
+    assert len(swapped.stderr.splitlines()) == 1
+    assert "SOURCE_UNAVAILABLE" in swapped.stderr and "refusing to connect" in swapped.stderr
+    done = _recon_run(sshd, tmp_path, database_url, prefect_api, sshd.known_hosts)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "reports/M001/2026-11-30/summary.json").read_text())
+    expected = json.loads((case / "expected" / "1_2026-11-30.json").read_text())
+    assert summary["counts"] == expected["counts"]
+    assert summary["amounts"] == expected["amounts"]
