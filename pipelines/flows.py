@@ -232,6 +232,18 @@ def settlement_day(settlement_date: str | None) -> dt.date:
     return today_wib()
 
 
+def _day_off(settings: Settings, day: dt.date) -> State | None:
+    """A completed state saying why nothing is due on `day`, or None on a working day."""
+    holiday = WorkingCalendar(settings.extra_holidays,
+                              settings.extra_working_days).holiday_name(day)
+    if holiday is None:
+        return None
+    get_run_logger().info("%s is not a working day (%s): no settlement file is due", day,
+                          holiday)
+    return Completed(message=f"NOT_WORKING_DAY: {day} ({holiday})",
+                     data={"skipped": True, "reason": holiday})
+
+
 def _run_name() -> str:
     parameters = prefect_runtime_flow_run.parameters
     return (f"{parameters.get('merchant_id') or 'merchant'}-"
@@ -259,12 +271,9 @@ def reconcile_settlement(
     except ReconError as exc:
         logger.error("%s", exc.one_line())
         return Failed(message=exc.one_line())
-    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
-    holiday = calendar.holiday_name(day)
-    if holiday:
-        logger.info("%s is not a working day (%s): no settlement file is due", day, holiday)
-        return Completed(message=f"NOT_WORKING_DAY: {day} ({holiday})",
-                         data={"skipped": True, "reason": holiday})
+    skipped = _day_off(settings, day)
+    if skipped is not None:
+        return skipped
     try:
         outcome = reconcile(settings, day)
     except (FileMissing, FileRejected, SourceUnavailable) as exc:
@@ -296,11 +305,9 @@ def reconcile_merchants(
     except ReconError as exc:
         logger.error("%s", exc.one_line())
         return Failed(message=exc.one_line())
-    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
-    holiday = calendar.holiday_name(day)
-    if holiday:
-        logger.info("%s is not a working day (%s): nothing to do", day, holiday)
-        return Completed(message=f"NOT_WORKING_DAY: {day} ({holiday})")
+    skipped = _day_off(settings, day)
+    if skipped is not None:
+        return skipped
     merchants = settings.merchant_ids or ("",)
     failures = []
     for merchant in merchants:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +37,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database", help="SQLAlchemy database URL")
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--merchant", help="MerchantID (default: every configured merchant, "
+                                           "else the one in the file name)")
+    parser.add_argument("--source", help="folder or sftp://user@host:port/dir of the files")
+    parser.add_argument("--report-dir", help="where reports are written")
+    parser.add_argument("--outbox", help="where emails are written as .eml")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recon", description=(
         "Reconcile OVO D+1 settlement files against the merchant's payments and refunds."))
@@ -47,19 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="reconcile one settlement date")
     _add_common(run)
     run.add_argument("--date", help="settlement date YYYY-MM-DD (default: today in WIB)")
-    run.add_argument("--merchant", help="MerchantID (default: configuration, else the file's)")
-    run.add_argument("--source", help="folder holding the settlement files")
-    run.add_argument("--report-dir", help="where reports are written")
-    run.add_argument("--outbox", help="where emails are written as .eml")
+    _add_run_options(run)
 
     backfill = commands.add_parser("backfill", help="reconcile every working day of a range")
     _add_common(backfill)
     backfill.add_argument("--from", required=True, help="first date YYYY-MM-DD")
     backfill.add_argument("--to", required=True, help="last date YYYY-MM-DD")
-    backfill.add_argument("--merchant", help="one MerchantID (default: every configured one)")
-    backfill.add_argument("--source", help="folder holding the settlement files")
-    backfill.add_argument("--report-dir", help="where reports are written")
-    backfill.add_argument("--outbox", help="where emails are written as .eml")
+    _add_run_options(backfill)
 
     serve = commands.add_parser("serve", help="serve the daily schedule (Prefect deployment)")
     _add_common(serve)
@@ -100,7 +103,7 @@ def _parse_date(text: str | None) -> dt.date:
 
 
 def _override_map(args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line options that become flow parameters (no secrets: see _export_secrets)."""
+    """Command-line options that become flow parameters (no secrets: see _secrets_in_environment)."""
     return {key: str(value) for key, value in {
         "source": args.source, "report_dir": args.report_dir,
         "outbox": args.outbox}.items() if value is not None}
@@ -206,11 +209,23 @@ def _cmd_init_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_secrets(args: argparse.Namespace) -> None:
-    """Options that may hold a password reach the flow through this process's environment,
-    never as flow parameters (which the Prefect API stores and shows)."""
-    if getattr(args, "database", None):
-        os.environ["RECON_DATABASE_URL"] = args.database
+@contextlib.contextmanager
+def _secrets_in_environment(args: argparse.Namespace) -> Iterator[None]:
+    """Options that may hold a password reach the flow through this process's environment
+    (restored afterwards), never as flow parameters, which the Prefect API stores."""
+    exported = {"RECON_DATABASE_URL": getattr(args, "database", None)}
+    saved = {key: os.environ.get(key) for key in exported}
+    try:
+        for key, value in exported.items():
+            if value:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _merchants(args: argparse.Namespace, settings: Settings) -> list[str | None]:
@@ -227,9 +242,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if holiday:
         raise NotWorkingDay(f"{day} ({day:%A}) is not a working day ({holiday}): "
                             "no settlement file is due")
-    _export_secrets(args)
-    return _report(run_many(_override_map(args), args.config, _merchants(args, settings),
-                            [day]))
+    with _secrets_in_environment(args):
+        runs = run_many(_override_map(args), args.config, _merchants(args, settings), [day])
+    return _report(runs)
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -242,8 +257,9 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     if not days:
         raise NotWorkingDay(f"no working day from {first} to {last}")
     print(f"backfill: {len(days)} working days from {days[0]} to {days[-1]}")
-    _export_secrets(args)
-    return _report(run_many(_override_map(args), args.config, _merchants(args, settings), days))
+    with _secrets_in_environment(args):
+        runs = run_many(_override_map(args), args.config, _merchants(args, settings), days)
+    return _report(runs)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -251,12 +267,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {"schedule_cron": args.cron, "deployment_name": args.name}
     settings = load_settings(args.config, overrides)
-    _export_secrets(args)
     config = str(Path(args.config).resolve()) if args.config else None
     print(f"serving reconcile-merchants/{settings.deployment_name}: cron "
           f"'{settings.schedule_cron}' Asia/Jakarta, merchants "
           f"{', '.join(settings.merchant_ids) or '(from the file names)'}; Ctrl-C to stop")
-    serve_daily(config, settings)
+    with _secrets_in_environment(args):
+        serve_daily(config, settings)
     return 0
 
 

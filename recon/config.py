@@ -255,7 +255,7 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(SMTP_SECURITY)}")
             return text
         if key in {"fee_decimals", "refund_window_days", "smtp_port", "smtp_retries",
-                   "open_item_alert_days"}:
+                   "open_item_alert_days", "sftp_retries"}:
             number = int(str(value))
             if number < 0:
                 raise ConfigError(f"{key}: must not be negative")
@@ -267,11 +267,6 @@ def _coerce(key: str, value: Any) -> Any:
                 return dt.time.fromisoformat(str(value).strip())
             except ValueError as exc:
                 raise ConfigError(f"{key}: {value!r} is not a time (HH:MM, WIB)") from exc
-        if key in {"sftp_retries"}:
-            number = int(str(value))
-            if number < 0:
-                raise ConfigError(f"{key}: must not be negative")
-            return number
         if key in {"lock_wait_seconds", "smtp_timeout", "smtp_backoff_seconds", "poll_seconds",
                    "sftp_timeout", "sftp_backoff_seconds", "sftp_stable_seconds"}:
             return float(str(value))

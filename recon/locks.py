@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 
 
-def lock_name(merchant_id: str, settlement_date: dt.date) -> str:
-    return f"ovo-recon:{merchant_id}:{settlement_date.isoformat()}"[:64]
+def lock_name(database: str, merchant_id: str, settlement_date: dt.date) -> str:
+    """A server-wide lock name (MariaDB's GET_LOCK is not per database), at most 64 chars."""
+    name = f"ovo-recon:{database}:{merchant_id}:{settlement_date.isoformat()}"
+    if len(name) <= 64:
+        return name
+    return "ovo-recon:" + hashlib.sha256(name.encode()).hexdigest()[:48]
 
 
 def _lock_key(name: str) -> int:
@@ -89,7 +93,7 @@ def _release_server_lock(conn: Connection, name: str) -> None:
 def hold_run_lock(engine: Engine, merchant_id: str, settlement_date: dt.date,
                   wait_seconds: float) -> Iterator[None]:
     """Hold the run lock for the body; wait up to `wait_seconds` for it, else RunLocked."""
-    name = lock_name(merchant_id, settlement_date)
+    name = lock_name(engine.url.database or "", merchant_id, settlement_date)
     deadline = time.monotonic() + max(wait_seconds, 0.0)
     refused = RunLocked(
         f"another run of {merchant_id} {settlement_date} is in progress "

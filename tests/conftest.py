@@ -22,6 +22,17 @@ MARIADB_ADMIN_URL = os.environ.get("RECON_TEST_MARIADB_URL",
                                    "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
+@pytest.fixture(autouse=True)
+def _restore_recon_environment() -> Iterator[None]:
+    """No test leaves RECON_* variables behind for the next one."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RECON_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("RECON_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",
                      help="write missing expected files of golden cases (never overwrites)")

@@ -62,7 +62,9 @@ mail_to = ["m001-finance@example.com"]
 
 
 def test_backfill_runs_every_working_day_in_order(tmp_path: Path, prefect_api: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECON_DATABASE_URL", raising=False)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     load_case_records(CARRY, db)
     shutil.copytree(CARRY / "inbox", tmp_path / "inbox")
@@ -71,6 +73,7 @@ def test_backfill_runs_every_working_day_in_order(tmp_path: Path, prefect_api: s
                  "--report-dir", str(tmp_path / "reports"), "--outbox", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert code == 0
+    assert "RECON_DATABASE_URL" not in os.environ  # --database was lent to the runs only
     assert "backfill: 3 working days from 2026-11-30 to 2026-12-02" in printed
     for number, day in enumerate(["2026-11-30", "2026-12-01", "2026-12-02"], start=1):
         summary = json.loads((tmp_path / f"reports/M001/{day}/summary.json").read_text())

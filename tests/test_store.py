@@ -192,3 +192,13 @@ def test_records_written_by_other_programs_mariadb(mariadb_server_url: str) -> N
     assert payments.loc["UTC", "transaction_time"] == pd.Timestamp("2026-11-27 03:00:00Z")
     assert payments.loc["EDGE", "transaction_date"] == dt.date(2026, 11, 30)
     engine.dispose()
+
+
+def test_lock_names_differ_per_database_and_fit_mariadb() -> None:
+    from recon.locks import lock_name
+
+    first = lock_name("merchant_a", "M001", S)
+    assert first == "ovo-recon:merchant_a:M001:2026-11-30"
+    assert first != lock_name("merchant_b", "M001", S)
+    long = lock_name("x" * 80, "M001", S)
+    assert len(long) <= 64 and long != lock_name("y" * 80, "M001", S)
