@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import resource
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -56,7 +57,9 @@ TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": Fals
 
 
 def _timed(label: str, started: float, detail: str) -> None:
-    get_run_logger().info("%s: %s (%.2f s)", label, detail, time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    get_run_logger().info("%s: %s (%.2f s, peak memory %.0f MiB)", label, detail,
+                          time.perf_counter() - started, peak)
 
 
 @task(name="fetch", **TASK_OPTIONS)

@@ -61,28 +61,41 @@ def refund_deltas(rows: pd.DataFrame, settled: pd.Series, payments: pd.DataFrame
                             & refunds["status"].isin(cat.DONE_REFUND_STATUSES)]
     involved = sorted(set(refund_rows["merchant_invoice"].tolist())
                       | set(in_window["original_partner_reference_no"].tolist()))
+    if not involved:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in REFUND_DELTA_COLUMNS})
     amounts = dict(zip(payments["partner_reference_no"].tolist(), payments["amount"].tolist(),
                        strict=True))
+    mine = refunds.loc[refunds["original_partner_reference_no"].isin(involved)]
+    done = mine["status"].isin(cat.DONE_REFUND_STATUSES)
+    in_records = (mine.loc[done].groupby("original_partner_reference_no")["refund_amount"]
+                  .sum().to_dict())
+    labels = [key if status in cat.DONE_REFUND_STATUSES else f"{key} ({status})"
+              for key, status in zip(mine["partner_refund_no"].tolist(),
+                                     mine["status"].tolist(), strict=True)]
+    listed: dict[str, list[str]] = {}
+    for payment, label in zip(mine["original_partner_reference_no"].tolist(), labels,
+                              strict=True):
+        listed.setdefault(payment, []).append(label)
+    settled_now: dict[str, int] = {}
+    lines: dict[str, list[str]] = {}
+    for payment, gross, line in zip(refund_rows["merchant_invoice"].tolist(),
+                                    refund_rows["gross"].tolist(),
+                                    refund_rows["line_no"].tolist(), strict=True):
+        settled_now[payment] = settled_now.get(payment, 0) + abs(int(gross))
+        lines.setdefault(payment, []).append(str(line))
     records: list[dict[str, object]] = []
     for payment in involved:
-        mine = refunds.loc[refunds["original_partner_reference_no"] == payment]
-        done = mine.loc[mine["status"].isin(cat.DONE_REFUND_STATUSES)]
-        lines = refund_rows.loc[refund_rows["merchant_invoice"] == payment]
-        settled_now = int(lines["gross"].abs().sum())
-        in_records = int(done["refund_amount"].sum())
-        as_settled = refunded_before.get(payment, 0) + settled_now
-        listed = [key if status in cat.DONE_REFUND_STATUSES else f"{key} ({status})"
-                  for key, status in zip(mine["partner_refund_no"].tolist(),
-                                         mine["status"].tolist(), strict=True)]
+        recorded = int(in_records.get(payment, 0))
+        as_settled = refunded_before.get(payment, 0) + settled_now.get(payment, 0)
         amount = amounts.get(payment)
         records.append({
             "payment": payment,
             "payment_amount": None if amount is None or pd.isna(amount) else int(amount),
-            "refunded_in_records": in_records,
+            "refunded_in_records": recorded,
             "refunded_as_settled": as_settled,
-            "delta": as_settled - in_records,
-            "refunds_in_records": ", ".join(listed),
-            "file_lines": ", ".join(str(n) for n in lines["line_no"].tolist()),
+            "delta": as_settled - recorded,
+            "refunds_in_records": ", ".join(listed.get(payment, [])),
+            "file_lines": ", ".join(lines.get(payment, [])),
         })
     frame = pd.DataFrame(records, columns=list(REFUND_DELTA_COLUMNS))
     return frame.astype({"payment_amount": "Int64", "refunded_in_records": "int64",

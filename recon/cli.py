@@ -103,7 +103,8 @@ def _parse_date(text: str | None) -> dt.date:
 
 
 def _override_map(args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line options that become flow parameters (no secrets: see _secrets_in_environment)."""
+    """Command-line options that become flow parameters; no secrets (those go through
+    _secrets_in_environment)."""
     return {key: str(value) for key, value in {
         "source": args.source, "report_dir": args.report_dir,
         "outbox": args.outbox}.items() if value is not None}

@@ -32,6 +32,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -51,7 +52,7 @@ from recon.tables import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 500
+CHUNK = 5000  # bound parameters per IN list (SQLite allows 32,766)
 
 
 def safe_url(url: str) -> str:
@@ -113,6 +114,18 @@ def init_db(engine: Engine) -> list[str]:
 def _chunks(values: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
     for start in range(0, len(values), size):
         yield list(values[start:start + size])
+
+
+def _key_filters(conn: Any, column: Any, keys: Sequence[str]) -> Iterator[Any]:
+    """WHERE clauses selecting rows whose `column` is in `keys`: one array parameter on
+    PostgreSQL, chunks of bound parameters elsewhere."""
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == func.any(bindparam("keys", list(keys), type_=ARRAY(String)))
+        return
+    for chunk in _chunks(keys):
+        yield column.in_(chunk)
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -197,8 +210,8 @@ def _load_payments(conn: Any, merchant_id: str, lo: Any, hi: Any,
     names = [c.name for c in columns]
     found = list(conn.execute(select(*columns).where(
         t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi)))
-    for chunk in _chunks(keys):
-        found += conn.execute(select(*columns).where(t.c.partner_reference_no.in_(chunk)))
+    for clause in _key_filters(conn, t.c.partner_reference_no, keys):
+        found += conn.execute(select(*columns).where(clause))
     frame = _as_frame(found, names).drop_duplicates("partner_reference_no")
     if frame.empty:
         return empty_frame(PAYMENTS)
@@ -226,8 +239,8 @@ def _load_refunds(conn: Any, merchant_id: str, lo: Any, hi: Any, invoices: Seque
     for column, keys in ((t.c.original_partner_reference_no, invoices),
                          (t.c.partner_refund_no, sorted(set(refund_keys) | set(open_keys))),
                          (t.c.refund_no, refund_nos)):
-        for chunk in _chunks(keys):
-            found += conn.execute(select(*columns).where(column.in_(chunk)))
+        for clause in _key_filters(conn, column, keys):
+            found += conn.execute(select(*columns).where(clause))
     frame = _as_frame(found, names).drop_duplicates("partner_refund_no")
     if frame.empty:
         return empty_frame(REFUNDS)
@@ -249,8 +262,8 @@ def _load_ledger(conn: Any, merchant_id: str, settlement_date: dt.date, rows: pd
     found: list[Any] = []
     for column, keys in ((t.c.settle_key, settle_keys), (t.c.record_key, record_keys),
                          (t.c.original_reference_no, invoices)):
-        for chunk in _chunks(keys):
-            found += conn.execute(select(*columns).where(base, column.in_(chunk)))
+        for clause in _key_filters(conn, column, keys):
+            found += conn.execute(select(*columns).where(base, clause))
     frame = _as_frame(found, names).drop_duplicates("ledger_id")
     if frame.empty:
         return empty_frame(LEDGER)

@@ -1,0 +1,313 @@
+"""End-to-end benchmark: generate N payments with refunds and a settlement file with about
+1% exceptions of every kind, run the real `recon run` on SQLite and PostgreSQL, and measure
+the same data against the baselines (DuckDB SQL, datacompy, pandas.read_sql).
+
+    make bench                      # N = 1,000,000
+    BENCH_ROWS=200000 make bench
+
+Figures are printed and written to bench/out/results.md; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+ROOT = Path(__file__).resolve().parent.parent
+S = dt.date(2026, 11, 30)
+MERCHANT = "MB01"
+WIB_OFFSET = np.timedelta64(7, "h")
+PHASE_LINE = re.compile(r"Task run '(?P<task>[a-z]+)-[0-9a-f]+' - [a-z]+: .*"
+                        r"\((?P<seconds>[0-9.]+) s, peak memory (?P<mib>[0-9]+) MiB\)")
+
+
+def money_text(minor: np.ndarray) -> np.ndarray:
+    sign = np.where(minor < 0, "-", "")
+    absolute = np.abs(minor)
+    whole = (absolute // 100).astype(str)
+    cents = np.char.zfill((absolute % 100).astype(str), 2)
+    return np.char.add(np.char.add(np.char.add(sign, whole), "."), cents)
+
+
+def generate(n: int, folder: Path, seed: int = 5) -> dict[str, pd.DataFrame]:
+    """Records and the settlement file (written to folder/inbox)."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n)
+    refs = np.char.add("INV", np.char.zfill(ids.astype(str), 9))
+    amount = rng.integers(10, 5000, n) * 500 * 100  # minor units
+    start = np.datetime64("2026-11-26T17:00:00")  # 27 Nov 00:00 WIB in UTC
+    utc = start + rng.integers(0, 3 * 86_400, n).astype("timedelta64[s]")
+    kind = rng.random(n)
+    utc = np.where(kind < 0.01, utc - np.timedelta64(2, "D"), utc)  # timing: earlier window
+    status = np.where((kind >= 0.01) & (kind < 0.02), "06", "00")  # status mismatch
+    option = np.where(rng.random(n) < 0.7, "OVO_CASH", "OVO_POINTS")
+    payments = pd.DataFrame({"partner_reference_no": refs, "reference_no": refs,
+                             "merchant_id": MERCHANT, "amount": amount, "pay_option": option,
+                             "status": status, "transaction_time": utc})
+    refunded = ids[(kind >= 0.10) & (kind < 0.12)]
+    refunds = pd.DataFrame({
+        "partner_refund_no": np.char.add("RF", np.char.zfill(refunded.astype(str), 9)),
+        "original_partner_reference_no": refs[refunded],
+        "refund_no": np.char.add("OVR", np.char.zfill(refunded.astype(str), 9)),
+        "refund_amount": amount[refunded] // 2,
+        "refund_time": np.minimum(utc[refunded] + np.timedelta64(3, "h"),
+                                  np.datetime64("2026-11-29T16:59:00")),
+        "status": "00"})
+
+    settled = ~((kind >= 0.02) & (kind < 0.03))  # 1% missing in settlement
+    gross = amount.copy()
+    gross[(kind >= 0.03) & (kind < 0.04)] += 10_000  # amount mismatch
+    rate = np.where(option == "OVO_CASH", 7, 5)
+    mdr = (gross * rate + 500) // 1000
+    mdr[(kind >= 0.04) & (kind < 0.05)] *= 3  # fee mismatch
+    tax = (mdr * 11 + 50) // 100
+    local = pd.Series(utc + WIB_OFFSET).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
+    pay_rows = pd.DataFrame({
+        "MerchantInvoice": refs, "RefundInvoice": "", "OVOReferenceNo": refs,
+        "TransactionType": "PAYMENT",
+        "PaymentSource": np.where(option == "OVO_CASH", "OVO Cash", "OVO Points"),
+        "TransactionDateTime": local, "gross": gross, "mdr": mdr, "tax": tax})[settled]
+    ref_local = pd.Series(refunds["refund_time"].to_numpy() + WIB_OFFSET).dt.strftime(
+        "%Y-%m-%d %H:%M:%S").to_numpy()
+    ref_rows = pd.DataFrame({
+        "MerchantInvoice": refunds["original_partner_reference_no"],
+        "RefundInvoice": refunds["partner_refund_no"], "OVOReferenceNo": refunds["refund_no"],
+        "TransactionType": "REFUND", "PaymentSource": "OVO Cash",
+        "TransactionDateTime": ref_local, "gross": -refunds["refund_amount"].to_numpy(),
+        "mdr": 0, "tax": 0})
+    extra = max(n // 100, 1)
+    ghosts = pay_rows.head(extra).assign(MerchantInvoice=lambda f: "GHOST" + f["MerchantInvoice"])
+    rows = pd.concat([pay_rows, ref_rows, ghosts, pay_rows.head(max(n // 200, 1))],
+                     ignore_index=True)
+    rows["net"] = rows["gross"] - rows["mdr"] - rows["tax"]
+    table = pd.DataFrame({
+        "SettlementDate": S.isoformat(), "TransactionDateTime": rows["TransactionDateTime"],
+        "MerchantID": MERCHANT, "StoreID": "", "MerchantInvoice": rows["MerchantInvoice"],
+        "RefundInvoice": rows["RefundInvoice"], "OVOReferenceNo": rows["OVOReferenceNo"],
+        "TransactionType": rows["TransactionType"], "PaymentSource": rows["PaymentSource"],
+        "GrossAmount": money_text(rows["gross"].to_numpy()),
+        "MDRAmount": money_text(rows["mdr"].to_numpy()),
+        "TaxAmount": money_text(rows["tax"].to_numpy()),
+        "NetAmount": money_text(rows["net"].to_numpy())})
+    bad = table.index[:: max(n // 50, 1)][:50]
+    table.loc[bad, "GrossAmount"] = "n/a"  # unreadable rows
+    inbox = folder / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / f"OVO_SETTLEMENT_{MERCHANT}_{S:%Y%m%d}.csv"
+    pacsv.write_csv(pa.Table.from_pandas(table, preserve_index=False), path,
+                    pacsv.WriteOptions(quoting_style="needed"))
+    return {"payments": payments, "refunds": refunds, "file": table}
+
+
+def _utc_text(values: pd.Series) -> pd.Series:
+    return pd.Series(values).dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def load_sqlite(url_path: Path, data: dict[str, pd.DataFrame]) -> None:
+    from recon.store import init_db, make_engine
+
+    init_db(make_engine(f"sqlite:///{url_path}"))
+    p, r = data["payments"], data["refunds"]
+    with sqlite3.connect(url_path) as conn:
+        conn.executemany(
+            "INSERT INTO ovo_payments (partner_reference_no, reference_no, merchant_id, amount,"
+            " currency, pay_option, status, transaction_time) VALUES (?,?,?,?,'IDR',?,?,?)",
+            zip(p["partner_reference_no"], p["reference_no"], p["merchant_id"],
+                money_text(p["amount"].to_numpy()), p["pay_option"], p["status"],
+                _utc_text(p["transaction_time"]), strict=True))
+        conn.executemany(
+            "INSERT INTO ovo_refunds VALUES (?,?,?,?,?,?)",
+            zip(r["partner_refund_no"], r["original_partner_reference_no"], r["refund_no"],
+                money_text(r["refund_amount"].to_numpy()), _utc_text(r["refund_time"]),
+                r["status"], strict=True))
+
+
+def load_postgres(url: str, data: dict[str, pd.DataFrame]) -> None:
+    import psycopg
+
+    from recon.store import init_db, make_engine
+
+    init_db(make_engine(url))
+    p, r = data["payments"], data["refunds"]
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE ovo_payments, ovo_refunds")
+        with cur.copy("COPY ovo_payments (partner_reference_no, reference_no, merchant_id, "
+                      "amount, currency, pay_option, status, transaction_time) FROM STDIN") as copy:
+            for row in zip(p["partner_reference_no"], p["reference_no"], p["merchant_id"],
+                           money_text(p["amount"].to_numpy()), ["IDR"] * len(p),
+                           p["pay_option"], p["status"],
+                           _utc_text(p["transaction_time"]) + "+00", strict=True):
+                copy.write_row(row)
+        with cur.copy("COPY ovo_refunds FROM STDIN") as copy:
+            for row in zip(r["partner_refund_no"], r["original_partner_reference_no"],
+                           r["refund_no"], money_text(r["refund_amount"].to_numpy()),
+                           _utc_text(r["refund_time"]) + "+00", r["status"], strict=True):
+                copy.write_row(row)
+
+
+def run_recon(database: str, folder: Path, label: str) -> dict[str, object]:
+    """The real command, end to end; phases from its log lines."""
+    env = {**os.environ, "RECON_ARCHIVE_DIR": str(folder / f"archive-{label}"),
+           "RECON_MDR_RATES": "OVO Cash=0.007,OVO Points=0.005"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "recon"), "run", "--date", S.isoformat(),
+         "--merchant", MERCHANT, "--database", database, "--source", str(folder / "inbox"),
+         "--report-dir", str(folder / f"reports-{label}"), "--outbox",
+         str(folder / f"outbox-{label}")], env=env, capture_output=True, text=True)
+    total = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"recon run on {label} failed: {done.stderr.strip()}")
+    phases = {m["task"]: (float(m["seconds"]), int(m["mib"]))
+              for m in PHASE_LINE.finditer(done.stdout)}
+    return {"total": total, "phases": phases}
+
+
+def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
+    import datacompy
+    import duckdb
+
+    from recon.calendar import WorkingCalendar
+    from recon.config import FeeRules
+    from recon.formats import OVO_V1
+    from recon.matching import MatchContext, match_settlement
+    from recon.reader import read_settlement_file, wib_dates
+    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+
+    path = next((folder / "inbox").glob("*.csv"))
+    payments = data["payments"].assign(
+        amount=lambda f: f["amount"].astype("Int64"), store_id="",
+        transaction_time=lambda f: pd.to_datetime(f["transaction_time"]).dt.tz_localize("UTC"))
+    payments["transaction_date"] = wib_dates(payments["transaction_time"])
+    results: dict[str, float] = {}
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.register("records", data["payments"][["partner_reference_no", "amount"]])
+    con.execute(f"""
+        SELECT category, count(*) FROM (
+          SELECT CASE WHEN r.partner_reference_no IS NULL THEN 'MISSING_IN_RECORDS'
+                      WHEN s.MerchantInvoice IS NULL THEN 'MISSING_IN_SETTLEMENT'
+                      WHEN TRY_CAST(s.GrossAmount AS DECIMAL(18,2)) * 100 <> r.amount
+                        THEN 'AMOUNT_MISMATCH'
+                      ELSE 'MATCHED' END AS category
+          FROM (SELECT * FROM read_csv('{path}', all_varchar = true)
+                WHERE TransactionType = 'PAYMENT') s
+          FULL OUTER JOIN records r ON s.MerchantInvoice = r.partner_reference_no)
+        GROUP BY category""").fetchall()
+    results["duckdb baseline: read + join + classify"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    parsed = read_settlement_file(path, OVO_V1, S)
+    ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
+    match_settlement(parsed.rows, payments, empty_frame(REFUNDS), empty_frame(LEDGER),
+                     empty_frame(OPEN_ITEMS), ctx)
+    results["recon: read + match + classify"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    settlement = pd.read_csv(path, dtype=str, keep_default_na=False)
+    settlement = settlement.loc[settlement["TransactionType"] == "PAYMENT"]
+    left = pd.DataFrame({"key": settlement["MerchantInvoice"],
+                         "amount": pd.to_numeric(settlement["GrossAmount"], errors="coerce")})
+    right = pd.DataFrame({"key": data["payments"]["partner_reference_no"],
+                          "amount": data["payments"]["amount"] / 100})
+    left = left.drop_duplicates("key")
+    datacompy.PandasCompare(left, right, join_columns="key").all_mismatch()
+    results["datacompy PandasCompare on key and amount"] = time.perf_counter() - started
+
+    if pg_url:
+        from sqlalchemy import create_engine
+
+        from recon.store import load_run_inputs
+
+        engine = create_engine(pg_url)
+        started = time.perf_counter()
+        pd.read_sql("SELECT partner_reference_no, reference_no, merchant_id, amount, "
+                    "pay_option, status, transaction_time FROM ovo_payments", engine)
+        results["pandas.read_sql of the payments (PostgreSQL)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        load_run_inputs(engine, MERCHANT, S, WorkingCalendar().covered_dates(S), parsed.rows)
+        results["recon loader (PostgreSQL)"] = time.perf_counter() - started
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 1_000_000)))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    parser.add_argument("--pg", default=os.environ.get(
+        "RECON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+    folder = Path(args.out) / f"n{args.rows}"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"generating {args.rows:,} payments ...", flush=True)
+    data = generate(args.rows, folder)
+    print(f"settlement file: {len(data['file']):,} rows", flush=True)
+
+    runs: dict[str, dict[str, object]] = {}
+    sqlite_path = folder / "recon.db"
+    sqlite_path.unlink(missing_ok=True)
+    load_sqlite(sqlite_path, data)
+    runs["SQLite"] = run_recon(f"sqlite:///{sqlite_path}", folder, "sqlite")
+    pg_url: str | None = None
+    try:
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS recon_bench WITH (FORCE)"))
+            conn.execute(text("CREATE DATABASE recon_bench"))
+        pg_url = args.pg.rsplit("/", 1)[0] + "/recon_bench"
+        load_postgres(pg_url, data)
+        runs["PostgreSQL"] = run_recon(pg_url, folder, "postgresql")
+    except Exception as exc:  # the benchmark still reports SQLite
+        print(f"PostgreSQL skipped: {exc}", flush=True)
+
+    compare = baselines(folder, data, pg_url)
+    lines = [f"Rows: {args.rows:,} payments, {len(data['file']):,} settlement rows; machine: "
+             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+             "", "| recon run | " + " | ".join(runs) + " |",
+             "|---|" + "---|" * len(runs)]
+    for phase in ("fetch", "read", "load", "match", "persist", "report", "notify"):
+        cells = []
+        for run in runs.values():
+            seconds, mib = run["phases"].get(phase, (float("nan"), 0))  # type: ignore[union-attr]
+            cells.append(f"{seconds:.2f} s, peak {mib} MiB")
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines.append("| end to end (incl. Prefect start) | "
+                 + " | ".join(f"{r['total']:.1f} s" for r in runs.values()) + " |")
+    lines += ["", "| same data | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in compare.items()]
+    own = compare["recon: read + match + classify"]
+    duck = compare["duckdb baseline: read + join + classify"]
+    datacompy_seconds = compare["datacompy PandasCompare on key and amount"]
+    lines += ["", f"recon read + match + classify / DuckDB baseline: {own / duck:.1f}x; "
+              f"datacompy / recon: {datacompy_seconds / own:.1f}x"]
+    if pg_url:
+        read_sql = compare["pandas.read_sql of the payments (PostgreSQL)"]
+        loader = compare["recon loader (PostgreSQL)"]
+        lines.append(f"pandas.read_sql / recon loader: {read_sql / loader:.1f}x")
+    lines.append(f"benchmark process peak memory: "
+                 f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    report = "\n".join(lines)
+    print("\n" + report)
+    (Path(args.out) / "results.md").write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
