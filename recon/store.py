@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -437,9 +437,3 @@ def run_history(engine: Engine, merchant_id: str, limit: int = 30) -> pd.DataFra
     except SQLAlchemyError as exc:
         raise database_error(engine, exc) from exc
     return frame.iloc[::-1].reset_index(drop=True)
-
-
-def table_counts(engine: Engine, tables: Iterable[str]) -> dict[str, int]:
-    with engine.connect() as conn:
-        return {name: conn.execute(select(func.count()).select_from(metadata.tables[name]))
-                .scalar_one() for name in tables}
