@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from recon.calendar import WIB
 from recon.config import normalise_pay_option
@@ -62,6 +63,17 @@ class SettlementFile:
     @property
     def data_rows(self) -> int:
         return len(self.rows)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Raw text per format field, physical line numbers, shape errors, the trailer."""
+
+    raw: pd.DataFrame
+    lines: list[int]
+    shape_errors: pd.Series
+    trailer: Trailer | None
+    layout: str
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,8 @@ def _detect_delimiter(first_line: str, allowed: tuple[str, ...]) -> str:
     return max(allowed, key=lambda sep: counts[sep])
 
 
-def _read_csv_table(name: str, data: bytes, fmt: FileFormat) -> _Table:
+def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
+    """The text of a CSV file and its delimiter; FileRejected when empty or not UTF-8."""
     if not data.strip():
         raise FileRejected(name, "file is empty")
     try:
@@ -132,7 +145,12 @@ def _read_csv_table(name: str, data: bytes, fmt: FileFormat) -> _Table:
             name, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from exc
     first_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = _detect_delimiter(first_line, fmt.delimiters)
+    return text, _detect_delimiter(first_line, fmt.delimiters)
+
+
+def _read_csv_table(name: str, text: str, delimiter: str) -> _Table:
+    """Every row with its physical line number (blank lines and quoted line breaks kept
+    in the count)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
     def numbered() -> Iterator[tuple[int, list[str]]]:
@@ -294,36 +312,14 @@ def read_settlement_file(
     if suffix == ".xlsx" or data[:4] == b"PK\x03\x04":
         if not data:
             raise FileRejected(name, "file is empty")
-        table = _read_xlsx_table(name, data)
+        grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
     else:
-        table = _read_csv_table(name, data, fmt)
-
-    positions = _map_header(name, table, fmt)
-    lines, cells = table.lines, table.cells
-    trailer: Trailer | None = None
-    marker = fmt.trailer_marker.upper()
-    if cells and cells[-1] and cells[-1][0].strip().upper() == marker:
-        trailer = _parse_trailer(name, lines[-1], cells[-1])
-        lines, cells = lines[:-1], cells[:-1]
-    if not cells and trailer is None:
-        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
-
-    width = len(table.header)
-    columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
-    shape_errors: list[str] = []
-    for row in cells:
-        while len(row) > width and not row[-1].strip():
-            row = row[:-1]
-        shape_errors.append(
-            f"line has {len(row)} fields, the header has {width}" if len(row) > width else ""
-        )
-        for col in fmt.columns:
-            index = positions.get(col.field)
-            columns[col.field].append(row[index].strip() if index is not None and index < len(row)
-                                      else "")
-    raw = pd.DataFrame(columns, dtype="str")
+        text, delimiter = _decode_csv(name, data, fmt)
+        grid = (_fast_csv_grid(name, text, delimiter, fmt)
+                or _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt))
+    raw, lines, trailer = grid.raw, grid.lines, grid.trailer
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
-    reasons = pd.Series(shape_errors, dtype="str")
+    reasons = grid.shape_errors
 
     for col in fmt.columns:
         values = raw[col.field]
@@ -352,7 +348,8 @@ def read_settlement_file(
             reasons = _add_reason(reasons, ~ok,
                                   col.header + " " + _quoted(values) + " is not PAYMENT or REFUND")
         elif col.kind == PAYMENT_SOURCE:
-            option = values.map(normalise_pay_option)
+            distinct = {text: normalise_pay_option(text) for text in values.unique()}
+            option = values.map(distinct)
             ok = option.notna()
             frame[col.field] = option.where(ok, "").astype("str")
             reasons = _add_reason(
@@ -383,7 +380,82 @@ def read_settlement_file(
     invalid = int((rows["invalid_reason"] != "").sum())
     log.info("%s: %d data rows (%d unreadable), trailer %s", name, len(rows), invalid,
              "checked" if trailer else "absent")
-    return SettlementFile(name=name, rows=rows, trailer=trailer, sheet_format=table.layout)
+    return SettlementFile(name=name, rows=rows, trailer=trailer, sheet_format=grid.layout)
+
+
+def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
+    """The general path: rows as lists of cells, any shape, any line layout."""
+    positions = _map_header(name, table, fmt)
+    lines, cells = table.lines, table.cells
+    trailer: Trailer | None = None
+    marker = fmt.trailer_marker.upper()
+    if cells and cells[-1] and cells[-1][0].strip().upper() == marker:
+        trailer = _parse_trailer(name, lines[-1], cells[-1])
+        lines, cells = lines[:-1], cells[:-1]
+    if not cells and trailer is None:
+        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
+    width = len(table.header)
+    columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
+    shape_errors: list[str] = []
+    for row in cells:
+        while len(row) > width and not row[-1].strip():
+            row = row[:-1]
+        shape_errors.append(
+            f"line has {len(row)} fields, the header has {width}" if len(row) > width else ""
+        )
+        for col in fmt.columns:
+            index = positions.get(col.field)
+            columns[col.field].append(row[index].strip() if index is not None and index < len(row)
+                                      else "")
+    return _Grid(pd.DataFrame(columns, dtype="str"), lines, pd.Series(shape_errors, dtype="str"),
+                 trailer, table.layout)
+
+
+def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Grid | None:
+    """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
+    field across lines, every data row as wide as the header. Anything else returns None
+    and takes the general path, so line numbers and row-level findings are the same."""
+    if "\r" in text or not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
+        return None
+    if '"' in text and any(line.count('"') % 2 for line in text.split("\n")):
+        return None  # a quoted field may span lines: only the general path counts them
+    body = text
+    trailer: Trailer | None = None
+    last_start = text.rfind("\n", 0, len(text) - 1) + 1
+    last = next(csv.reader([text[last_start:].rstrip("\n")], delimiter=delimiter), [""])
+    if last and last[0].strip().upper() == fmt.trailer_marker.upper():
+        line_no = text.count("\n", 0, last_start) + 1
+        trailer = _parse_trailer(name, line_no, last)
+        body = text[:last_start]
+    header = next(csv.reader([body.split("\n", 1)[0]], delimiter=delimiter))
+    table = _Table(header, 1, [], [], f"csv ({delimiter})")
+    positions = _map_header(name, table, fmt)
+    try:
+        parsed = pacsv.read_csv(
+            io.BytesIO(body.encode()),
+            read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))],
+                                           skip_rows=1, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f"c{i}": pa.string() for i in range(len(header))},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        return None  # a row of another width: the general path reports it per line
+    if parsed.num_rows == 0 and trailer is None:
+        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
+    columns = {}
+    for col in fmt.columns:
+        index = positions.get(col.field)
+        if index is None:
+            columns[col.field] = pd.Series([""] * parsed.num_rows, dtype="str")
+        else:
+            stripped = pc.utf8_trim_whitespace(parsed.column(index))
+            columns[col.field] = pd.Series(stripped.to_pylist(), dtype="str")
+    lines = list(range(2, 2 + parsed.num_rows))
+    if parsed.num_rows and parsed.num_rows % PROGRESS_EVERY == 0:
+        log.info("%s: %d rows read", name, parsed.num_rows)
+    return _Grid(pd.DataFrame(columns), lines, pd.Series([""] * parsed.num_rows, dtype="str"),
+                 trailer, f"csv ({delimiter})")
 
 
 def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:

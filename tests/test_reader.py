@@ -1,4 +1,6 @@
+import csv
 import datetime as dt
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -224,3 +226,60 @@ def test_fault_corrupt_xlsx(tmp_path: Path) -> None:
     assert "corrupt XLSX" in fault(path)
     (tmp_path / "g.xlsx").write_bytes(b"this is not a spreadsheet")
     assert "corrupt XLSX" in fault(tmp_path / "g.xlsx")
+
+
+# ------------------------------------------------------------ the fast path changes nothing
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from recon.reader import (  # noqa: E402
+    _decode_csv,
+    _fast_csv_grid,
+    _grid_from_table,
+    _read_csv_table,
+)
+
+CELL = st.text(alphabet=st.sampled_from(list('AZaz09 .-+:_/@=",;')), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(CELL, min_size=13, max_size=13), max_size=8),
+       st.sampled_from([",", ";"]), st.booleans(), st.booleans())
+def test_the_arrow_path_reads_exactly_like_the_general_path(
+        rows: list[list[str]], delimiter: str, trailer: bool, shuffle_header: bool) -> None:
+    header = list(HEADER)
+    if shuffle_header:
+        header = header[::-1]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header)
+    kept = [row for row in rows if any(c.strip() for c in row)]
+    writer.writerows(kept)
+    if trailer:
+        writer.writerow(["TOTAL", str(len(kept)), "0", "0"])
+    text = buffer.getvalue()
+    decoded, found = _decode_csv("f.csv", text.encode(), OVO_V1)
+    assert found == delimiter
+    try:
+        general = _grid_from_table("f.csv", _read_csv_table("f.csv", decoded, found), OVO_V1)
+    except FileRejected as rejected:
+        with pytest.raises(FileRejected) as again:
+            _fast_csv_grid("f.csv", decoded, found, OVO_V1)
+        assert again.value.fault == rejected.fault
+        return
+    fast = _fast_csv_grid("f.csv", decoded, found, OVO_V1)
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
+                                  general.raw.reset_index(drop=True))
+    assert fast.lines == general.lines
+    assert fast.shape_errors.tolist() == general.shape_errors.tolist()
+    assert fast.trailer == general.trailer
+    assert fast.layout == general.layout
+
+
+@pytest.mark.parametrize("text", [
+    'a,"b\nc"\n', "a,b\n\nc\n", "a,b\r\nc\n", "a,b", "x,y,z\n1,2\n",
+])
+def test_other_layouts_take_the_general_path(text: str) -> None:
+    header = ",".join(HEADER)
+    assert _fast_csv_grid("f.csv", header + "\n" + text, ",", OVO_V1) is None
