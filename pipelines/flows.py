@@ -235,6 +235,12 @@ def settlement_day(settlement_date: str | None) -> dt.date:
     return today_wib()
 
 
+def _failed(exc: ReconError) -> State:
+    """A failed state whose message is the one-line reason, logged without a traceback."""
+    get_run_logger().error("%s", exc.one_line())
+    return Failed(message=exc.one_line())
+
+
 def _day_off(settings: Settings, day: dt.date) -> State | None:
     """A completed state saying why nothing is due on `day`, or None on a working day."""
     holiday = WorkingCalendar(settings.extra_holidays,
@@ -272,20 +278,17 @@ def reconcile_settlement(
         settings = base.for_merchant(merchant_id, overrides)
         day = settlement_day(settlement_date)
     except ReconError as exc:
-        logger.error("%s", exc.one_line())
-        return Failed(message=exc.one_line())
+        return _failed(exc)
     skipped = _day_off(settings, day)
     if skipped is not None:
         return skipped
     try:
         outcome = reconcile(settings, day)
     except (FileMissing, FileRejected, SourceUnavailable) as exc:
-        logger.error("%s", exc.one_line())
         alert_task(settings, settings.merchant_id, day, exc.one_line())
-        return Failed(message=exc.one_line())
+        return _failed(exc)
     except ReconError as exc:
-        logger.error("%s", exc.one_line())
-        return Failed(message=exc.one_line())
+        return _failed(exc)
     counts = outcome["summary"]["counts"]
     logger.info("reconciled %s %s: %d exceptions, workbook %s", outcome["summary"]["merchant_id"],
                 day, sum(v for k, v in counts.items() if k != "MATCHED"),
@@ -301,13 +304,11 @@ def reconcile_merchants(
 ) -> State:
     """Every configured merchant for one settlement date (default: the scheduled date in
     WIB), one child flow run each; one merchant's failure does not stop the others."""
-    logger = get_run_logger()
     try:
         settings = load_settings(config_file, overrides)
         day = settlement_day(settlement_date)
     except ReconError as exc:
-        logger.error("%s", exc.one_line())
-        return Failed(message=exc.one_line())
+        return _failed(exc)
     skipped = _day_off(settings, day)
     if skipped is not None:
         return skipped
