@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run as prefect_runtime_flow_run  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 from prefect.states import Completed, Failed, State  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
 
 from recon.calendar import WIB, WorkingCalendar, today_wib  # noqa: E402
 from recon.config import Settings, load_settings  # noqa: E402
@@ -83,11 +84,10 @@ def read_task(settings: Settings, fetched: FetchedFile, day: dt.date) -> Settlem
 
 
 @task(name="load", **TASK_OPTIONS)
-def load_task(settings: Settings, merchant_id: str, day: dt.date, covered: list[dt.date],
+def load_task(engine: Engine, merchant_id: str, day: dt.date, covered: list[dt.date],
               parsed: SettlementFile) -> RunInputs:
     started = time.perf_counter()
-    inputs = load_run_inputs(make_engine(settings.database_url), merchant_id, day, covered,
-                             parsed.rows)
+    inputs = load_run_inputs(engine, merchant_id, day, covered, parsed.rows)
     _timed("load", started, f"{len(inputs.payments):,} payments, {len(inputs.refunds):,} "
                             f"refunds, {len(inputs.ledger):,} ledger entries, "
                             f"{len(inputs.open_items):,} open items")
@@ -104,9 +104,9 @@ def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext) -> 
 
 
 @task(name="persist", **TASK_OPTIONS)
-def persist_task(settings: Settings, result: ReconResult, run: RunRecord) -> PersistedRun:
+def persist_task(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
     started = time.perf_counter()
-    persisted = persist_run(make_engine(settings.database_url), result, run)
+    persisted = persist_run(engine, result, run)
     _timed("persist", started, f"run {persisted.run_id}, attempt {persisted.attempt}"
                                + (" (re-run: replaced the earlier results)" if persisted.rerun
                                   else ""))
@@ -118,12 +118,12 @@ def _artifact_key(*parts: str) -> str:
 
 
 @task(name="report", **TASK_OPTIONS)
-def report_task(settings: Settings, result: ReconResult, summary: dict[str, Any]) -> dict[
-        str, str]:
+def report_task(settings: Settings, engine: Engine, result: ReconResult,
+                summary: dict[str, Any]) -> dict[str, str]:
     started = time.perf_counter()
     folder = report_folder(settings.report_dir, result.merchant_id, summary["settlement_date"])
     stem = f"recon_{result.merchant_id}_{result.settlement_date:%Y%m%d}"
-    history = run_history(make_engine(settings.database_url), result.merchant_id)
+    history = run_history(engine, result.merchant_id)
     workbook = write_exception_workbook(
         result, summary, folder / f"{stem}.xlsx", history,
         WorkbookOptions(open_item_alert_days=settings.open_item_alert_days))
@@ -174,7 +174,6 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     """The steps of one run, in order; raises ReconError when the run cannot finish."""
     started_at = dt.datetime.now(dt.UTC)
     calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
-    covered = calendar.covered_dates(day)
     fetched = fetch_task(settings, day)
     merchant = fetched.merchant_id
     settings = settings.replace(merchant_id=merchant)
@@ -182,9 +181,19 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     ctx = MatchContext(merchant_id=merchant, settlement_date=day, calendar=calendar,
                        fee_rules=settings.fee_rules,
                        refund_window_days=settings.refund_window_days)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)  # one pool for the whole run
+    try:
+        return _reconcile_parsed(settings, engine, fetched, parsed, ctx, started_at)
+    finally:
+        engine.dispose()
+
+
+def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
+                      parsed: SettlementFile, ctx: MatchContext,
+                      started_at: dt.datetime) -> dict[str, Any]:
+    merchant, day = ctx.merchant_id, ctx.settlement_date
     with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
-        inputs = load_task(settings, merchant, day, covered, parsed)
+        inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed)
         result = match_task(parsed, inputs, ctx)
         summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
                                 parsed.trailer is not None)
@@ -192,12 +201,12 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
                            file_name=fetched.name, file_sha256=fetched.sha256,
                            file_rows=parsed.data_rows, archive_path=str(fetched.path),
                            exceptions=result.exceptions, summary=summary)
-        persisted = persist_task(settings, result, record)
+        persisted = persist_task(engine, result, record)
     summary = {**summary, "run": {
         "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
         "started_at": started_at.isoformat(), "finished_at": persisted.finished_at.isoformat(),
     }}
-    paths = report_task(settings, result, summary)
+    paths = report_task(settings, engine, result, summary)
     try:
         paths["email"] = notify_task(settings, summary, paths["workbook"])
     except NotificationFailed as exc:
