@@ -268,7 +268,10 @@ def match_settlement(
     out["payment_date"] = p["transaction_date"]
     out["payment_pay_option"] = p["pay_option"].fillna("").astype("str")
     out["refund_record"] = refund_key
-    out["refund_rule"] = refund_rule
+    # How the record was found: the workbook's "Matched by" column.
+    out["match_rule"] = refund_rule.where(
+        rows["transaction_type"] == cat.REFUND,
+        pd.Series("MerchantInvoice", index=rows.index).where(found_payment, ""))
     out["refund_record_no"] = r["refund_no"].fillna("").astype("str")
     out["refund_amount"] = r["refund_amount"].astype("Int64")
     out["refund_status"] = r["status"].fillna("").astype("str")

@@ -33,6 +33,7 @@ from recon.formats import (
     FileFormat,
     normalise_header,
 )
+from recon.money import format_amount
 from recon.schemas import SETTLEMENT_ROWS, conform
 
 log = logging.getLogger(__name__)
@@ -471,8 +472,6 @@ def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
             continue
         actual = int(values.sum())
         if actual != stated:
-            from recon.money import format_amount
-
             raise FileRejected(
                 name,
                 f"{where} says {label} sums to {format_amount(stated)}, "

@@ -38,6 +38,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from recon import categories as cat
 from recon.errors import ConfigError, StoreError
+from recon.matching import ReconResult
 from recon.money import from_minor
 from recon.reader import wib_dates
 from recon.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, conform, empty_frame
@@ -328,7 +329,8 @@ def _nullable(value: Any) -> Any:
     return value
 
 
-def _exception_rows(result: Any, merchant_id: str, day: dt.date, run_id: int) -> list[dict]:
+def _exception_rows(result: ReconResult, merchant_id: str, day: dt.date,
+                   run_id: int) -> list[dict]:
     rows = result.rows
     flagged = rows.loc[rows["category"] != cat.MATCHED]
     out = []
@@ -360,7 +362,7 @@ def _exception_rows(result: Any, merchant_id: str, day: dt.date, run_id: int) ->
     return out
 
 
-def persist_run(engine: Engine, result: Any, run: RunRecord) -> PersistedRun:
+def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
     """Replace what earlier runs of this date wrote, in one transaction; keep run history."""
     day, merchant = run.settlement_date, run.merchant_id
     finished = dt.datetime.now(dt.UTC)

@@ -193,6 +193,7 @@ ROW_COLUMNS = (
     Col("TaxAmount", lambda r: _money(r.tax), "money"),
     Col("NetAmount", lambda r: _money(r.net), "money"),
     Col("Record key", lambda r: r.record_key),
+    Col("Matched by", lambda r: r.match_rule),
     Col("Record amount", lambda r: _money(r.record_amount), "money"),
     Col("Record status", lambda r: r.record_status),
     Col("Record date", lambda r: _date(r.record_date), "date"),

@@ -323,3 +323,12 @@ def test_every_row_gets_exactly_one_category_and_totals() -> None:
     assert result.amounts[cat.MATCHED] == 1_000_000 - 300_000
     assert set(result.counts) == set(cat.ALL_CATEGORIES)
     assert Decimal(fees("10000.00")["net"]) == Decimal("9922.30")
+
+
+def test_each_row_says_how_its_record_was_found() -> None:
+    rows = [payment_row("INV-1", "10000.00"), payment_row("INV-X", "1.00"),
+            refund_row("INV-1", "3000.00", "RF-1"), refund_row("INV-1", "2000.00", "", "OVR-2"),
+            refund_row("INV-1", "1000.00", "", "")]
+    result = classify(rows, refunds=REFUNDS)
+    assert result.rows["match_rule"].tolist() == [
+        "MerchantInvoice", "", "RefundInvoice", "OVOReferenceNo", "payment and amount"]

@@ -93,7 +93,8 @@ def test_workbook_layout_values_and_types(result, summary, tmp_path: Path) -> No
     assert amount["H2"].value == 9000 and amount["H2"].number_format == "#,##0.00"
     assert isinstance(amount["G2"].value, dt.datetime)
     assert amount["G2"].value == dt.datetime(2026, 11, 27, 10, 0)  # WIB wall time
-    assert amount["P2"].value == -1000
+    assert amount["M2"].value == "MerchantInvoice"
+    assert amount["Q2"].value == -1000
     open_items = book["Open items"]
     # Oldest first: the earlier item (age 6, past the 3-day threshold, highlighted), then
     # this date's own missing payment (age 0).
