@@ -44,40 +44,40 @@ def service_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
+#: How to create and drop a throw-away database on each server.
+SERVERS = {
+    "PostgreSQL": (PG_ADMIN_URL, 'CREATE DATABASE "{name}"',
+                   'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'),
+    "MariaDB": (MARIADB_ADMIN_URL, "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+                "DROP DATABASE IF EXISTS `{name}`"),
+}
+
+
+def _session_database(server: str) -> Iterator[str]:
+    """A fresh database on `server` for this test session, dropped at the end."""
+    admin_url, create, drop = SERVERS[server]
     name = f"recon_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(create.format(name=name)))
     except Exception as exc:  # any connection failure means the server is not usable
         admin.dispose()
-        service_unavailable(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc!s:.200}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
+        service_unavailable(f"{server} at {admin_url} is not reachable: {exc!s:.200}")
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(drop.format(name=name)))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    yield from _session_database("PostgreSQL")
 
 
 @pytest.fixture(scope="session")
 def mariadb_server_url() -> Iterator[str]:
-    """A fresh MariaDB database for this test session, dropped at the end."""
-    name = f"recon_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(MARIADB_ADMIN_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    except Exception as exc:  # any connection failure means the server is not usable
-        admin.dispose()
-        service_unavailable(f"MariaDB at {MARIADB_ADMIN_URL} is not reachable: {exc!s:.200}")
-    url = MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    yield from _session_database("MariaDB")
 
 
 def _reset_mariadb(url: str) -> None:
