@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from recon import categories as cat
 from recon.config import FeeRules
-from recon.money import round_minor
+from recon.money import round_minor_array
+from recon.schemas import text_isin
 
 OPEN_ITEM_COLUMNS = ("opened_date", "kind", "record_key", "amount", "record_date",
                      "age_working_days")
@@ -33,19 +35,15 @@ def record_totals(payments: pd.DataFrame, refunds: pd.DataFrame, covered: Iterab
     done = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
                        & refunds["refund_date"].isin(days)]
     gross = int(paid["amount"].sum()) - int(done["refund_amount"].sum())
-    mdr: int | None = 0
-    tax = 0
-    for option, amount in zip(paid["pay_option"].tolist(), paid["amount"].tolist(),
-                              strict=True):
-        rate = rules.mdr_rates.get(option)
-        if rate is None:
-            mdr = None
-            break
-        fee = round_minor(int(amount), rate, rules.rounding, rules.decimals)
-        mdr = (mdr or 0) + fee
-        tax += round_minor(fee, rules.vat_rate, rules.rounding, rules.decimals)
-    if mdr is None:
+    options = paid["pay_option"]
+    if not options.isin(list(rules.mdr_rates)).all():
         return {"gross": gross, "mdr": None, "tax": None, "net": None}
+    mdr = tax = 0
+    for option, rate in rules.mdr_rates.items():
+        amounts = paid.loc[options == option, "amount"].to_numpy(dtype=np.int64)
+        fees = round_minor_array(amounts, rate, rules.rounding, rules.decimals)
+        mdr += int(fees.sum())
+        tax += int(round_minor_array(fees, rules.vat_rate, rules.rounding, rules.decimals).sum())
     return {"gross": gross, "mdr": mdr, "tax": tax, "net": gross - mdr - tax}
 
 
@@ -63,9 +61,10 @@ def refund_deltas(rows: pd.DataFrame, settled: pd.Series, payments: pd.DataFrame
                       | set(in_window["original_partner_reference_no"].tolist()))
     if not involved:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in REFUND_DELTA_COLUMNS})
-    amounts = dict(zip(payments["partner_reference_no"].tolist(), payments["amount"].tolist(),
+    known = payments.loc[text_isin(payments["partner_reference_no"], involved)]
+    amounts = dict(zip(known["partner_reference_no"].tolist(), known["amount"].tolist(),
                        strict=True))
-    mine = refunds.loc[refunds["original_partner_reference_no"].isin(involved)]
+    mine = refunds.loc[text_isin(refunds["original_partner_reference_no"], involved)]
     done = mine["status"].isin(cat.DONE_REFUND_STATUSES)
     in_records = (mine.loc[done].groupby("original_partner_reference_no")["refund_amount"]
                   .sum().to_dict())

@@ -15,16 +15,23 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from recon import categories as cat
 from recon.analysis import all_open_items, record_totals, refund_deltas
 from recon.calendar import WorkingCalendar
 from recon.config import FeeRules
-from recon.money import format_amount, round_minor
-from recon.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, SETTLEMENT_ROWS, conform
+from recon.money import format_amount, round_minor_array
+from recon.schemas import (
+    LEDGER,
+    OPEN_ITEMS,
+    PAYMENTS,
+    REFUNDS,
+    SETTLEMENT_ROWS,
+    conform,
+    text_isin,
+)
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,19 @@ def _text(frame: pd.DataFrame, mask: pd.Series, make: Callable[[Any], str]) -> p
     return out
 
 
-def _isin(values: pd.Series, keys: Iterable[str]) -> pd.Series:
-    """values.isin(keys) for text, computed by Arrow (fast for large key sets)."""
-    found = pc.is_in(pa.array(values.astype(str).tolist(), pa.string()),
-                     value_set=pa.array(list(keys), pa.string()))
-    return pd.Series(found.to_numpy(zero_copy_only=False).astype(bool), index=values.index)
+def _texts(index: pd.Index, positions: np.ndarray, texts: list[str]) -> pd.Series:
+    """A text column over `index`: `texts` at the boolean `positions`, '' elsewhere."""
+    out = np.full(len(index), "", dtype=object)
+    out[positions] = texts
+    return pd.Series(out, index=index, dtype="str")
+
+
+def _joined(*parts: np.ndarray) -> np.ndarray:
+    """Element-wise '; '.join of the non-empty texts of equally long object arrays."""
+    if not parts:
+        return np.array([], dtype=object)
+    return np.array(["; ".join(t for t in texts if t) for texts in zip(*parts, strict=True)],
+                    dtype=object)
 
 
 def _amount(value: object) -> str:
@@ -102,31 +117,35 @@ def _match_refunds(
     RefundInvoice = partner_refund_no, else OVOReferenceNo = refund_no, else the earliest
     unmatched refund of the same payment with the same amount (done refunds first).
     """
-    record = pd.Series("", index=rows.index, dtype="str")
-    rule = pd.Series("", index=rows.index, dtype="str")
+    record = np.full(len(rows), "", dtype=object)
+    rule = np.full(len(rows), "", dtype=object)
     if not settled_refund.any() or refunds.empty:
-        return record, rule
+        return (pd.Series(record, index=rows.index, dtype="str"),
+                pd.Series(rule, index=rows.index, dtype="str"))
     by_refund_no = refunds.loc[refunds["refund_no"] != ""].drop_duplicates("refund_no")
     by_refund_no = by_refund_no.set_index("refund_no")["partner_refund_no"]
-    known = set(refunds["partner_refund_no"])
-    candidates = rows.loc[settled_refund]
-    claimed: set[str] = set(taken)
-    for index, invoice, ovo_ref in zip(
-        candidates.index, candidates["refund_invoice"], candidates["ovo_reference_no"],
-        strict=True,
-    ):
-        if invoice and invoice in known:
-            record.at[index], rule.at[index] = invoice, "RefundInvoice"
-        elif ovo_ref and ovo_ref in by_refund_no.index:
-            record.at[index], rule.at[index] = by_refund_no[ovo_ref], "OVOReferenceNo"
-        else:
-            continue
-        claimed.add(record.at[index])
+    wanted = settled_refund.to_numpy(dtype=bool)
+    invoice = rows["refund_invoice"]
+    ovo_ref = rows["ovo_reference_no"]
+    by_invoice = wanted & (invoice != "").to_numpy() & text_isin(
+        invoice, refunds["partner_refund_no"]).to_numpy()
+    by_ovo = wanted & ~by_invoice & (ovo_ref != "").to_numpy() & text_isin(
+        ovo_ref, by_refund_no.index.to_series()).to_numpy()
+    record[by_invoice] = invoice.to_numpy(dtype=object)[by_invoice]
+    rule[by_invoice] = "RefundInvoice"
+    record[by_ovo] = by_refund_no.reindex(ovo_ref.to_numpy(dtype=object)[by_ovo]).to_numpy(
+        dtype=object)
+    rule[by_ovo] = "OVOReferenceNo"
 
-    unmatched = candidates.index[record.loc[candidates.index] == ""]
+    unmatched = np.flatnonzero(wanted & ~by_invoice & ~by_ovo)
     if len(unmatched):
-        pool = refunds.assign(
-            _pending=refunds["status"].map(lambda s: s not in cat.DONE_REFUND_STATUSES)
+        claimed = set(taken) | set(record[by_invoice | by_ovo].tolist())
+        invoices = rows["merchant_invoice"].to_numpy(dtype=object)
+        grosses = rows["gross"].to_numpy(dtype=object)
+        pool = refunds.loc[refunds["original_partner_reference_no"].isin(
+            set(invoices[unmatched].tolist()))]
+        pool = pool.assign(
+            _pending=~pool["status"].isin(cat.DONE_REFUND_STATUSES)
         ).sort_values(["_pending", "refund_time", "partner_refund_no"], na_position="last")
         by_payment: dict[tuple[str, int], list[str]] = {}
         for key, original, amount in zip(
@@ -135,15 +154,15 @@ def _match_refunds(
         ):
             if not pd.isna(amount):
                 by_payment.setdefault((original, int(amount)), []).append(key)
-        for index in unmatched:
-            gross = rows.at[index, "gross"]
-            options = by_payment.get((rows.at[index, "merchant_invoice"], abs(int(gross))), [])
+        for position in unmatched:
+            options = by_payment.get((invoices[position], abs(int(grosses[position]))), [])
             for key in options:
                 if key not in claimed:
-                    record.at[index], rule.at[index] = key, "payment and amount"
+                    record[position], rule[position] = key, "payment and amount"
                     claimed.add(key)
                     break
-    return record, rule
+    return (pd.Series(record, index=rows.index, dtype="str"),
+            pd.Series(rule, index=rows.index, dtype="str"))
 
 
 def _settle_keys(rows: pd.DataFrame) -> pd.Series:
@@ -159,43 +178,82 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
 
     Expected MDR and Tax are computed only for payment rows whose source has a contracted
     rate (MDR) or for every payment row (Tax); the Net arithmetic is checked on all rows.
+    Computed on whole columns in exact integer arithmetic; texts only for the rows found.
     """
     tolerance = int(rules.tolerance * 100)
-    reasons = pd.Series("", index=rows.index, dtype="str")
     if not applies.any():
-        return reasons
+        return pd.Series("", index=rows.index, dtype="str")
     subset = rows.loc[applies, ["gross", "mdr", "tax", "net", "payment_source"]]
-    gross = subset["gross"].astype("int64")
-    mdr = subset["mdr"].astype("int64")
-    tax = subset["tax"].astype("int64")
-    net = subset["net"].astype("int64")
-    payment = is_payment.loc[subset.index]
-    net_bad = net != gross - mdr - tax
-    found: dict[object, list[str]] = {}
-
-    def note(index: object, text: str) -> None:
-        found.setdefault(index, []).append(text)
-
-    for source, rate in rules.mdr_rates.items():
-        mask = payment & (subset["payment_source"] == source)
-        for index, g, m in zip(mask.index[mask], gross[mask], mdr[mask], strict=True):
-            expected = round_minor(int(g), rate, rules.rounding, rules.decimals)
-            if abs(int(m) - expected) > tolerance:
-                note(index, f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of "
-                            f"{format_amount(int(g))} = {format_amount(expected)}")
+    gross = subset["gross"].to_numpy(dtype=np.int64)
+    mdr = subset["mdr"].to_numpy(dtype=np.int64)
+    tax = subset["tax"].to_numpy(dtype=np.int64)
+    net = subset["net"].to_numpy(dtype=np.int64)
+    payment = is_payment.loc[subset.index].to_numpy(dtype=bool)
+    source = subset["payment_source"].to_numpy(dtype=object)
+    size = len(subset)
+    mdr_text = np.full(size, "", dtype=object)
+    for name, rate in rules.mdr_rates.items():
+        mask = payment & (source == name)
+        expected = round_minor_array(gross[mask], rate, rules.rounding, rules.decimals)
+        bad = np.abs(mdr[mask] - expected) > tolerance
+        where = np.flatnonzero(mask)[bad]
+        mdr_text[where] = [
+            f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of {format_amount(int(g))} = "
+            f"{format_amount(int(e))}"
+            for m, g, e in zip(mdr[where], gross[where], expected[bad], strict=True)]
+    tax_text = np.full(size, "", dtype=object)
     vat = rules.vat_rate
-    for index, m, t in zip(payment.index[payment], mdr[payment], tax[payment], strict=True):
-        expected_tax = round_minor(int(m), vat, rules.rounding, rules.decimals)
-        if abs(int(t) - expected_tax) > tolerance:
-            note(index, f"TaxAmount {format_amount(int(t))} ≠ VAT {_pct(vat)} of MDR "
-                        f"{format_amount(int(m))} = {format_amount(expected_tax)}")
-    for index, g, m, t, n in zip(net_bad.index[net_bad], gross[net_bad], mdr[net_bad],
-                                 tax[net_bad], net[net_bad], strict=True):
-        note(index, f"NetAmount {format_amount(int(n))} ≠ Gross − MDR − Tax = "
-                    f"{format_amount(int(g - m - t))}")
-    for index, texts in found.items():
-        reasons.at[index] = "; ".join(texts)
-    return reasons
+    expected_tax = round_minor_array(mdr[payment], vat, rules.rounding, rules.decimals)
+    bad = np.abs(tax[payment] - expected_tax) > tolerance
+    where = np.flatnonzero(payment)[bad]
+    tax_text[where] = [
+        f"TaxAmount {format_amount(int(t))} ≠ VAT {_pct(vat)} of MDR {format_amount(int(m))} = "
+        f"{format_amount(int(e))}"
+        for t, m, e in zip(tax[where], mdr[where], expected_tax[bad], strict=True)]
+    net_text = np.full(size, "", dtype=object)
+    where = np.flatnonzero(net != gross - mdr - tax)
+    net_text[where] = [
+        f"NetAmount {format_amount(int(n))} ≠ Gross − MDR − Tax = {format_amount(int(g - m - t))}"
+        for n, g, m, t in zip(net[where], gross[where], mdr[where], tax[where], strict=True)]
+    found = (mdr_text != "") | (tax_text != "") | (net_text != "")
+    positions = np.flatnonzero(applies.to_numpy(dtype=bool))[found]
+    in_rows = np.zeros(len(rows), dtype=bool)
+    in_rows[positions] = True
+    return _texts(rows.index, in_rows, list(_joined(mdr_text[found], tax_text[found],
+                                                    net_text[found])))
+
+
+def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame) -> pd.Series:
+    """DUPLICATE_SETTLEMENT reasons: a key settled on an earlier date (its earliest
+    settlement), or a later row of this file with a key an earlier line already settled."""
+    out = np.full(len(rows), "", dtype=object)
+    positions = np.flatnonzero(keyed.to_numpy(dtype=bool))
+    if not len(positions):
+        return pd.Series(out, index=rows.index, dtype="str")
+    subset = pd.DataFrame({
+        "kind": rows["transaction_type"].to_numpy(dtype=object)[positions],
+        "settle_key": rows["settle_key"].to_numpy(dtype=object)[positions],
+        "line_no": rows["line_no"].to_numpy(dtype=np.int64)[positions]})
+    earliest = prior.loc[:, ["kind", "settle_key", "settlement_date", "line_no"]].sort_values(
+        ["settlement_date", "line_no"], kind="stable").drop_duplicates(["kind", "settle_key"])
+    found = subset.merge(earliest.rename(columns={"line_no": "prior_line"}), how="left",
+                         on=["kind", "settle_key"])
+    before = found["prior_line"].notna().to_numpy(dtype=bool)
+    fresh = subset.loc[~before]
+    again = fresh.duplicated(["kind", "settle_key"], keep="first").to_numpy(dtype=bool)
+    first_line = fresh.groupby(["kind", "settle_key"], sort=False)["line_no"].transform("first")
+    texts = np.full(len(subset), "", dtype=object)
+    labels = np.where(subset["kind"].to_numpy(dtype=object) == cat.PAYMENT, "MerchantInvoice",
+                      "refund")
+    keys = subset["settle_key"].to_numpy(dtype=object)
+    for i, date, line in zip(np.flatnonzero(before), found.loc[before, "settlement_date"],
+                             found.loc[before, "prior_line"], strict=True):
+        texts[i] = f"{labels[i]} {keys[i]} already settled on {date} (line {int(line)})"
+    for i, line in zip(np.flatnonzero(~before)[again], first_line.to_numpy()[again],
+                       strict=True):
+        texts[i] = f"{labels[i]} {keys[i]} already settled on line {int(line)} of this file"
+    out[positions] = texts
+    return pd.Series(out, index=rows.index, dtype="str")
 
 
 def match_settlement(
@@ -219,8 +277,9 @@ def match_settlement(
     open_items = conform(open_items, OPEN_ITEMS, "open items")
     day = ctx.settlement_date
     covered = set(ctx.covered_dates)
-    prior = ledger.loc[ledger["settlement_date"].map(lambda d: d < day).astype(bool)]
-    later = ledger.loc[ledger["settlement_date"].map(lambda d: d > day).astype(bool)]
+    ledger_dates = ledger["settlement_date"].to_numpy(dtype=object)
+    prior = ledger.loc[np.array([d < day for d in ledger_dates], dtype=bool)]
+    later = ledger.loc[np.array([d > day for d in ledger_dates], dtype=bool)]
 
     valid = rows["invalid_reason"] == ""
     is_payment = valid & (rows["transaction_type"] == cat.PAYMENT)
@@ -229,28 +288,13 @@ def match_settlement(
     keyed = valid & (rows["settle_key"] != "")
 
     # ---- duplicates: later in this file, or settled by an earlier settlement date
-    first_seen: dict[tuple[str, str], str] = {}
-    for kind, key, date, line in zip(prior["kind"].tolist(), prior["settle_key"].tolist(),
-                                      prior["settlement_date"].tolist(),
-                                      prior["line_no"].tolist(), strict=True):
-        first_seen.setdefault((kind, key), f"already settled on {date} (line {line})")
-    dup_reason = pd.Series("", index=rows.index, dtype="str")
-    for index, kind, key, line in zip(rows.index[keyed].tolist(),
-                                      rows.loc[keyed, "transaction_type"].tolist(),
-                                      rows.loc[keyed, "settle_key"].tolist(),
-                                      rows.loc[keyed, "line_no"].tolist(), strict=True):
-        earlier = first_seen.get((kind, key))
-        label = "MerchantInvoice" if kind == cat.PAYMENT else "refund"
-        if earlier is not None:
-            dup_reason.at[index] = f"{label} {key} {earlier}"
-        else:
-            first_seen[(kind, key)] = f"already settled on line {line} of this file"
+    dup_reason = _duplicate_reasons(rows, keyed, prior)
     duplicate = dup_reason != ""
     settled = valid & ~duplicate
 
     # ---- records
     pay = payments.drop_duplicates("partner_reference_no").set_index("partner_reference_no")
-    found_payment = _isin(rows["merchant_invoice"], pay.index.tolist()) & valid
+    found_payment = text_isin(rows["merchant_invoice"], payments["partner_reference_no"]) & valid
     p = pay.reindex(rows["merchant_invoice"]).reset_index(drop=True)
     p.index = rows.index
 
@@ -337,21 +381,18 @@ def match_settlement(
     )
 
     # ---- refunds: amount, owner, cumulative, window
-    refunded_before: dict[str, int] = {}
-    prior_refunds = prior.loc[prior["kind"] == cat.REFUND]
-    for original, amount in zip(prior_refunds["original_reference_no"], prior_refunds["amount"],
-                                strict=True):
-        if not pd.isna(amount):
-            refunded_before[original] = refunded_before.get(original, 0) + abs(int(amount))
+    prior_refunds = prior.loc[(prior["kind"] == cat.REFUND) & prior["amount"].notna()]
+    refunded_before: dict[str, int] = {
+        str(k): int(v) for k, v in prior_refunds["amount"].astype("int64").abs()
+        .groupby(prior_refunds["original_reference_no"]).sum().items()}
     # Settled refunds per payment: earlier dates plus every refund row of this file, so the
     # finding does not depend on the order of rows in the file.
-    totals = dict(refunded_before)
-    for index in rows.index[ref_rows]:
-        invoice = rows.at[index, "merchant_invoice"]
-        totals[invoice] = totals.get(invoice, 0) + abs(int(gross.at[index]))
+    refund_invoices = rows.loc[ref_rows, "merchant_invoice"]
+    in_file = gross.loc[ref_rows].astype("int64").abs().groupby(refund_invoices).sum()
+    totals = in_file + pd.Series(refunded_before, dtype="int64").reindex(in_file.index,
+                                                                         fill_value=0)
     cumulative = pd.Series(pd.NA, index=rows.index, dtype="Int64")
-    for index in rows.index[ref_rows]:
-        cumulative.at[index] = totals[rows.at[index, "merchant_invoice"]]
+    cumulative.loc[ref_rows] = totals.reindex(refund_invoices.to_numpy()).to_numpy(np.int64)
     out["refunded_cumulative"] = cumulative
     window = ctx.refund_window_days
 
@@ -375,13 +416,20 @@ def match_settlement(
                 found.append(f"refund {days} days after the payment (window {window} days)")
         return "; ".join(found)
 
-    findings[cat.REFUND_MISMATCH] = _text(out, ref_ok, refund_problems)
+    # Texts only where a check fails; the checks themselves run on whole columns.
+    refund_amount = out["refund_amount"]
+    days_after = (pd.to_datetime(out["refund_date"]) - pd.to_datetime(out["payment_date"])).dt.days
+    suspect = ref_ok & (
+        (gross.abs() != refund_amount).fillna(True).astype(bool)
+        | (out["refund_original"] != out["merchant_invoice"])
+        | (cumulative > out["payment_amount"]).fillna(False).astype(bool)
+        | (days_after > window).fillna(False).astype(bool))
+    findings[cat.REFUND_MISMATCH] = _text(out, suspect, refund_problems)
 
     # ---- timing
     record_date = out["record_date"]
     matched = pay_ok | ref_ok
-    off_window = matched & record_date.map(lambda d: d is not None and not pd.isna(d)
-                                           and d not in covered).astype(bool)
+    off_window = matched & record_date.notna() & ~record_date.isin(list(covered))
     findings[cat.TIMING_DIFFERENCE] = _text(
         out, off_window,
         lambda t: f"record date {t.record_date} is covered by settlement date "
@@ -392,18 +440,20 @@ def match_settlement(
     findings[cat.FEE_MISMATCH] = _fee_findings(out, pay_ok | ref_ok, is_payment, ctx.fee_rules)
 
     # ---- category = first finding in precedence order; the rest become flags
-    category = pd.Series("", index=rows.index, dtype="str")
-    reason = pd.Series("", index=rows.index, dtype="str")
-    flags = pd.Series("", index=rows.index, dtype="str")
-    for name in cat.ROW_CATEGORIES[:-1]:
-        hit = findings[name] != ""
-        first = hit & (category == "")
-        category = category.where(~first, name)
-        reason = reason.where(~first, findings[name])
-        extra = hit & ~first
-        flags = flags.where(~extra, flags.where(flags == "", flags + "; ") + name + ": "
-                            + findings[name])
-    category = category.where(category != "", cat.MATCHED)
+    names = cat.ROW_CATEGORIES[:-1]
+    hits = np.column_stack([(findings[name] != "").to_numpy(dtype=bool) for name in names])
+    flagged: np.ndarray = np.asarray(hits.any(axis=1), dtype=bool)
+    texts = np.column_stack([findings[name].to_numpy(dtype=object)[flagged] for name in names])
+    categories, reasons, extras = [], [], []
+    for row_hits, row_texts in zip(hits[flagged], texts, strict=True):
+        found = [i for i, hit in enumerate(row_hits) if hit]
+        categories.append(names[found[0]])
+        reasons.append(row_texts[found[0]])
+        extras.append("; ".join(f"{names[i]}: {row_texts[i]}" for i in found[1:]))
+    category = _texts(rows.index, flagged, categories)
+    category = category.where(flagged, cat.MATCHED)
+    reason = _texts(rows.index, flagged, reasons)
+    flags = _texts(rows.index, flagged, extras)
     out["category"] = category
     out["reason"] = reason
     out["flags"] = flags
@@ -420,31 +470,25 @@ def match_settlement(
     }).reset_index(drop=True)
 
     # ---- missing in settlement: covered records no file settled
-    settled_now = {(k, rk) for k, rk in zip(new_ledger["kind"].tolist(),
-                                            new_ledger["record_key"].tolist(), strict=True) if rk}
-    settled_before = {(k, rk) for k, rk in zip(prior["kind"].tolist(),
-                                               prior["record_key"].tolist(), strict=True) if rk}
-    settled_after: dict[tuple[str, str], dt.date] = {}
-    for k, rk, d in sorted(zip(later["kind"], later["record_key"], later["settlement_date"],
-                               strict=True), key=lambda item: item[2]):
-        settled_after.setdefault((k, rk), d)
-    missing = _missing_in_settlement(payments, refunds, covered, settled_now | settled_before,
-                                     settled_after)
+    settled_keys = pd.concat([new_ledger[["kind", "record_key"]], prior[["kind", "record_key"]]])
+    settled_keys = settled_keys.loc[settled_keys["record_key"] != ""]
+    later_first = later.loc[later["record_key"] != ""].sort_values(
+        "settlement_date", kind="stable").drop_duplicates(["kind", "record_key"])
+    missing = _missing_in_settlement(payments, refunds, covered, settled_keys, later_first)
 
     # ---- open items of earlier dates: closed when this file settles their record
-    line_by_record = {(k, rk): int(line) for k, rk, line in zip(
-        new_ledger["kind"].tolist(), new_ledger["record_key"].tolist(),
-        new_ledger["line_no"].tolist(), strict=True) if rk}
-    closes = [line_by_record.get((k, rk)) for k, rk in zip(open_items["kind"],
-                                                            open_items["record_key"], strict=True)]
-    is_closed = pd.Series([c is not None for c in closes], index=open_items.index, dtype=bool)
+    closing_lines = open_items[["kind", "record_key"]].merge(
+        new_ledger.loc[new_ledger["record_key"] != "", ["kind", "record_key", "line_no"]]
+        .drop_duplicates(["kind", "record_key"]), how="left", on=["kind", "record_key"])
+    is_closed = pd.Series(closing_lines["line_no"].notna().to_numpy(dtype=bool),
+                          index=open_items.index)
     closures = pd.DataFrame({
         "exception_id": open_items.loc[is_closed, "exception_id"].astype("int64"),
         "kind": open_items.loc[is_closed, "kind"],
         "record_key": open_items.loc[is_closed, "record_key"],
         "opened_date": open_items.loc[is_closed, "opened_date"],
-        "line_no": pd.Series([c for c in closes if c is not None], dtype="int64",
-                             index=open_items.index[is_closed]),
+        "line_no": pd.Series(closing_lines.loc[is_closed.to_numpy(), "line_no"].to_numpy(),
+                             index=open_items.index[is_closed]).astype("int64"),
     }).reset_index(drop=True)
     closing = dict(zip(closures["line_no"].tolist(), closures["opened_date"].tolist(),
                        strict=True))
@@ -495,17 +539,20 @@ def _missing_in_settlement(
     payments: pd.DataFrame,
     refunds: pd.DataFrame,
     covered: Iterable[dt.date],
-    settled: set[tuple[str, str]],
-    settled_after: dict[tuple[str, str], dt.date],
+    settled: pd.DataFrame,
+    settled_after: pd.DataFrame,
 ) -> pd.DataFrame:
-    covered = set(covered)
+    """`settled`: kind and record_key of every record a file settled (this one or earlier);
+    `settled_after`: kind, record_key and the first later settlement_date that settled it."""
+    covered = list(covered)
     pay = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
                        & payments["transaction_date"].isin(covered)]
-    pay = pay.loc[[(cat.PAYMENT, key) not in settled
-                   for key in pay["partner_reference_no"].tolist()]]
+    pay = pay.loc[~text_isin(pay["partner_reference_no"],
+                             settled.loc[settled["kind"] == cat.PAYMENT, "record_key"])]
     ref = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
                       & refunds["refund_date"].isin(covered)]
-    ref = ref.loc[[(cat.REFUND, key) not in settled for key in ref["partner_refund_no"].tolist()]]
+    ref = ref.loc[~text_isin(ref["partner_refund_no"],
+                             settled.loc[settled["kind"] == cat.REFUND, "record_key"])]
     frames = [
         pd.DataFrame({
             "kind": cat.PAYMENT,
@@ -537,7 +584,9 @@ def _missing_in_settlement(
         return pd.DataFrame({c: pd.Series(dtype="object") for c in MISSING_COLUMNS}).astype(
             {"amount": "Int64", "signed_amount": "Int64"})
     missing = pd.concat(frames, ignore_index=True)
-    missing["closed_by_date"] = [settled_after.get((k, rk)) for k, rk in
-                                 zip(missing["kind"], missing["record_key"], strict=True)]
+    closed_by = missing[["kind", "record_key"]].merge(
+        settled_after[["kind", "record_key", "settlement_date"]], how="left",
+        on=["kind", "record_key"])["settlement_date"].to_numpy(dtype=object)
+    missing["closed_by_date"] = [None if pd.isna(d) else d for d in closed_by]
     missing = missing.sort_values(["record_date", "kind", "record_key"]).reset_index(drop=True)
     return missing.loc[:, list(MISSING_COLUMNS)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import decimal
 from decimal import Decimal
 
+import numpy as np
+
 MINOR_PER_UNIT = 100
 
 
@@ -48,3 +50,48 @@ def round_minor(numerator: int, rate: Decimal, rounding: str, decimals: int) -> 
     product = Decimal(numerator) * rate
     steps = (product / quantum).to_integral_value(rounding=mode)
     return int(steps * quantum)
+
+
+def round_minor_array(numerators: np.ndarray, rate: Decimal, rounding: str,
+                      decimals: int) -> np.ndarray:
+    """`round_minor` over an array of minor-unit integers, exactly, in integer arithmetic.
+
+    The rate is taken as its exact fraction p/q; int64 is used when no product can
+    overflow, Python integers otherwise. Same result as `round_minor` element by element.
+    """
+    values = np.asarray(numerators)
+    if decimals > 2 or rounding not in ("half_up", "half_even", "down", "up"):
+        return np.array([round_minor(int(v), rate, rounding, decimals) for v in values],
+                        dtype=object if values.dtype == object else np.int64)
+    num, den = rate.as_integer_ratio()
+    quantum = 10 ** (2 - decimals)
+    step = den * quantum
+    largest = int(np.abs(values).max()) if len(values) else 0
+    exact_in_int64 = largest * abs(num) * 2 + step < 2**62 and values.dtype != object
+    work = values.astype(np.int64) if exact_in_int64 else values.astype(object)
+    product = work * num
+    sign = np.where(product < 0, -1, 1)
+    magnitude = np.abs(product)
+    whole, rest = magnitude // step, magnitude % step
+    if rounding == "half_up":
+        steps = whole + (rest * 2 >= step)
+    elif rounding == "half_even":
+        steps = whole + ((rest * 2 > step) | ((rest * 2 == step) & (whole % 2 == 1)))
+    elif rounding == "down":
+        steps = whole
+    else:  # up
+        steps = whole + (rest > 0)
+    return sign * steps * quantum
+
+
+def minor_text(minor: np.ndarray) -> np.ndarray:
+    """Integer minor units -> exact decimal text with two places, element-wise:
+    [123450, -5] -> ['1234.50', '-0.05']."""
+    values = np.asarray(minor, dtype=np.int64)
+    if not values.size:
+        return np.array([], dtype=object)
+    sign = np.where(values < 0, "-", "")
+    absolute = np.abs(values)
+    whole = (absolute // MINOR_PER_UNIT).astype(str)
+    cents = np.char.zfill((absolute % MINOR_PER_UNIT).astype(str), 2)
+    return np.char.add(np.char.add(np.char.add(sign, whole), "."), cents).astype(object)

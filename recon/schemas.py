@@ -6,9 +6,12 @@ Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. T
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Normalised settlement rows, as the reader returns them.
 SETTLEMENT_ROWS: Mapping[str, str] = {
@@ -99,3 +102,28 @@ def conform(frame: pd.DataFrame, schema: Mapping[str, str], stage: str) -> pd.Da
         elif str(out[name].dtype) != dtype and dtype != "object":
             out[name] = out[name].astype(dtype)
     return out.reset_index(drop=True)
+
+
+def text_isin(values: pd.Series, keys: pd.Series | Iterable[str]) -> pd.Series:
+    """values.isin(keys) for text columns, computed by Arrow without Python objects
+    (pandas' own isin turns a large key list into Python strings first)."""
+    if not isinstance(keys, pd.Series):
+        keys = pd.Series(list(keys), dtype="str")
+    left = pa.array(values.astype("str"))
+    right = pa.array(keys.astype("str"))
+    if isinstance(right, pa.ChunkedArray):
+        right = right.combine_chunks()
+    found = pc.is_in(left.cast(pa.large_string()), value_set=right.cast(pa.large_string()))
+    return pd.Series(np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool),
+                     index=values.index)
+
+
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+
+
+def arrow_text(values: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """An Arrow string array as a pandas "str" column, without copying through Python."""
+    if isinstance(values, pa.Array):
+        values = pa.chunked_array([values])
+    mapper = {pa.string(): TEXT, pa.large_string(): TEXT}.get
+    return values.to_pandas(types_mapper=mapper)
