@@ -11,11 +11,12 @@ import datetime as dt
 import io
 import logging
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,7 +35,7 @@ from recon.formats import (
     normalise_header,
 )
 from recon.money import format_amount
-from recon.schemas import SETTLEMENT_ROWS, conform
+from recon.schemas import SETTLEMENT_ROWS, arrow_text, conform
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     More than two decimal places is unparseable unless the extra digits are zeros.
     Vectorised with Arrow compute (RE2), no Python loop per value.
     """
-    text = pa.array(values.astype(str).tolist(), type=pa.string())
+    text = pa.array(values.astype("str"))
     parts = pc.extract_regex(text, _MONEY_RE)
     matched = pc.is_valid(parts)
     sign = pc.struct_field(parts, "sign")
@@ -244,16 +245,22 @@ def parse_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     shaped = text.str.match(r"^\d{4}-\d{2}-\d{2}(?:[ T]00:00(?::00)?)?$")
     parsed = pd.to_datetime(text.str.slice(0, 10).where(shaped), format="%Y-%m-%d",
                             errors="coerce")
-    dates = pd.Series([ts.date() if not pd.isna(ts) else None for ts in parsed],
-                      index=values.index, dtype="object")
-    return dates, parsed.isna()
+    return date_objects(parsed, values.index), parsed.isna()
 
 
 def wib_dates(times: pd.Series) -> pd.Series:
     """UTC timestamps -> their WIB business dates (datetime.date objects, None for NaT)."""
-    local = times.dt.tz_convert(WIB).dt.tz_localize(None).dt.normalize()
-    return pd.Series([ts.date() if not pd.isna(ts) else None for ts in local],
-                     index=times.index, dtype="object")
+    return date_objects(times.dt.tz_convert(WIB).dt.tz_localize(None), times.index)
+
+
+def date_objects(moments: pd.Series, index: pd.Index) -> pd.Series:
+    """Naive timestamps -> their calendar dates as datetime.date objects (None for NaT).
+
+    Each distinct day is converted once: a file spans a few days, not a million."""
+    days = moments.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    codes, distinct = pd.factorize(days)
+    objects = np.array([None, *(pd.Timestamp(d).date() for d in distinct)], dtype=object)
+    return pd.Series(objects[codes + 1], index=index, dtype="object")
 
 
 # --------------------------------------------------------------------------- the reader
@@ -278,14 +285,28 @@ def _map_header(name: str, table: _Table, fmt: FileFormat) -> dict[str, int]:
     return positions
 
 
-def _add_reason(reasons: pd.Series, mask: pd.Series, text: pd.Series | str) -> pd.Series:
-    addition = text if isinstance(text, pd.Series) else pd.Series(text, index=reasons.index)
-    joined = reasons.where(reasons == "", reasons + "; ") + addition
-    return reasons.where(~mask, joined)
+def _add_reason(reasons: pd.Series, mask: pd.Series,
+                text: str | Callable[[pd.Index], pd.Series]) -> pd.Series:
+    """Append `text` to the reasons of the masked rows; a callable builds the texts for
+    those rows only (a million-row file has a handful of bad rows)."""
+    if not mask.any():
+        return reasons
+    where = mask.index[mask.to_numpy(dtype=bool)]
+    current = reasons.loc[where]
+    addition = text if isinstance(text, str) else text(where)
+    joined = current.where(current == "", current + "; ") + addition
+    reasons = reasons.copy()
+    reasons.loc[where] = joined
+    return reasons
 
 
 def _quoted(values: pd.Series) -> pd.Series:
     return "'" + values.str.slice(0, 40) + "'"
+
+
+def _described(header: str, values: pd.Series, problem: str) -> Callable[[pd.Index], pd.Series]:
+    """'<header> '<value>' <problem>' for the rows asked for."""
+    return lambda where: header + " " + _quoted(values.loc[where]) + " " + problem
 
 
 def _parse_trailer(name: str, line_no: int, cells: list[str]) -> Trailer:
@@ -330,41 +351,39 @@ def read_settlement_file(
             empty = values == ""
             reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
             reasons = _add_reason(reasons, bad & ~empty,
-                                  col.header + " " + _quoted(values) + " is not a decimal amount")
+                                  _described(col.header, values, "is not a decimal amount"))
         elif col.kind == DATETIME:
             parsed, bad = parse_datetime(values)
             frame[col.field] = parsed
             frame["transaction_date"] = wib_dates(parsed)
             reasons = _add_reason(reasons, bad,
-                                  col.header + " " + _quoted(values) + " is not a date and time")
+                                  _described(col.header, values, "is not a date and time"))
         elif col.kind == DATE:
             parsed, bad = parse_date(values)
             frame[col.field] = parsed
             reasons = _add_reason(reasons, bad,
-                                  col.header + " " + _quoted(values) + " is not a YYYY-MM-DD date")
+                                  _described(col.header, values, "is not a YYYY-MM-DD date"))
         elif col.kind == TRANSACTION_TYPE:
             kind = values.str.upper()
             ok = kind.isin([fmt.payment_type, fmt.refund_type])
             frame[col.field] = kind.where(ok, "")
             reasons = _add_reason(reasons, ~ok,
-                                  col.header + " " + _quoted(values) + " is not PAYMENT or REFUND")
+                                  _described(col.header, values, "is not PAYMENT or REFUND"))
         elif col.kind == PAYMENT_SOURCE:
             distinct = {text: normalise_pay_option(text) for text in values.unique()}
             option = values.map(distinct)
             ok = option.notna()
             frame[col.field] = option.where(ok, "").astype("str")
             reasons = _add_reason(
-                reasons, ~ok, col.header + " " + _quoted(values) + " is not OVO Cash or OVO Points"
-            )
+                reasons, ~ok, _described(col.header, values, "is not OVO Cash or OVO Points"))
         else:
             frame[col.field] = values
             if col.mandatory_value:
                 reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
     frame["invalid_reason"] = reasons
 
-    wrong_date = frame["settlement_date"].map(
-        lambda d: d is not None and d != settlement_date
-    ).astype(bool)
+    stated = frame["settlement_date"]
+    wrong_date = (stated.notna() & (stated != settlement_date)).astype(bool)
     if wrong_date.any():
         first = frame.loc[wrong_date].iloc[0]
         more = int(wrong_date.sum()) - 1
@@ -412,13 +431,22 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
                  trailer, table.layout)
 
 
+def _odd_quotes_on_a_line(text: str) -> bool:
+    """True when some line holds an odd number of double quotes (a field spans lines)."""
+    data = np.frombuffer(text.encode(), dtype=np.uint8)
+    newlines = np.flatnonzero(data == ord("\n"))
+    quotes = np.flatnonzero(data == ord('"'))
+    per_line = np.bincount(np.searchsorted(newlines, quotes), minlength=len(newlines) + 1)
+    return bool((per_line % 2).any())
+
+
 def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
     field across lines, every data row as wide as the header. Anything else returns None
     and takes the general path, so line numbers and row-level findings are the same."""
     if "\r" in text or not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
         return None
-    if '"' in text and any(line.count('"') % 2 for line in text.split("\n")):
+    if '"' in text and _odd_quotes_on_a_line(text):
         return None  # a quoted field may span lines: only the general path counts them
     body = text
     trailer: Trailer | None = None
@@ -450,12 +478,12 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Gr
         if index is None:
             columns[col.field] = pd.Series([""] * parsed.num_rows, dtype="str")
         else:
-            stripped = pc.utf8_trim_whitespace(parsed.column(index))
-            columns[col.field] = pd.Series(stripped.to_pylist(), dtype="str")
+            columns[col.field] = arrow_text(pc.utf8_trim_whitespace(parsed.column(index)))
     lines = list(range(2, 2 + parsed.num_rows))
     if parsed.num_rows and parsed.num_rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, parsed.num_rows)
-    return _Grid(pd.DataFrame(columns), lines, pd.Series([""] * parsed.num_rows, dtype="str"),
+    return _Grid(pd.DataFrame(columns), lines,
+                 pd.Series(np.full(parsed.num_rows, "", dtype=object), dtype="str"),
                  trailer, f"csv ({delimiter})")
 
 
