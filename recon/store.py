@@ -9,17 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import (
     BigInteger,
+    Column,
     Engine,
+    MetaData,
     String,
+    Table,
     and_,
     bindparam,
     cast,
@@ -32,16 +39,23 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from recon import categories as cat
 from recon.errors import ConfigError, StoreError
 from recon.matching import ReconResult
-from recon.money import from_minor
-from recon.reader import wib_dates
-from recon.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, conform, empty_frame
+from recon.money import from_minor, minor_text
+from recon.reader import date_objects, wib_dates
+from recon.schemas import (
+    LEDGER,
+    OPEN_ITEMS,
+    PAYMENTS,
+    REFUNDS,
+    TEXT,
+    conform,
+    empty_frame,
+)
 from recon.tables import (
     metadata,
     ovo_payments,
@@ -52,9 +66,6 @@ from recon.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-CHUNK = 5000  # bound parameters per IN list (SQLite allows 32,766)
-
 
 def safe_url(url: str) -> str:
     try:
@@ -112,23 +123,6 @@ def init_db(engine: Engine) -> list[str]:
     return [t.name for t in metadata.sorted_tables if t.name not in existing]
 
 
-def _chunks(values: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start:start + size])
-
-
-def _key_filters(conn: Any, column: Any, keys: Sequence[str]) -> Iterator[Any]:
-    """WHERE clauses selecting rows whose `column` is in `keys`: one array parameter on
-    PostgreSQL, chunks of bound parameters elsewhere."""
-    if not keys:
-        return
-    if conn.dialect.name == "postgresql":
-        yield column == func.any(bindparam("keys", list(keys), type_=ARRAY(String)))
-        return
-    for chunk in _chunks(keys):
-        yield column.in_(chunk)
-
-
 def to_utc(values: pd.Series) -> pd.Series:
     """Database times (aware, naive-UTC datetimes or text) -> datetime64[ns, UTC]."""
     if values.empty:
@@ -162,10 +156,121 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
     return start.replace(tzinfo=dt.UTC), end.replace(tzinfo=dt.UTC)
 
 
-def _time_bound(engine: Engine, moment: dt.datetime) -> Any:
-    if engine.dialect.name == "postgresql":
-        return moment
-    return moment.replace(tzinfo=None)
+#: The per-connection temporary table of lookup keys a load joins against.
+LOAD_KEYS = Table("recon_load_keys", MetaData(), Column("tag", String(8), nullable=False),
+                  Column("k", String(255), nullable=False), prefixes=["TEMPORARY"])
+
+
+def _keyed(column: Any, *tags: str) -> Any:
+    """`column` is one of the loaded keys with one of `tags`."""
+    return column.in_(select(LOAD_KEYS.c.k).where(LOAD_KEYS.c.tag.in_(tags)))
+
+
+class _Lookups:
+    """One connection's load: keys into LOAD_KEYS, queries into frames (SQLAlchemy)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+
+    def __enter__(self) -> _Lookups:
+        self._drop()
+        LOAD_KEYS.create(self.conn)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:  # after a failure the next load drops it
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.dialect.name == "sqlite":
+            self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.recon_load_keys")
+        else:
+            self.conn.exec_driver_sql("DROP TEMPORARY TABLE IF EXISTS recon_load_keys")
+
+    def add_keys(self, keys: dict[str, pa.Array]) -> None:
+        marker = "?" if self.dialect.paramstyle == "qmark" else "%s"
+        pairs = [(tag, k) for tag, values in keys.items() for k in values.to_pylist()]
+        if pairs:
+            self.conn.exec_driver_sql(
+                f"INSERT INTO recon_load_keys (tag, k) VALUES ({marker}, {marker})", pairs)
+
+    def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
+        rows = self.conn.execute(query).fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        return pd.DataFrame({name: pd.Series(values, dtype="object")
+                             for name, values in zip(names, columns, strict=True)})
+
+
+class _ArrowLookups(_Lookups):
+    """The same on PostgreSQL through ADBC: keys go in by COPY, rows come back as Arrow."""
+
+    def __init__(self, engine: Engine) -> None:
+        import adbc_driver_postgresql.dbapi as adbc
+        from sqlalchemy.dialects.postgresql.asyncpg import dialect as numbered
+
+        url = engine.url.set(drivername="postgresql")
+        self.connection = adbc.connect(url.render_as_string(hide_password=False))
+        self.cursor = self.connection.cursor()
+        self.dialect = numbered(paramstyle="numeric_dollar")
+        self.created = False
+
+    def __enter__(self) -> _ArrowLookups:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cursor.close()
+        self.connection.close()  # the temporary table goes with the session
+
+    def add_keys(self, keys: dict[str, pa.Array]) -> None:
+        table = pa.concat_tables([
+            pa.table({"tag": pa.array([tag] * len(values), pa.string()),
+                      "k": values.cast(pa.string())})
+            for tag, values in keys.items()])
+        self.cursor.adbc_ingest("recon_load_keys", table,
+                                mode="append" if self.created else "create", temporary=True)
+        self.created = True
+        self.cursor.execute("ANALYZE recon_load_keys")
+
+    def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
+        compiled = query.compile(dialect=self.dialect,
+                                 compile_kwargs={"render_postcompile": True})
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        self.cursor.execute(str(compiled), params or None)
+        table = self.cursor.fetch_arrow_table()
+        mapper = {pa.string(): TEXT, pa.large_string(): TEXT}.get
+        frame = table.to_pandas(types_mapper=mapper)
+        frame.columns = list(names)
+        return frame
+
+
+def _integers(values: pd.Series) -> pd.Series:
+    return values.astype("Int64")
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """Database dates (date objects; text from SQLite) -> datetime.date objects."""
+    if values.empty or isinstance(values.iloc[0], dt.date):
+        return values.astype("object")
+    parsed = pd.to_datetime(values.astype("str"), format="%Y-%m-%d")
+    return date_objects(parsed, values.index)
+
+
+def _times(values: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return to_utc(values)
+
+
+def _distinct(*columns: pd.Series) -> pa.Array:
+    """The distinct non-empty texts of `columns`, as one Arrow array."""
+    chunks: list[pa.Array] = []
+    for column in columns:
+        values = pa.array(column.astype("str")).cast(pa.large_string())
+        chunks += values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    merged = pa.chunked_array(chunks, type=pa.large_string())
+    distinct = pc.unique(merged)
+    return distinct.filter(pc.not_equal(distinct, ""))
 
 
 def load_run_inputs(
@@ -175,99 +280,132 @@ def load_run_inputs(
     covered: Sequence[dt.date],
     rows: pd.DataFrame,
 ) -> RunInputs:
-    """Records for the covered window, plus those the file and the open items refer to."""
+    """Records for the covered window, plus those the file and the open items refer to.
+
+    The keys the file names go into a temporary table once and every lookup is a join
+    against it. On PostgreSQL this runs through ADBC: keys in by COPY, rows out as Arrow.
+    """
     try:
         with engine.connect() as conn:
             open_items = _load_open_items(conn, merchant_id, settlement_date)
-            invoices = sorted(set(rows["merchant_invoice"]) - {""})
-            refund_keys = sorted(set(rows.loc[rows["transaction_type"] == cat.REFUND,
-                                              "refund_invoice"]) - {""})
-            refund_nos = sorted(set(rows.loc[rows["transaction_type"] == cat.REFUND,
-                                             "ovo_reference_no"]) - {""})
-            open_pay = sorted(set(open_items.loc[open_items["kind"] == cat.PAYMENT,
-                                                 "record_key"]))
-            open_ref = sorted(set(open_items.loc[open_items["kind"] == cat.REFUND,
-                                                 "record_key"]))
-            start, end = _window(covered)
-            lo, hi = _time_bound(engine, start), _time_bound(engine, end)
-            pay_keys = sorted(set(invoices) | set(open_pay))
-            payments = _load_payments(conn, merchant_id, lo, hi, pay_keys)
-            refunds = _load_refunds(conn, merchant_id, lo, hi, invoices, refund_keys, refund_nos,
-                                    open_ref)
-            record_keys = sorted(set(payments["partner_reference_no"])
-                                 | set(refunds["partner_refund_no"]))
-            ledger = _load_ledger(conn, merchant_id, settlement_date, rows, invoices, record_keys)
+            if engine.dialect.name == "postgresql":
+                with _ArrowLookups(engine) as lookups:
+                    payments, refunds, ledger = _load_records(
+                        lookups, merchant_id, settlement_date, covered, rows, open_items)
+            else:
+                with _Lookups(conn) as lookups:
+                    payments, refunds, ledger = _load_records(
+                        lookups, merchant_id, settlement_date, covered, rows, open_items)
     except SQLAlchemyError as exc:
         raise database_error(engine, exc) from exc
+    except Exception as exc:  # the ADBC driver's own errors
+        if type(exc).__module__.split(".")[0] not in {"adbc_driver_manager", "pyarrow"}:
+            raise
+        raise StoreError(f"database {safe_url(str(engine.url))}: "
+                         f"{' '.join(str(exc).split())[:300]}") from exc
     return RunInputs(payments, refunds, ledger, open_items)
 
 
-def _load_payments(conn: Any, merchant_id: str, lo: Any, hi: Any,
-                   keys: Sequence[str]) -> pd.DataFrame:
+def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                  covered: Sequence[dt.date], rows: pd.DataFrame,
+                  open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
+    lookups.add_keys({
+        "inv": _distinct(rows["merchant_invoice"]),
+        "rinv": _distinct(refund_rows["refund_invoice"]),
+        "rno": _distinct(refund_rows["ovo_reference_no"]),
+        "oref": _distinct(open_items.loc[open_items["kind"] == cat.REFUND, "record_key"]),
+    })
+    start, end = _window(covered)
+    naive = lookups.dialect.name != "postgresql"
+    lo, hi = (start.replace(tzinfo=None), end.replace(tzinfo=None)) if naive else (start, end)
+    payments = _load_payments(lookups, merchant_id, lo, hi, _distinct(
+        rows["merchant_invoice"], open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"]))
+    refunds = _load_refunds(lookups, merchant_id, lo, hi)
+    lookups.add_keys({"rec": _distinct(payments["partner_reference_no"],
+                                       refunds["partner_refund_no"])})
+    ledger = _load_ledger(lookups, merchant_id, settlement_date)
+    return payments, refunds, ledger
+
+
+def _time_column(lookups: _Lookups, column: Any, label: str) -> Any:
+    """A time column: typed on PostgreSQL, as stored (text or datetime) elsewhere."""
+    if lookups.dialect.name == "postgresql":
+        return column.label(label)
+    return type_coerce(column, String).label(label)
+
+
+def _load_payments(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any,
+                   wanted_keys: pa.Array) -> pd.DataFrame:
     t = ovo_payments
     columns = [t.c.partner_reference_no, t.c.reference_no, t.c.merchant_id, t.c.store_id,
                _minor(t.c.amount).label("amount"), t.c.pay_option, t.c.status,
-               type_coerce(t.c.transaction_time, String).label("transaction_time")]
+               _time_column(lookups, t.c.transaction_time, "transaction_time")]
     names = [c.name for c in columns]
-    found = list(conn.execute(select(*columns).where(
-        t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi)))
-    for clause in _key_filters(conn, t.c.partner_reference_no, keys):
-        found += conn.execute(select(*columns).where(clause))
-    frame = _as_frame(found, names).drop_duplicates("partner_reference_no")
+    in_window = and_(t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
+                     t.c.transaction_time < hi)
+    window = lookups.fetch(select(*columns).where(in_window), names)
+    # Records the file or the open items name that the window does not hold.
+    elsewhere = wanted_keys.filter(pc.invert(pc.is_in(
+        wanted_keys, value_set=pa.array(window["partner_reference_no"].astype("str")).cast(
+            wanted_keys.type))))
+    lookups.add_keys({"pay": elsewhere})
+    frame = pd.concat([
+        window,
+        lookups.fetch(select(*columns).where(_keyed(t.c.partner_reference_no, "pay")), names),
+    ], ignore_index=True).drop_duplicates("partner_reference_no")
     if frame.empty:
         return empty_frame(PAYMENTS)
-    frame["transaction_time"] = to_utc(frame["transaction_time"])
+    frame["amount"] = _integers(frame["amount"])
+    frame["transaction_time"] = _times(frame["transaction_time"])
     frame["transaction_date"] = wib_dates(frame["transaction_time"])
-    frame["status"] = frame["status"].fillna("").astype(str).str.strip()
-    frame["pay_option"] = frame["pay_option"].fillna("").astype(str).str.strip().str.upper()
+    frame["status"] = frame["status"].fillna("").astype("str").str.strip()
+    frame["pay_option"] = frame["pay_option"].fillna("").astype("str").str.strip().str.upper()
     return conform(frame, PAYMENTS, "payments")
 
 
-def _load_refunds(conn: Any, merchant_id: str, lo: Any, hi: Any, invoices: Sequence[str],
-                  refund_keys: Sequence[str], refund_nos: Sequence[str],
-                  open_keys: Sequence[str]) -> pd.DataFrame:
+def _load_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd.DataFrame:
     t = ovo_refunds
     columns = [t.c.partner_refund_no, t.c.original_partner_reference_no, t.c.refund_no,
                _minor(t.c.refund_amount).label("refund_amount"),
-               type_coerce(t.c.refund_time, String).label("refund_time"), t.c.status]
+               _time_column(lookups, t.c.refund_time, "refund_time"), t.c.status]
     names = [c.name for c in columns]
     # The refunds table has no merchant column: a refund belongs to its payment's merchant.
     merchants_payments = select(ovo_payments.c.partner_reference_no).where(
         ovo_payments.c.merchant_id == merchant_id)
-    found = list(conn.execute(select(*columns).where(
+    frames = [lookups.fetch(select(*columns).where(
         t.c.refund_time >= lo, t.c.refund_time < hi,
-        t.c.original_partner_reference_no.in_(merchants_payments))))
-    for column, keys in ((t.c.original_partner_reference_no, invoices),
-                         (t.c.partner_refund_no, sorted(set(refund_keys) | set(open_keys))),
-                         (t.c.refund_no, refund_nos)):
-        for clause in _key_filters(conn, column, keys):
-            found += conn.execute(select(*columns).where(clause))
-    frame = _as_frame(found, names).drop_duplicates("partner_refund_no")
+        t.c.original_partner_reference_no.in_(merchants_payments)), names)]
+    for column, tags in ((t.c.original_partner_reference_no, ("inv",)),
+                         (t.c.partner_refund_no, ("rinv", "oref")),
+                         (t.c.refund_no, ("rno",))):
+        frames.append(lookups.fetch(select(*columns).where(_keyed(column, *tags)), names))
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates("partner_refund_no")
     if frame.empty:
         return empty_frame(REFUNDS)
-    frame["refund_time"] = to_utc(frame["refund_time"])
+    frame["refund_amount"] = _integers(frame["refund_amount"])
+    frame["refund_time"] = _times(frame["refund_time"])
     frame["refund_date"] = wib_dates(frame["refund_time"])
-    frame["status"] = frame["status"].fillna("").astype(str).str.strip()
+    frame["status"] = frame["status"].fillna("").astype("str").str.strip()
     return conform(frame, REFUNDS, "refunds")
 
 
-def _load_ledger(conn: Any, merchant_id: str, settlement_date: dt.date, rows: pd.DataFrame,
-                 invoices: Sequence[str], record_keys: Sequence[str]) -> pd.DataFrame:
+def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date) -> pd.DataFrame:
     t = recon_ledger
     columns = [t.c.ledger_id, t.c.settlement_date, t.c.kind, t.c.settle_key, t.c.record_key,
                t.c.original_reference_no, _minor(t.c.amount).label("amount"), t.c.line_no]
     names = [c.name for c in columns]
     base = and_(t.c.merchant_id == merchant_id, t.c.settlement_date != settlement_date)
-    settle_keys = sorted((set(rows["merchant_invoice"]) | set(rows["refund_invoice"])
-                          | set(rows["ovo_reference_no"])) - {""})
-    found: list[Any] = []
-    for column, keys in ((t.c.settle_key, settle_keys), (t.c.record_key, record_keys),
-                         (t.c.original_reference_no, invoices)):
-        for clause in _key_filters(conn, column, keys):
-            found += conn.execute(select(*columns).where(base, clause))
-    frame = _as_frame(found, names).drop_duplicates("ledger_id")
+    frames = [lookups.fetch(select(*columns).where(base, _keyed(column, *tags)), names)
+              for column, tags in ((t.c.settle_key, ("inv", "rinv", "rno")),
+                                   (t.c.record_key, ("rec",)),
+                                   (t.c.original_reference_no, ("inv",)))]
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates("ledger_id")
     if frame.empty:
         return empty_frame(LEDGER)
+    frame["settlement_date"] = _dates(frame["settlement_date"])
+    frame["amount"] = _integers(frame["amount"])
+    frame["line_no"] = _integers(frame["line_no"]).astype("int64")
     return conform(frame, LEDGER, "ledger")
 
 
@@ -392,14 +530,7 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
             conn.execute(update(exc_t).where(exc_t.c.merchant_id == merchant,
                                              exc_t.c.closed_by_date == day)
                          .values(state="open", closed_by_date=None, closed_by_line=None))
-            ledger_rows = [
-                {"merchant_id": merchant, "settlement_date": day, "run_id": run_id,
-                 "kind": e.kind, "settle_key": e.settle_key, "record_key": e.record_key,
-                 "original_reference_no": e.original_reference_no,
-                 "amount": _money(e.amount) or Decimal("0.00"), "line_no": int(e.line_no)}
-                for e in result.ledger.itertuples(index=False)
-            ]
-            _insert_many(conn, led_t, ledger_rows)
+            _bulk_insert(conn, led_t, _ledger_frame(result, merchant, day, run_id))
             _insert_many(conn, exc_t, _exception_rows(result, merchant, day, run_id))
             closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
                         for c in result.closures.itertuples(index=False)]
@@ -416,6 +547,46 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
              len(result.ledger), len(result.closures))
     return PersistedRun(run_id=int(run_id), attempt=int(attempt), rerun=attempt > 1,
                         finished_at=finished)
+
+
+def _ledger_frame(result: ReconResult, merchant: str, day: dt.date, run_id: int) -> pd.DataFrame:
+    """The ledger rows to write, as database-ready columns (money as exact text)."""
+    ledger = result.ledger
+    return pd.DataFrame({
+        "merchant_id": merchant, "settlement_date": day.isoformat(), "run_id": int(run_id),
+        "kind": ledger["kind"].astype("str"), "settle_key": ledger["settle_key"].astype("str"),
+        "record_key": ledger["record_key"].astype("str"),
+        "original_reference_no": ledger["original_reference_no"].astype("str"),
+        "amount": minor_text(ledger["amount"].fillna(0).to_numpy(dtype=np.int64)),
+        "line_no": ledger["line_no"].to_numpy(dtype=np.int64),
+    }, index=ledger.index)
+
+
+def _bulk_insert(conn: Any, table: Any, frame: pd.DataFrame) -> None:
+    """Write `frame` (columns named as the table's) inside the connection's transaction:
+    COPY on PostgreSQL, one driver-level executemany elsewhere; never row by row."""
+    if frame.empty:
+        return
+    names = list(frame.columns)
+    if conn.dialect.name == "postgresql":
+        data = pa.Table.from_pandas(frame, preserve_index=False)
+        buffer = pa.BufferOutputStream()
+        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
+        cursor = conn.connection.driver_connection.cursor()
+        statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+        with cursor, cursor.copy(statement) as copy:
+            copy.write(buffer.getvalue().to_pybytes())
+        return
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    statement = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+                 f"VALUES ({', '.join([marker] * len(names))})")
+    columns = [frame[name].tolist() for name in names]  # Python ints and str
+    batch = 100_000
+    for start in range(0, len(frame), batch):
+        conn.exec_driver_sql(statement, list(zip(*(c[start:start + batch] for c in columns),
+                                                 strict=True)))
+        if start + batch < len(frame):
+            log.info("%s: %d of %d rows written", table.name, start + batch, len(frame))
 
 
 def _insert_many(conn: Any, table: Any, rows: list[dict], batch: int = 5000) -> None:
