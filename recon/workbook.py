@@ -10,14 +10,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from copy import copy
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.chart import BarChart, Reference
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
@@ -31,6 +34,7 @@ from recon.money import from_minor
 MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
 TIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
+NUMBER_FORMATS = {"money": MONEY_FORMAT, "date": DATE_FORMAT, "time": TIME_FORMAT}
 EXCEL_MAX_ROWS = 1_048_576
 HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
 HEADER_FONT = Font(bold=True, color="FFFFFF")
@@ -69,23 +73,42 @@ def _date(v: Any) -> dt.date | None:
     return v
 
 
+#: Per workbook (a style refers to that workbook's font, fill and format tables).
+_STYLES: WeakKeyDictionary[Workbook, dict[tuple[str, Font | None, PatternFill | None], Any]] = (
+    WeakKeyDictionary())
+
+
 def _cell(sheet: WriteOnlyWorksheet, value: Any, kind: str = "text", font: Font | None = None,
-          fill: PatternFill | None = None) -> WriteOnlyCell:
+          fill: PatternFill | None = None) -> Any:
+    """One cell of a data row. Plain text and empty cells go in as bare values (the
+    common case, and the fast one); anything styled, and text openpyxl would read as a
+    formula or an error code, as a WriteOnlyCell whose style is built once and copied."""
     if kind == "text" and value is not None and not isinstance(value, str):
         value = str(value)
-    cell = WriteOnlyCell(sheet, value=None if value == "" else value)
-    if kind == "text" and isinstance(value, str) and value:
+    if value == "":
+        value = None
+    bare = font is None and fill is None and (
+        value is None or (kind == "int" and isinstance(value, int))
+        or (kind == "text" and not value.startswith("=")
+                          and value not in ERROR_CODES))
+    if bare:
+        return value
+    cell = WriteOnlyCell(sheet, value=value)
+    if kind == "text" and isinstance(value, str):
         cell.data_type = "s"  # never a formula, whatever the text starts with
-    elif kind == "money":
-        cell.number_format = MONEY_FORMAT
-    elif kind == "date":
-        cell.number_format = DATE_FORMAT
-    elif kind == "time":
-        cell.number_format = TIME_FORMAT
-    if font is not None:
-        cell.font = font
-    if fill is not None:
-        cell.fill = fill
+    styles = _STYLES.setdefault(sheet.parent, {})
+    key = (kind, font, fill)  # styles compare and hash by value
+    style = styles.get(key)
+    if style is None:
+        if kind in NUMBER_FORMATS:
+            cell.number_format = NUMBER_FORMATS[kind]
+        if font is not None:
+            cell.font = font
+        if fill is not None:
+            cell.fill = fill
+        styles[key] = copy(cell._style)
+    else:
+        cell._style = copy(style)
     return cell
 
 
