@@ -7,6 +7,7 @@ import os
 import re
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -345,3 +346,108 @@ def serve_daily(config_file: str | None, settings: Settings) -> None:
                     "scheduled working day.",
         pause_on_shutdown=False,
     )
+
+
+# ------------------------------------------------------------------ fan-out over a cluster
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One date's file, fetched, read and checked: the independent part of a run."""
+
+    day: dt.date
+    started_at: dt.datetime
+    settings: Settings | None = None
+    fetched: FetchedFile | None = None
+    parsed: SettlementFile | None = None
+    skipped: str = ""
+    error: str = ""  # the one-line reason ("CODE: text") when the file could not be had
+
+
+@task(name="prepare", **TASK_OPTIONS)
+def prepare_task(settings: Settings, day: dt.date) -> Prepared:
+    """Fetch, read and validate one date's file (any worker; no database, no cross-date
+    state). A missing or rejected file is an outcome, alerted here, not an exception."""
+    started_at = dt.datetime.now(dt.UTC)
+    holiday = WorkingCalendar(settings.extra_holidays,
+                              settings.extra_working_days).holiday_name(day)
+    if holiday is not None:
+        return Prepared(day, started_at, skipped=f"NOT_WORKING_DAY: {day} ({holiday})")
+    try:
+        fetched = fetch_task(settings, day)
+        settings = settings.replace(merchant_id=fetched.merchant_id)
+        parsed = read_task(settings, fetched, day)
+    except (FileMissing, FileRejected, SourceUnavailable) as exc:
+        alert_task(settings, settings.merchant_id, day, exc.one_line())
+        return Prepared(day, started_at, error=exc.one_line())
+    except ReconError as exc:
+        return Prepared(day, started_at, error=exc.one_line())
+    return Prepared(day, started_at, settings, fetched, parsed)
+
+
+@task(name="settle-in-order", **TASK_OPTIONS)
+def settle_in_order_task(prepared: list[Prepared]) -> list[dict[str, Any]]:
+    """One merchant's dates, oldest first: match against the ledger, persist, report,
+    notify. Only this step reads the state earlier dates left, so it runs in date order."""
+    outcomes: list[dict[str, Any]] = []
+    for item in sorted(prepared, key=lambda p: p.day):
+        if item.skipped or item.error:
+            outcomes.append({"day": item.day.isoformat(), "skipped": item.skipped,
+                             "error": item.error})
+            continue
+        assert item.settings is not None and item.fetched is not None and item.parsed
+        settings = item.settings
+        ctx = MatchContext(merchant_id=settings.merchant_id, settlement_date=item.day,
+                           calendar=WorkingCalendar(settings.extra_holidays,
+                                                    settings.extra_working_days),
+                           fee_rules=settings.fee_rules,
+                           refund_window_days=settings.refund_window_days)
+        engine = make_engine(settings.database_url)
+        try:
+            outcome = _reconcile_parsed(settings, engine, item.fetched, item.parsed, ctx,
+                                        item.started_at)
+            outcomes.append({"day": item.day.isoformat(), "outcome": outcome})
+        except ReconError as exc:
+            get_run_logger().error("%s %s: %s", settings.merchant_id, item.day, exc.one_line())
+            outcomes.append({"day": item.day.isoformat(), "error": exc.one_line()})
+        finally:
+            engine.dispose()
+    return outcomes
+
+
+def dask_runner(address: str | None, workers: int | None) -> Any:
+    """Prefect's DaskTaskRunner: an existing scheduler at `address`, else a local cluster
+    of `workers` worker processes (default: one per core)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    kwargs: dict[str, Any] = {"processes": True, "threads_per_worker": 1}
+    if workers:
+        kwargs["n_workers"] = workers
+    return DaskTaskRunner(cluster_kwargs=kwargs)
+
+
+@flow(name="reconcile-fan-out", persist_result=False, validate_parameters=False)
+def reconcile_fan_out(
+    settlement_dates: list[str],
+    merchant_ids: list[str | None],
+    overrides: dict[str, Any] | None = None,
+    config_file: str | None = None,
+) -> list[dict[str, Any]]:
+    """Many dates and merchants over the flow's task runner (a Dask cluster): every
+    (merchant, date) file is fetched, read and checked in parallel; each merchant's dates
+    are then settled in date order, merchants in parallel. One entry per (merchant, date):
+    {"merchant", "day", and "outcome" or "error" or "skipped"}."""
+    base = resolve_secret_blocks(load_settings(config_file, overrides))
+    days = sorted(dt.date.fromisoformat(d) for d in settlement_dates)
+    per_merchant = {}
+    for merchant in merchant_ids:
+        settings = base.for_merchant(merchant, overrides)
+        futures = [prepare_task.submit(settings, day) for day in days]
+        per_merchant[merchant or ""] = settle_in_order_task.submit(cast(list[Prepared], futures))
+    results = []
+    for merchant, future in per_merchant.items():
+        for entry in future.result():
+            results.append({"merchant": merchant, **entry})
+    return results

@@ -43,6 +43,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="folder or sftp://user@host:port/dir of the files")
     parser.add_argument("--report-dir", help="where reports are written")
     parser.add_argument("--outbox", help="where emails are written as .eml")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                        help="spread the work over this Dask scheduler's workers")
+    parser.add_argument("--dask-workers", type=int, metavar="N",
+                        help="spread the work over a local Dask cluster of N worker processes")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,6 +173,44 @@ def run_many(overrides: dict[str, Any], config_file: str | None,
     return runs
 
 
+def run_fan_out(overrides: dict[str, Any], config_file: str | None,
+                merchants: Sequence[str | None], days: Sequence[dt.date],
+                address: str | None, workers: int | None) -> list[DateRun]:
+    """The same runs over a Dask cluster (Prefect's DaskTaskRunner): files fetched and
+    read in parallel, each merchant's dates settled in order, merchants in parallel."""
+    try:
+        from pipelines.flows import dask_runner, reconcile_fan_out
+
+        runner = dask_runner(address, workers)
+    except ImportError as exc:
+        raise ConfigError(f"--dask-address/--dask-workers need prefect-dask ({exc})") from exc
+    flow = reconcile_fan_out.with_options(task_runner=runner)
+    state = flow(settlement_dates=[d.isoformat() for d in days], merchant_ids=list(merchants),
+                 overrides=overrides, config_file=config_file, return_state=True)
+    if not state.is_completed():
+        raise _error_from_state(state.message)
+    runs = []
+    for entry in cast(list[dict[str, Any]], state.result()):
+        run = DateRun(dt.date.fromisoformat(entry["day"]), entry["merchant"])
+        if entry.get("error"):
+            run.error = _error_from_state(entry["error"])
+        elif entry.get("skipped"):
+            run.skipped = entry["skipped"]
+        else:
+            run.outcome = entry["outcome"]
+            run.merchant_id = run.outcome["summary"]["merchant_id"]
+        runs.append(run)
+    return sorted(runs, key=lambda r: (r.day, r.merchant_id))
+
+
+def _runs(args: argparse.Namespace, merchants: Sequence[str | None],
+          days: Sequence[dt.date]) -> list[DateRun]:
+    if args.dask_address or args.dask_workers:
+        return run_fan_out(_override_map(args), args.config, merchants, days,
+                           args.dask_address, args.dask_workers)
+    return run_many(_override_map(args), args.config, merchants, days)
+
+
 def run_dates(overrides: dict[str, Any], config_file: str | None,
               merchant_id: str | None, days: Sequence[dt.date]) -> list[dict[str, Any]]:
     """Run the flow for each date in this process; raises ReconError on the first failure."""
@@ -244,7 +286,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise NotWorkingDay(f"{day} ({day:%A}) is not a working day ({holiday}): "
                             "no settlement file is due")
     with _secrets_in_environment(args):
-        runs = run_many(_override_map(args), args.config, _merchants(args, settings), [day])
+        runs = _runs(args, _merchants(args, settings), [day])
     return _report(runs)
 
 
@@ -259,7 +301,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         raise NotWorkingDay(f"no working day from {first} to {last}")
     print(f"backfill: {len(days)} working days from {days[0]} to {days[-1]}")
     with _secrets_in_environment(args):
-        runs = run_many(_override_map(args), args.config, _merchants(args, settings), days)
+        runs = _runs(args, _merchants(args, settings), days)
     return _report(runs)
 
 
