@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import os
 import re
 import resource
+import shutil
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -47,8 +51,10 @@ from recon.store import (  # noqa: E402
     RunRecord,
     load_run_inputs,
     make_engine,
+    next_attempt,
     persist_run,
     run_history,
+    with_current_run,
 )
 from recon.summary import build_summary, report_folder, write_summary  # noqa: E402
 from recon.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
@@ -118,16 +124,25 @@ def _artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-@task(name="report", **TASK_OPTIONS)
-def report_task(settings: Settings, engine: Engine, result: ReconResult,
-                summary: dict[str, Any]) -> dict[str, str]:
+@task(name="workbook", **TASK_OPTIONS)
+def workbook_task(settings: Settings, result: ReconResult, summary: dict[str, Any],
+                  history: Any, staging: Path) -> Path:
+    """Build the workbook (and any overflow CSVs) in a staging folder; `publish` moves
+    them into place once the run is persisted, so a failed run never replaces a report."""
     started = time.perf_counter()
-    folder = report_folder(settings.report_dir, result.merchant_id, summary["settlement_date"])
     stem = f"recon_{result.merchant_id}_{result.settlement_date:%Y%m%d}"
-    history = run_history(engine, result.merchant_id)
     workbook = write_exception_workbook(
-        result, summary, folder / f"{stem}.xlsx", history,
+        result, summary, staging / f"{stem}.xlsx", history,
         WorkbookOptions(open_item_alert_days=settings.open_item_alert_days))
+    _timed("workbook", started, f"{int(summary['exceptions']):,} exception rows")
+    return workbook
+
+
+@task(name="report", **TASK_OPTIONS)
+def report_task(result: ReconResult, summary: dict[str, Any], staged: Path,
+                folder: Path) -> dict[str, str]:
+    started = time.perf_counter()
+    workbook = publish_staged(staged.parent, folder) / staged.name
     summary_path = write_summary(summary, folder / "summary.json")
     key = _artifact_key("recon", result.merchant_id, summary["settlement_date"])
     create_table_artifact(
@@ -141,6 +156,15 @@ def report_task(settings: Settings, engine: Engine, result: ReconResult,
                  f"summary `{summary_path}`")
     _timed("report", started, f"{workbook}")
     return {"workbook": str(workbook), "summary": str(summary_path)}
+
+
+def publish_staged(staging: Path, folder: Path) -> Path:
+    """Move every file of `staging` into `folder` (replacing), then remove `staging`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        item.replace(folder / item.name)
+    staging.rmdir()
+    return folder
 
 
 @task(name="notify", **TASK_OPTIONS)
@@ -202,12 +226,31 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
                            file_name=fetched.name, file_sha256=fetched.sha256,
                            file_rows=parsed.data_rows, archive_path=str(fetched.path),
                            exceptions=result.exceptions, summary=summary)
-        persisted = persist_task(engine, result, record)
-    summary = {**summary, "run": {
-        "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
-        "started_at": started_at.isoformat(), "finished_at": persisted.finished_at.isoformat(),
-    }}
-    paths = report_task(settings, engine, result, summary)
+        folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
+        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
+        attempt = next_attempt(engine, merchant, day)
+        preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
+                                      "started_at": started_at.isoformat()}}
+        history = with_current_run(run_history(engine, merchant), day, result.exceptions,
+                                   parsed.data_rows)
+        # The workbook is built while the database takes the ledger: the two overlap.
+        context = contextvars.copy_context()
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
+                persisting = pool.submit(context.run, persist_task, engine, result, record)
+                try:
+                    staged = workbook_task(settings, result, preview, history, staging)
+                finally:
+                    persisted = persisting.result()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        summary = {**summary, "run": {
+            "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
+            "started_at": started_at.isoformat(),
+            "finished_at": persisted.finished_at.isoformat(),
+        }}
+        paths = report_task(result, summary, staged, folder)  # published under the lock
     try:
         paths["email"] = notify_task(settings, summary, paths["workbook"])
     except NotificationFailed as exc:

@@ -597,6 +597,29 @@ def _insert_many(conn: Any, table: Any, rows: list[dict], batch: int = 5000) -> 
             log.info("%s: %d of %d rows written", table.name, done, len(rows))
 
 
+def next_attempt(engine: Engine, merchant_id: str, day: dt.date) -> int:
+    """The attempt number the next run of (merchant, day) gets (under its run lock)."""
+    t = recon_runs
+    try:
+        with engine.connect() as conn:
+            done = conn.execute(select(func.count()).select_from(t).where(
+                t.c.merchant_id == merchant_id, t.c.settlement_date == day)).scalar_one()
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    return int(done) + 1
+
+
+def with_current_run(history: pd.DataFrame, day: dt.date, exceptions: int,
+                     file_rows: int, limit: int = 30) -> pd.DataFrame:
+    """`history` as it will be once this run of `day` is persisted."""
+    current = pd.DataFrame({"settlement_date": [day], "exceptions": [exceptions],
+                            "file_rows": [file_rows], "attempt": [0]})
+    earlier = history.loc[history["settlement_date"] != day]
+    frames = [f for f in (earlier, current) if not f.empty]
+    combined = pd.concat(frames, ignore_index=True).sort_values("settlement_date")
+    return combined.tail(limit).reset_index(drop=True)
+
+
 def run_history(engine: Engine, merchant_id: str, limit: int = 30) -> pd.DataFrame:
     """The latest current run per settlement date, newest last (for trend charts)."""
     t = recon_runs

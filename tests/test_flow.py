@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -43,7 +44,7 @@ def test_a_run_publishes_its_summary_as_artifacts(tmp_path: Path, prefect_api: s
     assert counts == outcome["summary"]["counts"]
     markdown = by_key["recon-m001-2026-11-30-workbook"]
     assert outcome["paths"]["workbook"] in str(markdown.data)
-    assert {"fetch", "read", "load", "match", "persist", "report", "notify"} <= tasks
+    assert {"fetch", "read", "load", "match", "persist", "workbook", "report", "notify"} <= tasks
 
 
 def test_all_clear_mail_can_be_switched_off(tmp_path: Path, prefect_api: str) -> None:
@@ -94,3 +95,29 @@ def test_a_holiday_completes_doing_nothing(tmp_path: Path, prefect_api: str) -> 
     assert state.is_completed()
     assert state.message == "NOT_WORKING_DAY: 2026-12-25 (Christmas Day)"
     assert not (tmp_path / "merchant" / "reports").exists()
+
+
+def test_a_run_that_cannot_persist_leaves_the_earlier_report_in_place(
+        tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.flows as flows
+    from recon.errors import StoreError
+
+    config = _merchant(tmp_path)
+    first = flows.reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
+                                       return_state=True)
+    assert first.is_completed(), first.message
+    workbook = Path(first.result()["paths"]["workbook"])
+    before = workbook.read_bytes()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise StoreError("database sqlite:///r.db: disk I/O error")
+
+    monkeypatch.setattr(flows, "persist_run", refuse)
+    second = flows.reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
+                                        return_state=True)
+    assert second.is_failed()
+    assert second.message.startswith("DATABASE: ")
+    assert workbook.read_bytes() == before  # the workbook built meanwhile was thrown away
+    assert sorted(p.name for p in workbook.parent.parent.iterdir()) == [workbook.parent.name]
+    summary = __import__("json").loads((workbook.parent / "summary.json").read_text())
+    assert summary["run"]["attempt"] == 1
