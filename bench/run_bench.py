@@ -335,13 +335,13 @@ def main() -> None:
              f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
              "", "| recon run | " + " | ".join(runs) + " |",
              "|---|" + "---|" * len(runs)]
-    for phase in ("fetch", "read", "load", "match", "persist", "report", "notify"):
+    for phase in ("fetch", "read", "load", "match", "persist", "workbook", "report", "notify"):
         cells = []
         for run in runs.values():
             seconds, mib = run["phases"].get(phase, (float("nan"), 0))  # type: ignore[union-attr]
             cells.append(f"{seconds:.2f} s, peak {mib} MiB")
         lines.append(f"| {phase} | " + " | ".join(cells) + " |")
-    lines.append("| end to end (command, against a running Prefect server) | "
+    lines.append("| end to end (the command; persist and workbook overlap) | "
                  + " | ".join(f"{r['total']:.1f} s" for r in runs.values()) + " |")
     lines += ["", "| same data | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in compare.items()]
