@@ -64,8 +64,20 @@ install_log_filters()
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
+def peak_memory_mib() -> float:
+    """This process's peak resident memory. VmHWM where there is /proc: ru_maxrss also
+    counts what the parent held when it started this process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _timed(label: str, started: float, detail: str) -> None:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_memory_mib()
     get_run_logger().info("%s: %s (%.2f s, peak memory %.0f MiB)", label, detail,
                           time.perf_counter() - started, peak)
 

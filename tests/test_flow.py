@@ -121,3 +121,19 @@ def test_a_run_that_cannot_persist_leaves_the_earlier_report_in_place(
     assert sorted(p.name for p in workbook.parent.parent.iterdir()) == [workbook.parent.name]
     summary = __import__("json").loads((workbook.parent / "summary.json").read_text())
     assert summary["run"]["attempt"] == 1
+
+
+def test_step_memory_is_this_process_not_the_one_that_started_it() -> None:
+    import subprocess
+    import sys
+
+    ballast = bytearray(1200 * 1024 * 1024)  # the starting process holds 1.2 GiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    probe = ("import resource; from pipelines.flows import peak_memory_mib; "
+             "print(peak_memory_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).parent.parent)
+    own, inherited = (float(v) for v in done.stdout.split())
+    del ballast
+    assert inherited > 1200  # what ru_maxrss alone would have logged
+    assert own < 1000
