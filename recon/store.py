@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from recon import categories as cat
 from recon.errors import ConfigError, StoreError
 from recon.matching import ReconResult
-from recon.money import from_minor, minor_text
+from recon.money import minor_text
 from recon.reader import date_objects, wib_dates
 from recon.schemas import (
     LEDGER,
@@ -450,54 +449,73 @@ class PersistedRun:
     finished_at: dt.datetime
 
 
-def _money(value: Any) -> Decimal | None:
-    if value is None or pd.isna(value):
-        return None
-    return from_minor(int(value))
+def _money_text(values: pd.Series) -> list[str | None]:
+    """Nullable minor units -> exact decimal text, None for NULL."""
+    present = values.notna().to_numpy(dtype=bool)
+    out = np.full(len(values), None, dtype=object)
+    out[present] = minor_text(values[present].to_numpy(dtype=np.int64))
+    return list(out)
 
 
-def _nullable(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
+def _iso_dates(values: pd.Series) -> list[str | None]:
+    return [None if d is None or pd.isna(d) else d.isoformat() for d in values.tolist()]
 
 
-def _exception_rows(result: ReconResult, merchant_id: str, day: dt.date,
-                   run_id: int) -> list[dict]:
-    rows = result.rows
-    flagged = rows.loc[rows["category"] != cat.MATCHED]
-    out = []
-    for r in flagged.itertuples(index=False):
-        out.append({
-            "merchant_id": merchant_id, "settlement_date": day, "run_id": run_id,
-            "category": r.category, "kind": r.transaction_type or "?", "line_no": int(r.line_no),
-            "merchant_invoice": r.merchant_invoice, "refund_invoice": r.refund_invoice,
-            "ovo_reference_no": r.ovo_reference_no, "record_key": r.record_key or None,
-            "record_date": _nullable(r.record_date), "file_amount": _money(r.gross),
-            "record_amount": _money(r.record_amount), "delta": _money(r.delta),
-            "reason": r.reason, "flags": r.flags or None, "state": None,
-            "closed_by_date": None, "closed_by_line": None,
-        })
-    for m in result.missing.itertuples(index=False):
-        closed_by = _nullable(m.closed_by_date)
-        out.append({
-            "merchant_id": merchant_id, "settlement_date": day, "run_id": run_id,
-            "category": cat.MISSING_IN_SETTLEMENT, "kind": m.kind, "line_no": None,
-            "merchant_invoice": m.original_reference_no,
-            "refund_invoice": m.record_key if m.kind == cat.REFUND else None,
-            "ovo_reference_no": m.reference_no, "record_key": m.record_key,
-            "record_date": m.record_date, "file_amount": None,
-            "record_amount": _money(m.signed_amount), "delta": None,
-            "reason": f"{m.kind.lower()} of {m.record_date} not in the settlement file",
-            "flags": None, "state": "closed" if closed_by else "open",
-            "closed_by_date": closed_by, "closed_by_line": None,
-        })
-    return out
+def _or_none(values: pd.Series) -> list[str | None]:
+    return [v if v else None for v in values.astype("str").tolist()]
+
+
+def _exception_frame(result: ReconResult, merchant_id: str, day: dt.date,
+                     run_id: int) -> pd.DataFrame:
+    """Every exception of the run as database-ready columns: the flagged settlement rows,
+    then the MISSING_IN_SETTLEMENT records (money as exact text, dates as ISO text)."""
+    rows = result.rows.loc[result.rows["category"] != cat.MATCHED]
+    flagged = pd.DataFrame({
+        "category": rows["category"].astype("str").tolist(),
+        "kind": [k or "?" for k in rows["transaction_type"].astype("str").tolist()],
+        "line_no": rows["line_no"].astype("int64").tolist(),
+        "merchant_invoice": rows["merchant_invoice"].astype("str").tolist(),
+        "refund_invoice": rows["refund_invoice"].astype("str").tolist(),
+        "ovo_reference_no": rows["ovo_reference_no"].astype("str").tolist(),
+        "record_key": _or_none(rows["record_key"]),
+        "record_date": _iso_dates(rows["record_date"]),
+        "file_amount": _money_text(rows["gross"]),
+        "record_amount": _money_text(rows["record_amount"]),
+        "delta": _money_text(rows["delta"]),
+        "reason": rows["reason"].astype("str").tolist(),
+        "flags": _or_none(rows["flags"]),
+        "state": [None] * len(rows),
+        "closed_by_date": [None] * len(rows),
+    }, dtype=object)
+    m = result.missing
+    closed = _iso_dates(m["closed_by_date"])
+    kinds = m["kind"].astype("str").tolist()
+    missing = pd.DataFrame({
+        "category": [cat.MISSING_IN_SETTLEMENT] * len(m),
+        "kind": kinds,
+        "line_no": [None] * len(m),
+        "merchant_invoice": m["original_reference_no"].astype("str").tolist(),
+        "refund_invoice": [key if kind == cat.REFUND else None
+                           for key, kind in zip(m["record_key"].astype("str").tolist(), kinds,
+                                                strict=True)],
+        "ovo_reference_no": m["reference_no"].astype("str").tolist(),
+        "record_key": m["record_key"].astype("str").tolist(),
+        "record_date": _iso_dates(m["record_date"]),
+        "file_amount": [None] * len(m),
+        "record_amount": _money_text(m["signed_amount"]),
+        "delta": [None] * len(m),
+        "reason": [f"{kind.lower()} of {date} not in the settlement file"
+                   for kind, date in zip(kinds, _iso_dates(m["record_date"]), strict=True)],
+        "flags": [None] * len(m),
+        "state": ["closed" if c else "open" for c in closed],
+        "closed_by_date": closed,
+    }, dtype=object)
+    frame = pd.concat([f for f in (flagged, missing) if not f.empty] or [flagged],
+                      ignore_index=True)
+    frame.insert(0, "run_id", int(run_id))
+    frame.insert(0, "settlement_date", day.isoformat())
+    frame.insert(0, "merchant_id", merchant_id)
+    return frame
 
 
 def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
@@ -531,7 +549,7 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
                                              exc_t.c.closed_by_date == day)
                          .values(state="open", closed_by_date=None, closed_by_line=None))
             _bulk_insert(conn, led_t, _ledger_frame(result, merchant, day, run_id))
-            _insert_many(conn, exc_t, _exception_rows(result, merchant, day, run_id))
+            _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
             closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
                         for c in result.closures.itertuples(index=False)]
             if closures:
@@ -587,14 +605,6 @@ def _bulk_insert(conn: Any, table: Any, frame: pd.DataFrame) -> None:
                                                  strict=True)))
         if start + batch < len(frame):
             log.info("%s: %d of %d rows written", table.name, start + batch, len(frame))
-
-
-def _insert_many(conn: Any, table: Any, rows: list[dict], batch: int = 5000) -> None:
-    for start in range(0, len(rows), batch):
-        conn.execute(insert(table), rows[start:start + batch])
-        done = min(start + batch, len(rows))
-        if done % 100_000 == 0 and done < len(rows):
-            log.info("%s: %d of %d rows written", table.name, done, len(rows))
 
 
 def next_attempt(engine: Engine, merchant_id: str, day: dt.date) -> int:
