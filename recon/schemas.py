@@ -104,26 +104,34 @@ def conform(frame: pd.DataFrame, schema: Mapping[str, str], stage: str) -> pd.Da
     return out.reset_index(drop=True)
 
 
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+_TEXT_TYPES = {pa.string(): TEXT, pa.large_string(): TEXT}
+
+
+def text_array(values: pd.Series | Iterable[str]) -> pa.Array:
+    """A text column (or any strings) as one Arrow large_string array; a pandas "str"
+    column is taken without copying through Python."""
+    if not isinstance(values, pd.Series):
+        values = pd.Series(list(values), dtype="str")
+    array = pa.array(values.astype("str")).cast(pa.large_string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def text_isin(values: pd.Series, keys: pd.Series | Iterable[str]) -> pd.Series:
     """values.isin(keys) for text columns, computed by Arrow without Python objects
     (pandas' own isin turns a large key list into Python strings first)."""
-    if not isinstance(keys, pd.Series):
-        keys = pd.Series(list(keys), dtype="str")
-    left = pa.array(values.astype("str"))
-    right = pa.array(keys.astype("str"))
-    if isinstance(right, pa.ChunkedArray):
-        right = right.combine_chunks()
-    found = pc.is_in(left.cast(pa.large_string()), value_set=right.cast(pa.large_string()))
+    found = pc.is_in(text_array(values), value_set=text_array(keys))
     return pd.Series(np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool),
                      index=values.index)
 
 
-TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+def arrow_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as a frame, its text columns as pandas "str" columns."""
+    return table.to_pandas(types_mapper=_TEXT_TYPES.get)
 
 
 def arrow_text(values: pa.Array | pa.ChunkedArray) -> pd.Series:
     """An Arrow string array as a pandas "str" column, without copying through Python."""
     if isinstance(values, pa.Array):
         values = pa.chunked_array([values])
-    mapper = {pa.string(): TEXT, pa.large_string(): TEXT}.get
-    return values.to_pandas(types_mapper=mapper)
+    return values.to_pandas(types_mapper=_TEXT_TYPES.get)

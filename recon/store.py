@@ -12,8 +12,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import adbc_driver_manager
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -51,9 +52,10 @@ from recon.schemas import (
     OPEN_ITEMS,
     PAYMENTS,
     REFUNDS,
-    TEXT,
+    arrow_frame,
     conform,
     empty_frame,
+    text_array,
 )
 from recon.tables import (
     metadata,
@@ -105,7 +107,8 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"no database driver for {safe_url(url)} ({exc})") from exc
 
 
-def database_error(engine: Engine, exc: SQLAlchemyError) -> StoreError:
+def database_error(engine: Engine, exc: Exception) -> StoreError:
+    """One line naming the database (no password) and what its driver said."""
     detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     text = " ".join(str(detail).split())[:300]
     return StoreError(f"database {safe_url(str(engine.url))}: {text}")
@@ -123,9 +126,12 @@ def init_db(engine: Engine) -> list[str]:
 
 
 def to_utc(values: pd.Series) -> pd.Series:
-    """Database times (aware, naive-UTC datetimes or text) -> datetime64[ns, UTC]."""
+    """Database times (a zoned column, aware or naive-UTC datetimes, or text) ->
+    datetime64[ns, UTC]."""
     if values.empty:
         return pd.Series(dtype="datetime64[ns, UTC]", index=values.index)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):  # Arrow's timestamptz (ADBC)
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     text = values.map(lambda v: v.isoformat() if isinstance(v, dt.datetime) else v)
     return pd.to_datetime(text, format="ISO8601", utc=True).astype("datetime64[ns, UTC]")
 
@@ -165,14 +171,24 @@ def _keyed(column: Any, *tags: str) -> Any:
     return column.in_(select(LOAD_KEYS.c.k).where(LOAD_KEYS.c.tag.in_(tags)))
 
 
-class _Lookups:
-    """One connection's load: keys into LOAD_KEYS, queries into frames (SQLAlchemy)."""
+class _Lookups(Protocol):
+    """One load's connection: keys into LOAD_KEYS, queries into frames."""
+
+    dialect: Any
+
+    def add_keys(self, keys: dict[str, pa.Array]) -> None: ...
+
+    def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame: ...
+
+
+class _SqlLookups:
+    """Through SQLAlchemy (SQLite, MariaDB): executemany in, driver rows out."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.dialect = conn.dialect
 
-    def __enter__(self) -> _Lookups:
+    def __enter__(self) -> _SqlLookups:
         self._drop()
         LOAD_KEYS.create(self.conn)
         return self
@@ -201,7 +217,7 @@ class _Lookups:
                              for name, values in zip(names, columns, strict=True)})
 
 
-class _ArrowLookups(_Lookups):
+class _ArrowLookups:
     """The same on PostgreSQL through ADBC: keys go in by COPY, rows come back as Arrow."""
 
     def __init__(self, engine: Engine) -> None:
@@ -236,15 +252,9 @@ class _ArrowLookups(_Lookups):
                                  compile_kwargs={"render_postcompile": True})
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
         self.cursor.execute(str(compiled), params or None)
-        table = self.cursor.fetch_arrow_table()
-        mapper = {pa.string(): TEXT, pa.large_string(): TEXT}.get
-        frame = table.to_pandas(types_mapper=mapper)
+        frame = arrow_frame(self.cursor.fetch_arrow_table())
         frame.columns = list(names)
         return frame
-
-
-def _integers(values: pd.Series) -> pd.Series:
-    return values.astype("Int64")
 
 
 def _dates(values: pd.Series) -> pd.Series:
@@ -255,19 +265,9 @@ def _dates(values: pd.Series) -> pd.Series:
     return date_objects(parsed, values.index)
 
 
-def _times(values: pd.Series) -> pd.Series:
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    return to_utc(values)
-
-
 def _distinct(*columns: pd.Series) -> pa.Array:
     """The distinct non-empty texts of `columns`, as one Arrow array."""
-    chunks: list[pa.Array] = []
-    for column in columns:
-        values = pa.array(column.astype("str")).cast(pa.large_string())
-        chunks += values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    merged = pa.chunked_array(chunks, type=pa.large_string())
+    merged = pa.concat_arrays([text_array(c) for c in columns] or [text_array([])])
     distinct = pc.unique(merged)
     return distinct.filter(pc.not_equal(distinct, ""))
 
@@ -292,16 +292,11 @@ def load_run_inputs(
                     payments, refunds, ledger = _load_records(
                         lookups, merchant_id, settlement_date, covered, rows, open_items)
             else:
-                with _Lookups(conn) as lookups:
+                with _SqlLookups(conn) as lookups:
                     payments, refunds, ledger = _load_records(
                         lookups, merchant_id, settlement_date, covered, rows, open_items)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
         raise database_error(engine, exc) from exc
-    except Exception as exc:  # the ADBC driver's own errors
-        if type(exc).__module__.split(".")[0] not in {"adbc_driver_manager", "pyarrow"}:
-            raise
-        raise StoreError(f"database {safe_url(str(engine.url))}: "
-                         f"{' '.join(str(exc).split())[:300]}") from exc
     return RunInputs(payments, refunds, ledger, open_items)
 
 
@@ -355,8 +350,8 @@ def _load_payments(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any,
     ], ignore_index=True).drop_duplicates("partner_reference_no")
     if frame.empty:
         return empty_frame(PAYMENTS)
-    frame["amount"] = _integers(frame["amount"])
-    frame["transaction_time"] = _times(frame["transaction_time"])
+    frame["amount"] = frame["amount"].astype("Int64")
+    frame["transaction_time"] = to_utc(frame["transaction_time"])
     frame["transaction_date"] = wib_dates(frame["transaction_time"])
     frame["status"] = frame["status"].fillna("").astype("str").str.strip()
     frame["pay_option"] = frame["pay_option"].fillna("").astype("str").str.strip().str.upper()
@@ -382,8 +377,8 @@ def _load_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd.D
     frame = pd.concat(frames, ignore_index=True).drop_duplicates("partner_refund_no")
     if frame.empty:
         return empty_frame(REFUNDS)
-    frame["refund_amount"] = _integers(frame["refund_amount"])
-    frame["refund_time"] = _times(frame["refund_time"])
+    frame["refund_amount"] = frame["refund_amount"].astype("Int64")
+    frame["refund_time"] = to_utc(frame["refund_time"])
     frame["refund_date"] = wib_dates(frame["refund_time"])
     frame["status"] = frame["status"].fillna("").astype("str").str.strip()
     return conform(frame, REFUNDS, "refunds")
@@ -403,8 +398,8 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date) 
     if frame.empty:
         return empty_frame(LEDGER)
     frame["settlement_date"] = _dates(frame["settlement_date"])
-    frame["amount"] = _integers(frame["amount"])
-    frame["line_no"] = _integers(frame["line_no"]).astype("int64")
+    frame["amount"] = frame["amount"].astype("Int64")
+    frame["line_no"] = frame["line_no"].astype("Int64").astype("int64")
     return conform(frame, LEDGER, "ledger")
 
 
