@@ -56,7 +56,7 @@ from recon.store import (  # noqa: E402
     run_history,
     with_current_run,
 )
-from recon.summary import build_summary, report_folder, write_summary  # noqa: E402
+from recon.summary import build_summary, report_folder, report_stem, write_summary  # noqa: E402
 from recon.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
 
 install_log_filters()
@@ -139,10 +139,11 @@ def _artifact_key(*parts: str) -> str:
 @task(name="workbook", **TASK_OPTIONS)
 def workbook_task(settings: Settings, result: ReconResult, summary: dict[str, Any],
                   history: Any, staging: Path) -> Path:
-    """Build the workbook (and any overflow CSVs) in a staging folder; `publish` moves
-    them into place once the run is persisted, so a failed run never replaces a report."""
+    """Build the workbook (and any overflow CSVs) in a staging folder; `publish_staged`
+    moves them into place once the run is persisted, so a failed run never replaces a
+    report."""
     started = time.perf_counter()
-    stem = f"recon_{result.merchant_id}_{result.settlement_date:%Y%m%d}"
+    stem = report_stem(result.merchant_id, result.settlement_date)
     workbook = write_exception_workbook(
         result, summary, staging / f"{stem}.xlsx", history,
         WorkbookOptions(open_item_alert_days=settings.open_item_alert_days))
@@ -187,7 +188,7 @@ def notify_task(settings: Settings, summary: dict[str, Any], workbook: str) -> s
         return ""
     message = build_report_email(summary, Path(workbook), settings.mail_from, settings.mail_to,
                                  settings.mail_cc)
-    stem = f"recon_{summary['merchant_id']}_{summary['settlement_date'].replace('-', '')}"
+    stem = report_stem(summary["merchant_id"], dt.date.fromisoformat(summary["settlement_date"]))
     delivery = deliver(message, settings, stem)
     _timed("notify", started, f"{message['Subject']} -> {delivery.detail}")
     return delivery.detail
@@ -207,22 +208,40 @@ def alert_task(settings: Settings, merchant_id: str, day: dt.date, reason: str) 
     return delivery.detail
 
 
-def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
-    """The steps of one run, in order; raises ReconError when the run cannot finish."""
-    started_at = dt.datetime.now(dt.UTC)
-    calendar = WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+#: Failures the settlement team is alerted about: the file is not there or not usable.
+ALERTED = (FileMissing, FileRejected, SourceUnavailable)
+
+
+def _calendar(settings: Settings) -> WorkingCalendar:
+    return WorkingCalendar(settings.extra_holidays, settings.extra_working_days)
+
+
+def fetch_and_read(settings: Settings, day: dt.date
+                   ) -> tuple[Settings, FetchedFile, SettlementFile]:
+    """The date's file, fetched and checked; the settings name the file's merchant."""
     fetched = fetch_task(settings, day)
-    merchant = fetched.merchant_id
-    settings = settings.replace(merchant_id=merchant)
-    parsed = read_task(settings, fetched, day)
-    ctx = MatchContext(merchant_id=merchant, settlement_date=day, calendar=calendar,
-                       fee_rules=settings.fee_rules,
+    settings = settings.replace(merchant_id=fetched.merchant_id)
+    return settings, fetched, read_task(settings, fetched, day)
+
+
+def settle(settings: Settings, fetched: FetchedFile, parsed: SettlementFile, day: dt.date,
+           started_at: dt.datetime) -> dict[str, Any]:
+    """Lock, load, match, persist, report and notify one read file, with one engine."""
+    ctx = MatchContext(merchant_id=settings.merchant_id, settlement_date=day,
+                       calendar=_calendar(settings), fee_rules=settings.fee_rules,
                        refund_window_days=settings.refund_window_days)
     engine = make_engine(settings.database_url)  # one pool for the whole run
     try:
         return _reconcile_parsed(settings, engine, fetched, parsed, ctx, started_at)
     finally:
         engine.dispose()
+
+
+def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
+    """The steps of one run, in order; raises ReconError when the run cannot finish."""
+    started_at = dt.datetime.now(dt.UTC)
+    settings, fetched, parsed = fetch_and_read(settings, day)
+    return settle(settings, fetched, parsed, day, started_at)
 
 
 def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
@@ -308,8 +327,7 @@ def _failed(exc: ReconError) -> State:
 
 def _day_off(settings: Settings, day: dt.date) -> State | None:
     """A completed state saying why nothing is due on `day`, or None on a working day."""
-    holiday = WorkingCalendar(settings.extra_holidays,
-                              settings.extra_working_days).holiday_name(day)
+    holiday = _calendar(settings).holiday_name(day)
     if holiday is None:
         return None
     get_run_logger().info("%s is not a working day (%s): no settlement file is due", day,
@@ -349,7 +367,7 @@ def reconcile_settlement(
         return skipped
     try:
         outcome = reconcile(settings, day)
-    except (FileMissing, FileRejected, SourceUnavailable) as exc:
+    except ALERTED as exc:
         alert_task(settings, settings.merchant_id, day, exc.one_line())
         return _failed(exc)
     except ReconError as exc:
@@ -424,15 +442,12 @@ def prepare_task(settings: Settings, day: dt.date) -> Prepared:
     """Fetch, read and validate one date's file (any worker; no database, no cross-date
     state). A missing or rejected file is an outcome, alerted here, not an exception."""
     started_at = dt.datetime.now(dt.UTC)
-    holiday = WorkingCalendar(settings.extra_holidays,
-                              settings.extra_working_days).holiday_name(day)
+    holiday = _calendar(settings).holiday_name(day)
     if holiday is not None:
         return Prepared(day, started_at, skipped=f"NOT_WORKING_DAY: {day} ({holiday})")
     try:
-        fetched = fetch_task(settings, day)
-        settings = settings.replace(merchant_id=fetched.merchant_id)
-        parsed = read_task(settings, fetched, day)
-    except (FileMissing, FileRejected, SourceUnavailable) as exc:
+        settings, fetched, parsed = fetch_and_read(settings, day)
+    except ALERTED as exc:
         alert_task(settings, settings.merchant_id, day, exc.one_line())
         return Prepared(day, started_at, error=exc.one_line())
     except ReconError as exc:
@@ -451,22 +466,14 @@ def settle_in_order_task(prepared: list[Prepared]) -> list[dict[str, Any]]:
                              "error": item.error})
             continue
         assert item.settings is not None and item.fetched is not None and item.parsed
-        settings = item.settings
-        ctx = MatchContext(merchant_id=settings.merchant_id, settlement_date=item.day,
-                           calendar=WorkingCalendar(settings.extra_holidays,
-                                                    settings.extra_working_days),
-                           fee_rules=settings.fee_rules,
-                           refund_window_days=settings.refund_window_days)
-        engine = make_engine(settings.database_url)
         try:
-            outcome = _reconcile_parsed(settings, engine, item.fetched, item.parsed, ctx,
-                                        item.started_at)
+            outcome = settle(item.settings, item.fetched, item.parsed, item.day,
+                             item.started_at)
             outcomes.append({"day": item.day.isoformat(), "outcome": outcome})
         except ReconError as exc:
-            get_run_logger().error("%s %s: %s", settings.merchant_id, item.day, exc.one_line())
+            get_run_logger().error("%s %s: %s", item.settings.merchant_id, item.day,
+                                   exc.one_line())
             outcomes.append({"day": item.day.isoformat(), "error": exc.one_line()})
-        finally:
-            engine.dispose()
     return outcomes
 
 

@@ -149,6 +149,21 @@ def _error_from_state(message: str | None) -> ReconError:
     return error
 
 
+def _date_run(day: dt.date, merchant: str | None, *, error: str | None, skipped: str,
+              outcome: Any) -> DateRun:
+    """One (date, merchant) run's line: failed (its state message), skipped (not a
+    working day) or reconciled (the outcome names the merchant the file was for)."""
+    run = DateRun(day, merchant or "")
+    if error is not None:
+        run.error = _error_from_state(error)
+    elif skipped:
+        run.skipped = skipped
+    else:
+        run.outcome = cast(dict[str, Any], outcome)
+        run.merchant_id = run.outcome["summary"]["merchant_id"]
+    return run
+
+
 def run_many(overrides: dict[str, Any], config_file: str | None,
              merchants: Sequence[str | None], days: Sequence[dt.date]) -> list[DateRun]:
     """One flow run per (date, merchant), dates in order, all in this process; a failure
@@ -161,15 +176,12 @@ def run_many(overrides: dict[str, Any], config_file: str | None,
             state = reconcile_settlement(settlement_date=day.isoformat(), merchant_id=merchant,
                                          overrides=overrides, config_file=config_file,
                                          return_state=True)
-            run = DateRun(day, merchant or "")
-            if not state.is_completed():
-                run.error = _error_from_state(state.message)
-            elif (state.message or "").startswith("NOT_WORKING_DAY"):
-                run.skipped = str(state.message)
-            else:
-                run.outcome = cast(dict[str, Any], state.result())
-                run.merchant_id = run.outcome["summary"]["merchant_id"]
-            runs.append(run)
+            message = str(state.message or "")
+            done = state.is_completed()
+            skipped = message if done and message.startswith("NOT_WORKING_DAY") else ""
+            runs.append(_date_run(day, merchant, error=None if done else message,
+                                  skipped=skipped,
+                                  outcome=state.result() if done and not skipped else None))
     return runs
 
 
@@ -189,17 +201,10 @@ def run_fan_out(overrides: dict[str, Any], config_file: str | None,
                  overrides=overrides, config_file=config_file, return_state=True)
     if not state.is_completed():
         raise _error_from_state(state.message)
-    runs = []
-    for entry in cast(list[dict[str, Any]], state.result()):
-        run = DateRun(dt.date.fromisoformat(entry["day"]), entry["merchant"])
-        if entry.get("error"):
-            run.error = _error_from_state(entry["error"])
-        elif entry.get("skipped"):
-            run.skipped = entry["skipped"]
-        else:
-            run.outcome = entry["outcome"]
-            run.merchant_id = run.outcome["summary"]["merchant_id"]
-        runs.append(run)
+    runs = [_date_run(dt.date.fromisoformat(entry["day"]), entry["merchant"],
+                      error=entry.get("error") or None, skipped=entry.get("skipped", ""),
+                      outcome=entry.get("outcome"))
+            for entry in cast(list[dict[str, Any]], state.result())]
     return sorted(runs, key=lambda r: (r.day, r.merchant_id))
 
 
@@ -322,7 +327,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_notify(args: argparse.Namespace) -> int:
     from recon.delivery import deliver
     from recon.mail import build_report_email
-    from recon.summary import find_report
+    from recon.summary import find_report, report_stem
 
     settings = _settings(args)
     day = _parse_date(args.date)
@@ -330,8 +335,7 @@ def _cmd_notify(args: argparse.Namespace) -> int:
                                     day)
     message = build_report_email(summary, workbook, settings.mail_from, settings.mail_to,
                                  settings.mail_cc)
-    stem = f"recon_{summary['merchant_id']}_{day:%Y%m%d}"
-    delivery = deliver(message, settings, stem)
+    delivery = deliver(message, settings, report_stem(summary["merchant_id"], day))
     print(f"{message['Subject']}: sent via {delivery.channel} ({delivery.detail})")
     return 0
 

@@ -47,6 +47,11 @@ def report_folder(report_dir: Path, merchant_id: str, settlement_date: str) -> P
     return report_dir / merchant_id / settlement_date
 
 
+def report_stem(merchant_id: str, day: dt.date) -> str:
+    """The name the workbook, its overflow CSVs and the email files start with."""
+    return f"recon_{merchant_id}_{day:%Y%m%d}"
+
+
 def find_report(report_dir: Path, merchant_id: str, day: dt.date) -> tuple[dict[str, Any], Path]:
     """summary.json and the workbook of a reconciled date (the only merchant if none given)."""
     if not merchant_id:
@@ -57,7 +62,7 @@ def find_report(report_dir: Path, merchant_id: str, day: dt.date) -> tuple[dict[
         merchant_id = found[0]
     folder = report_folder(report_dir, merchant_id, day.isoformat())
     summary_path = folder / "summary.json"
-    workbook = folder / f"recon_{merchant_id}_{day:%Y%m%d}.xlsx"
+    workbook = folder / f"{report_stem(merchant_id, day)}.xlsx"
     if not summary_path.exists() or not workbook.exists():
         raise ConfigError(f"{merchant_id} {day} has not been reconciled: no report in {folder}")
     return json.loads(summary_path.read_text(encoding="utf-8")), workbook
