@@ -191,25 +191,29 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
     payment = is_payment.loc[subset.index].to_numpy(dtype=bool)
     source = subset["payment_source"].to_numpy(dtype=object)
     size = len(subset)
+
+    def off_rate(actual: np.ndarray, base: np.ndarray, mask: np.ndarray,
+                 rate: Decimal) -> tuple[np.ndarray, np.ndarray]:
+        """Positions where `actual` is further than the tolerance from rate × `base`
+        (rounded by the rules), and the expected values there."""
+        expected = round_minor_array(base[mask], rate, rules.rounding, rules.decimals)
+        bad = np.abs(actual[mask] - expected) > tolerance
+        return np.flatnonzero(mask)[bad], expected[bad]
+
     mdr_text = np.full(size, "", dtype=object)
     for name, rate in rules.mdr_rates.items():
-        mask = payment & (source == name)
-        expected = round_minor_array(gross[mask], rate, rules.rounding, rules.decimals)
-        bad = np.abs(mdr[mask] - expected) > tolerance
-        where = np.flatnonzero(mask)[bad]
+        where, expected = off_rate(mdr, gross, payment & (source == name), rate)
         mdr_text[where] = [
             f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of {format_amount(int(g))} = "
             f"{format_amount(int(e))}"
-            for m, g, e in zip(mdr[where], gross[where], expected[bad], strict=True)]
+            for m, g, e in zip(mdr[where], gross[where], expected, strict=True)]
     tax_text = np.full(size, "", dtype=object)
     vat = rules.vat_rate
-    expected_tax = round_minor_array(mdr[payment], vat, rules.rounding, rules.decimals)
-    bad = np.abs(tax[payment] - expected_tax) > tolerance
-    where = np.flatnonzero(payment)[bad]
+    where, expected = off_rate(tax, mdr, payment, vat)
     tax_text[where] = [
         f"TaxAmount {format_amount(int(t))} ≠ VAT {_pct(vat)} of MDR {format_amount(int(m))} = "
         f"{format_amount(int(e))}"
-        for t, m, e in zip(tax[where], mdr[where], expected_tax[bad], strict=True)]
+        for t, m, e in zip(tax[where], mdr[where], expected, strict=True)]
     net_text = np.full(size, "", dtype=object)
     where = np.flatnonzero(net != gross - mdr - tax)
     net_text[where] = [
