@@ -32,20 +32,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from recon.money import minor_text
+
 ROOT = Path(__file__).resolve().parent.parent
 S = dt.date(2026, 11, 30)
 MERCHANT = "MB01"
 WIB_OFFSET = np.timedelta64(7, "h")
 PHASE_LINE = re.compile(r"Task run '(?P<task>[a-z]+)-[0-9a-f]+' - [a-z]+: .*"
                         r"\((?P<seconds>[0-9.]+) s, peak memory (?P<mib>[0-9]+) MiB\)")
-
-
-def money_text(minor: np.ndarray) -> np.ndarray:
-    sign = np.where(minor < 0, "-", "")
-    absolute = np.abs(minor)
-    whole = (absolute // 100).astype(str)
-    cents = np.char.zfill((absolute % 100).astype(str), 2)
-    return np.char.add(np.char.add(np.char.add(sign, whole), "."), cents)
 
 
 def generate(n: int, folder: Path, seed: int = 5) -> dict[str, pd.DataFrame]:
@@ -104,10 +98,10 @@ def generate(n: int, folder: Path, seed: int = 5) -> dict[str, pd.DataFrame]:
         "MerchantID": MERCHANT, "StoreID": "", "MerchantInvoice": rows["MerchantInvoice"],
         "RefundInvoice": rows["RefundInvoice"], "OVOReferenceNo": rows["OVOReferenceNo"],
         "TransactionType": rows["TransactionType"], "PaymentSource": rows["PaymentSource"],
-        "GrossAmount": money_text(rows["gross"].to_numpy()),
-        "MDRAmount": money_text(rows["mdr"].to_numpy()),
-        "TaxAmount": money_text(rows["tax"].to_numpy()),
-        "NetAmount": money_text(rows["net"].to_numpy())})
+        "GrossAmount": minor_text(rows["gross"].to_numpy()),
+        "MDRAmount": minor_text(rows["mdr"].to_numpy()),
+        "TaxAmount": minor_text(rows["tax"].to_numpy()),
+        "NetAmount": minor_text(rows["net"].to_numpy())})
     bad = table.index[:: max(n // 50, 1)][:50]
     table.loc[bad, "GrossAmount"] = "n/a"  # unreadable rows
     inbox = folder / "inbox"
@@ -132,12 +126,12 @@ def load_sqlite(url_path: Path, data: dict[str, pd.DataFrame]) -> None:
             "INSERT INTO ovo_payments (partner_reference_no, reference_no, merchant_id, amount,"
             " currency, pay_option, status, transaction_time) VALUES (?,?,?,?,'IDR',?,?,?)",
             zip(p["partner_reference_no"], p["reference_no"], p["merchant_id"],
-                money_text(p["amount"].to_numpy()), p["pay_option"], p["status"],
+                minor_text(p["amount"].to_numpy()), p["pay_option"], p["status"],
                 _utc_text(p["transaction_time"]), strict=True))
         conn.executemany(
             "INSERT INTO ovo_refunds VALUES (?,?,?,?,?,?)",
             zip(r["partner_refund_no"], r["original_partner_reference_no"], r["refund_no"],
-                money_text(r["refund_amount"].to_numpy()), _utc_text(r["refund_time"]),
+                minor_text(r["refund_amount"].to_numpy()), _utc_text(r["refund_time"]),
                 r["status"], strict=True))
 
 
@@ -153,13 +147,13 @@ def load_postgres(url: str, data: dict[str, pd.DataFrame]) -> None:
         cur.execute("TRUNCATE ovo_payments, ovo_refunds")
         payments = pd.DataFrame({
             "partner_reference_no": p["partner_reference_no"], "reference_no": p["reference_no"],
-            "merchant_id": p["merchant_id"], "amount": money_text(p["amount"].to_numpy()),
+            "merchant_id": p["merchant_id"], "amount": minor_text(p["amount"].to_numpy()),
             "currency": "IDR", "pay_option": p["pay_option"], "status": p["status"],
             "transaction_time": _utc_text(p["transaction_time"]) + "+00"})
         refunds = pd.DataFrame({
             "partner_refund_no": r["partner_refund_no"],
             "original_partner_reference_no": r["original_partner_reference_no"],
-            "refund_no": r["refund_no"], "refund_amount": money_text(r["refund_amount"].to_numpy()),
+            "refund_no": r["refund_no"], "refund_amount": minor_text(r["refund_amount"].to_numpy()),
             "refund_time": _utc_text(r["refund_time"]) + "+00", "status": r["status"]})
         for table, frame in (("ovo_payments", payments), ("ovo_refunds", refunds)):
             buffer = pa.BufferOutputStream()
