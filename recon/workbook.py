@@ -3,13 +3,22 @@
 Sheets: Summary (facts, categories, file vs records totals, charts), one sheet per
 exception category (an empty one gets its headers and a "none" line), Open items,
 Refund deltas. Texts from the file or database are written as text, never formulas.
+
+openpyxl builds the Summary sheet and every sheet's frame (widths, header, frozen pane,
+filter, print setup, styles). The data rows of the table sheets, which can run to a
+million, are rendered column by column with Arrow into the same SpreadsheetML openpyxl
+writes (inline strings, numbers with a number-format style), then put into those sheets'
+`<sheetData>`: cell by cell through openpyxl, they would take most of a large run.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+import io
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from copy import copy
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +26,10 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
@@ -29,7 +41,8 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from recon import categories as cat
 from recon.calendar import WIB
 from recon.matching import ReconResult
-from recon.money import from_minor
+from recon.money import MINOR_PER_UNIT, from_minor
+from recon.schemas import text_array
 
 MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
@@ -47,7 +60,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 @dataclass(frozen=True)
 class Col:
     title: str
-    value: Callable[[Any], Any]
+    field: str  # the frame's column
     kind: str = "text"  # text | money | int | date | time
 
 
@@ -96,20 +109,26 @@ def _cell(sheet: WriteOnlyWorksheet, value: Any, kind: str = "text", font: Font 
     cell = WriteOnlyCell(sheet, value=value)
     if kind == "text" and isinstance(value, str):
         cell.data_type = "s"  # never a formula, whatever the text starts with
+    cell._style = copy(_style(sheet, kind, font, fill))
+    return cell
+
+
+def _style(sheet: WriteOnlyWorksheet, kind: str, font: Font | None,
+           fill: PatternFill | None) -> Any:
+    """The style of a cell of this kind and look, built once per workbook."""
     styles = _STYLES.setdefault(sheet.parent, {})
     key = (kind, font, fill)  # styles compare and hash by value
     style = styles.get(key)
     if style is None:
+        cell = WriteOnlyCell(sheet)
         if kind in NUMBER_FORMATS:
             cell.number_format = NUMBER_FORMATS[kind]
         if font is not None:
             cell.font = font
         if fill is not None:
             cell.fill = fill
-        styles[key] = copy(cell._style)
-    else:
-        cell._style = copy(style)
-    return cell
+        style = styles[key] = copy(cell._style)
+    return style
 
 
 def _header(sheet: WriteOnlyWorksheet, titles: Sequence[str]) -> list[WriteOnlyCell]:
@@ -150,20 +169,58 @@ def _width(kind: str, values: Iterable[Any], title: str) -> float:
     return min(max(widest + 2, 8), 70)
 
 
+#: Python values of a column, for the width estimate and the CSV overflow.
+_PY_VALUES: dict[str, Callable[[Any], Any]] = {
+    "text": lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v))
+    else (str(v) or None),
+    "int": lambda v: int(v),
+    "money": _money,
+    "time": _time,
+    "date": _date,
+}
+
+
+def _values(frame: pd.DataFrame, col: Col) -> list[Any]:
+    convert = _PY_VALUES[col.kind]
+    return [convert(v) for v in frame[col.field].tolist()]
+
+
+@dataclass
+class _SheetData:
+    """Data rows still to go into a table sheet's <sheetData>, from `first_row` on."""
+
+    sheet: WriteOnlyWorksheet
+    frame: pd.DataFrame
+    cols: Sequence[Col]
+    first_row: int
+    styles: list[tuple[str, str]]  # per column: the s="" attribute plain, and flagged
+    flagged: np.ndarray | None  # rows drawn with the flag's fill or font
+
+
+def _style_attr(sheet: WriteOnlyWorksheet, kind: str, font: Font | None,
+                fill: PatternFill | None) -> str:
+    """' s="N"' for a cell of this kind and look (registered in the workbook), or ''."""
+    if kind not in NUMBER_FORMATS and font is None and fill is None:
+        return ""
+    return f' s="{sheet.parent._cell_styles.add(_style(sheet, kind, font, fill))}"'
+
+
 def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.DataFrame,
                  overflow: Path, options: WorkbookOptions, note: str = "none",
-                 fill_when: Callable[[Any], bool] | None = None,
-                 font_when: Callable[[Any], bool] | None = None) -> None:
+                 fill_when: Callable[[pd.DataFrame], Any] | None = None,
+                 font_when: Callable[[pd.DataFrame], Any] | None = None) -> _SheetData | None:
+    """The sheet's frame through openpyxl; its data rows are returned to be rendered
+    into the saved file (None when the sheet has none)."""
     sheet = _new_sheet(book, title)
     count = len(frame)
     capacity = options.max_rows - 1
     spills = count > capacity
     if spills:
         capacity -= 1  # the first line says where the rest is
-    first = list(frame.head(500).itertuples(index=False))
+    head = frame.head(500)
     for index, col in enumerate(cols, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = _width(
-            col.kind, (col.value(r) for r in first), col.title)
+            col.kind, _values(head, col), col.title)
     header_row = 2 if spills else 1
     sheet.freeze_panes = f"A{header_row + 1}"
     last_row = header_row + max(min(count, capacity), 1)
@@ -172,18 +229,21 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.Data
         sheet.append([_cell(sheet, f"{count:,} rows: the first {capacity:,} are here, the other "
                                    f"{count - capacity:,} continue in {overflow.name}",
                             font=DELTA_FONT)])
+        _spill(overflow, cols, frame.iloc[capacity:])
+        frame = frame.iloc[:capacity]
     sheet.append(_header(sheet, [c.title for c in cols]))
     if count == 0:
         sheet.append([_cell(sheet, note)])
-        return
-    records = frame.itertuples(index=False)
-    for written, record in enumerate(records):
-        if written >= capacity:
-            _spill(overflow, cols, record, records)
-            break
-        fill = ALERT_FILL if fill_when is not None and fill_when(record) else None
-        font = DELTA_FONT if font_when is not None and font_when(record) else None
-        sheet.append([_cell(sheet, c.value(record), c.kind, font, fill) for c in cols])
+        return None
+    flagged = None
+    font = fill = None
+    if fill_when is not None:
+        flagged, fill = np.asarray(fill_when(frame), dtype=bool), ALERT_FILL
+    elif font_when is not None:
+        flagged, font = np.asarray(font_when(frame), dtype=bool), DELTA_FONT
+    styles = [(_style_attr(sheet, c.kind, None, None), _style_attr(sheet, c.kind, font, fill))
+              for c in cols]
+    return _SheetData(sheet, frame, cols, header_row + 1, styles, flagged)
 
 
 def _csv_value(value: Any, kind: str) -> Any:
@@ -195,66 +255,217 @@ def _csv_value(value: Any, kind: str) -> Any:
     return value
 
 
-def _spill(path: Path, cols: Sequence[Col], first: Any, rest: Iterable[Any]) -> None:
+def _spill(path: Path, cols: Sequence[Col], frame: pd.DataFrame) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([c.title for c in cols])
-        for record in (first, *rest):
-            writer.writerow([_csv_value(c.value(record), c.kind) for c in cols])
+        columns = [[_csv_value(v, c.kind) for v in _values(frame, c)] for c in cols]
+        writer.writerows(zip(*columns, strict=True))
+
+
+# ----------------------------------------------------------------- rows as SpreadsheetML
+
+_S = pa.large_string()
+#: Characters XML 1.0 cannot carry, and texts that look like Excel's own _xHHHH_ escape.
+_NEEDS_ESCAPE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{fffe}\x{ffff}]|_x[0-9A-Fa-f]{4}_"
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_LOOKS_ESCAPED = re.compile("_x(?=[0-9A-Fa-f]{4}_)")
+_EDGE_SPACE = r"^[ \t\n\r]|[ \t\n\r]$"  # kept only with xml:space="preserve"
+_DAY_NS = 86_400 * 10**9
+_UNIX_DAY_SERIAL = 25_569  # 1970-01-01 in Excel's 1900 date system
+_ROWS_PER_CHUNK = 20_000
+
+
+def _join(*parts: pa.Array | str) -> pa.Array:
+    """Element-wise concatenation of text arrays and constants; null where any is null."""
+    return pc.binary_join_element_wise(
+        *[pa.scalar(p, _S) if isinstance(p, str) else p for p in parts], pa.scalar("", _S))
+
+
+def _escape_one(text: str) -> str:
+    text = _LOOKS_ESCAPED.sub("_x005F_x", text)
+    return _ILLEGAL.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
+
+
+def _xml_text(series: pd.Series) -> pa.Array:
+    """Text escaped for an XML text node; null where empty. Control characters become
+    Excel's _xHHHH_ escapes, as Excel itself writes them."""
+    values = text_array(series)
+    values = pc.if_else(pc.equal(values, ""), pa.scalar(None, _S), values)
+    odd = pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)
+    if pc.any(odd).as_py():
+        where = np.flatnonzero(np.asarray(odd))
+        texts = values.to_pylist()
+        for i in where:
+            texts[i] = _escape_one(texts[i])
+        values = pa.array(texts, _S)
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;")):
+        values = pc.replace_substring(values, char, entity)
+    return values
+
+
+def _money_text(series: pd.Series) -> pa.Array:
+    """Minor units as exact decimal text ('1234.50', '-0.05'); null where missing."""
+    minor = pa.array(series, pa.int64())
+    absolute = pc.abs(minor)
+    whole = pc.divide(absolute, MINOR_PER_UNIT)
+    cents = pc.subtract(absolute, pc.multiply(whole, MINOR_PER_UNIT))
+    sign = pc.if_else(pc.less(minor, 0), pa.scalar("-", _S), pa.scalar("", _S))
+    return _join(sign, pc.cast(whole, _S), ".", pc.utf8_lpad(pc.cast(cents, _S), 2, "0"))
+
+
+def _serial(wall_ns: np.ndarray, missing: np.ndarray, with_time: bool) -> pa.Array:
+    """Excel serial numbers (1900 date system) of naive wall-clock nanoseconds."""
+    days = wall_ns // _DAY_NS
+    serial_days = days + _UNIX_DAY_SERIAL
+    serial_days = np.where((serial_days > 0) & (serial_days <= 60), serial_days - 1, serial_days)
+    if with_time:
+        serial = pa.array(serial_days + (wall_ns - days * _DAY_NS) / 1e9 / 86_400,
+                          mask=missing)
+    else:
+        serial = pa.array(serial_days, mask=missing)
+    return pc.cast(serial, _S)
+
+
+def _number_text(series: pd.Series, kind: str) -> pa.Array:
+    if kind == "money":
+        return _money_text(series)
+    if kind == "int":
+        return pc.cast(pa.array(series, pa.int64()), _S)
+    if kind == "time":
+        wall = pd.to_datetime(series, utc=True).dt.tz_convert(WIB).dt.tz_localize(None)
+    else:  # date: datetime.date objects or None
+        wall = pd.to_datetime(series)
+    missing = np.asarray(wall.isna())
+    ns = wall.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return _serial(np.where(missing, 0, ns), missing, kind == "time")
+
+
+def _cells(frame: pd.DataFrame, col: Col, refs: pa.Array, style: pa.Array | str) -> pa.Array:
+    """One column's <c> elements; an empty value is left out unless it carries a style."""
+    if col.kind == "text":
+        values = _xml_text(frame[col.field])
+        edges = pc.fill_null(pc.match_substring_regex(values, _EDGE_SPACE), False)
+        opening = pc.if_else(edges, pa.scalar('<t xml:space="preserve">', _S),
+                             pa.scalar("<t>", _S))
+        full = _join('<c r="', refs, '"', style, ' t="inlineStr"><is>', opening, values,
+                     "</t></is></c>")
+    else:
+        values = _number_text(frame[col.field], col.kind)
+        full = _join('<c r="', refs, '"', style, "><v>", values, "</v></c>")
+    empty = _join('<c r="', refs, '"', style, "/>") if style != "" else pa.scalar("", _S)
+    return pc.coalesce(full, empty)
+
+
+def _utf8(values: pa.Array) -> bytes:
+    """The concatenation of a text array's values (none null)."""
+    return "".join(values.to_pylist()).encode() if len(values) < 64 else bytes(
+        _concat_buffer(values))
+
+
+def _concat_buffer(values: pa.Array) -> memoryview:
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
+        values.offset:values.offset + len(values) + 1]
+    return memoryview(values.buffers()[2])[offsets[0]:offsets[-1]]
+
+
+def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
+    """The <row> elements of `data`, a chunk of rows at a time."""
+    letters = [get_column_letter(i) for i in range(1, len(data.cols) + 1)]
+    for start in range(0, len(data.frame), _ROWS_PER_CHUNK):
+        part = data.frame.iloc[start:start + _ROWS_PER_CHUNK]
+        first = data.first_row + start
+        numbers = pc.cast(pa.array(np.arange(first, first + len(part), dtype=np.int64)), _S)
+        flagged = None if data.flagged is None else pa.array(
+            data.flagged[start:start + len(part)])
+        cells = []
+        for col, letter, (plain, marked) in zip(data.cols, letters, data.styles, strict=True):
+            style: pa.Array | str = plain
+            if flagged is not None and marked != plain:
+                style = pc.if_else(flagged, pa.scalar(marked, _S), pa.scalar(plain, _S))
+            cells.append(_cells(part, col, _join(letter, numbers), style))
+        rows = _join('<row r="', numbers, '">', *cells, "</row>")
+        yield _utf8(rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows)
+
+
+def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
+    """Save `book` to `target` with the table sheets' data rows in place."""
+    frame_only = io.BytesIO()
+    book.save(frame_only)
+    by_part = {data.sheet.path.lstrip("/"): data for data in tables}
+    with zipfile.ZipFile(frame_only) as source, zipfile.ZipFile(
+            target, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            content = source.read(info)
+            data = by_part.pop(info.filename, None)
+            if data is None:
+                out.writestr(info, content)
+                continue
+            head, tail = content.split(b"<sheetData>", 1)
+            rows, tail = tail.split(b"</sheetData>", 1)
+            part = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            part.compress_type = zipfile.ZIP_DEFLATED
+            with out.open(part, "w", force_zip64=len(data.frame) > 200_000) as handle:
+                handle.write(head + b"<sheetData>" + rows)
+                for chunk in _sheet_rows(data):
+                    handle.write(chunk)
+                handle.write(b"</sheetData>" + tail)
+    if by_part:
+        raise RuntimeError(f"workbook parts not found for {sorted(by_part)}")
 
 
 ROW_COLUMNS = (
-    Col("Line", lambda r: int(r.line_no), "int"),
-    Col("Type", lambda r: r.transaction_type),
-    Col("MerchantInvoice", lambda r: r.merchant_invoice),
-    Col("RefundInvoice", lambda r: r.refund_invoice),
-    Col("OVOReferenceNo", lambda r: r.ovo_reference_no),
-    Col("PaymentSource", lambda r: r.payment_source),
-    Col("TransactionDateTime (WIB)", lambda r: _time(r.transaction_time), "time"),
-    Col("GrossAmount", lambda r: _money(r.gross), "money"),
-    Col("MDRAmount", lambda r: _money(r.mdr), "money"),
-    Col("TaxAmount", lambda r: _money(r.tax), "money"),
-    Col("NetAmount", lambda r: _money(r.net), "money"),
-    Col("Record key", lambda r: r.record_key),
-    Col("Matched by", lambda r: r.match_rule),
-    Col("Record amount", lambda r: _money(r.record_amount), "money"),
-    Col("Record status", lambda r: r.record_status),
-    Col("Record date", lambda r: _date(r.record_date), "date"),
-    Col("Delta (file − record)", lambda r: _money(r.delta), "money"),
-    Col("Reason", lambda r: r.reason),
-    Col("Other findings", lambda r: r.flags),
+    Col("Line", "line_no", "int"),
+    Col("Type", "transaction_type"),
+    Col("MerchantInvoice", "merchant_invoice"),
+    Col("RefundInvoice", "refund_invoice"),
+    Col("OVOReferenceNo", "ovo_reference_no"),
+    Col("PaymentSource", "payment_source"),
+    Col("TransactionDateTime (WIB)", "transaction_time", "time"),
+    Col("GrossAmount", "gross", "money"),
+    Col("MDRAmount", "mdr", "money"),
+    Col("TaxAmount", "tax", "money"),
+    Col("NetAmount", "net", "money"),
+    Col("Record key", "record_key"),
+    Col("Matched by", "match_rule"),
+    Col("Record amount", "record_amount", "money"),
+    Col("Record status", "record_status"),
+    Col("Record date", "record_date", "date"),
+    Col("Delta (file − record)", "delta", "money"),
+    Col("Reason", "reason"),
+    Col("Other findings", "flags"),
 )
 
 MISSING_COLUMNS = (
-    Col("Kind", lambda m: m.kind),
-    Col("Record key", lambda m: m.record_key),
-    Col("Original payment", lambda m: m.original_reference_no),
-    Col("OVO reference", lambda m: m.reference_no),
-    Col("Amount", lambda m: _money(m.signed_amount), "money"),
-    Col("Status", lambda m: m.status),
-    Col("Record time (WIB)", lambda m: _time(m.record_time), "time"),
-    Col("Record date", lambda m: _date(m.record_date), "date"),
-    Col("Pay option", lambda m: m.pay_option),
-    Col("Settled later on", lambda m: _date(m.closed_by_date), "date"),
+    Col("Kind", "kind"),
+    Col("Record key", "record_key"),
+    Col("Original payment", "original_reference_no"),
+    Col("OVO reference", "reference_no"),
+    Col("Amount", "signed_amount", "money"),
+    Col("Status", "status"),
+    Col("Record time (WIB)", "record_time", "time"),
+    Col("Record date", "record_date", "date"),
+    Col("Pay option", "pay_option"),
+    Col("Settled later on", "closed_by_date", "date"),
 )
 
 OPEN_COLUMNS = (
-    Col("Due on settlement date", lambda o: _date(o.opened_date), "date"),
-    Col("Kind", lambda o: o.kind),
-    Col("Record key", lambda o: o.record_key),
-    Col("Amount", lambda o: _money(o.amount), "money"),
-    Col("Record date", lambda o: _date(o.record_date), "date"),
-    Col("Age (working days)", lambda o: int(o.age_working_days), "int"),
+    Col("Due on settlement date", "opened_date", "date"),
+    Col("Kind", "kind"),
+    Col("Record key", "record_key"),
+    Col("Amount", "amount", "money"),
+    Col("Record date", "record_date", "date"),
+    Col("Age (working days)", "age_working_days", "int"),
 )
 
 REFUND_COLUMNS = (
-    Col("Payment (partnerReferenceNo)", lambda d: d.payment),
-    Col("Payment amount", lambda d: _money(d.payment_amount), "money"),
-    Col("Refunded in records", lambda d: _money(d.refunded_in_records), "money"),
-    Col("Refunded as settled", lambda d: _money(d.refunded_as_settled), "money"),
-    Col("Delta (settled − records)", lambda d: _money(d.delta), "money"),
-    Col("Refunds in records", lambda d: d.refunds_in_records),
-    Col("Refund lines in this file", lambda d: d.file_lines),
+    Col("Payment (partnerReferenceNo)", "payment"),
+    Col("Payment amount", "payment_amount", "money"),
+    Col("Refunded in records", "refunded_in_records", "money"),
+    Col("Refunded as settled", "refunded_as_settled", "money"),
+    Col("Delta (settled − records)", "delta", "money"),
+    Col("Refunds in records", "refunds_in_records"),
+    Col("Refund lines in this file", "file_lines"),
 )
 
 
@@ -355,23 +566,31 @@ def write_exception_workbook(result: ReconResult, summary: dict[str, Any], path:
     book = Workbook(write_only=True)
     _summary_sheet(book, result, summary, history)
     rows = result.rows
+    # Only the flagged rows and the shown columns are taken, once, before the split.
+    flagged = rows.loc[rows["category"] != cat.MATCHED,
+                       [*dict.fromkeys(c.field for c in ROW_COLUMNS), "category"]]
     stem = path.stem
+    tables = []
     for name in cat.ROW_CATEGORIES:
         if name != cat.MATCHED:
-            _table_sheet(book, name, ROW_COLUMNS, rows.loc[rows["category"] == name],
-                         path.with_name(f"{stem}_{name}.csv"), options)
-    _table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS, result.missing,
-                 path.with_name(f"{stem}_{cat.MISSING_IN_SETTLEMENT}.csv"), options)
+            tables.append(_table_sheet(
+                book, name, ROW_COLUMNS, flagged.loc[flagged["category"] == name],
+                path.with_name(f"{stem}_{name}.csv"), options))
+    tables.append(_table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS, result.missing,
+                               path.with_name(f"{stem}_{cat.MISSING_IN_SETTLEMENT}.csv"),
+                               options))
     threshold = options.open_item_alert_days
-    _table_sheet(book, "Open items", OPEN_COLUMNS, result.all_open_items,
-                 path.with_name(f"{stem}_open_items.csv"), options,
-                 note="none: nothing is waiting to be settled",
-                 fill_when=lambda o: int(o.age_working_days) >= threshold)
-    _table_sheet(book, "Refund deltas", REFUND_COLUMNS, result.refund_deltas,
-                 path.with_name(f"{stem}_refund_deltas.csv"), options,
-                 note="none: no refunds in this file or the covered dates",
-                 font_when=lambda d: int(d.delta) != 0)
+    tables.append(_table_sheet(
+        book, "Open items", OPEN_COLUMNS, result.all_open_items,
+        path.with_name(f"{stem}_open_items.csv"), options,
+        note="none: nothing is waiting to be settled",
+        fill_when=lambda frame: frame["age_working_days"].to_numpy() >= threshold))
+    tables.append(_table_sheet(
+        book, "Refund deltas", REFUND_COLUMNS, result.refund_deltas,
+        path.with_name(f"{stem}_refund_deltas.csv"), options,
+        note="none: no refunds in this file or the covered dates",
+        font_when=lambda frame: frame["delta"].to_numpy() != 0))
     temp = path.with_name(f".{path.name}.tmp")
-    book.save(temp)
+    _save(book, [t for t in tables if t is not None], temp)
     temp.replace(path)
     return path
