@@ -78,11 +78,11 @@ CREATE TABLE recon_ledger (
 
 CREATE INDEX ix_recon_ledger_date ON recon_ledger (merchant_id, settlement_date);
 
-CREATE INDEX ix_recon_ledger_key ON recon_ledger (merchant_id, kind, settle_key);
+CREATE INDEX ix_recon_ledger_key ON recon_ledger (merchant_id, settle_key);
 
 CREATE INDEX ix_recon_ledger_original ON recon_ledger (merchant_id, original_reference_no);
 
-CREATE INDEX ix_recon_ledger_record ON recon_ledger (merchant_id, kind, record_key);
+CREATE INDEX ix_recon_ledger_record ON recon_ledger (merchant_id, record_key);
 
 CREATE TABLE recon_locks (
 	merchant_id VARCHAR(32) NOT NULL, 
