@@ -10,7 +10,7 @@ settles their record.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -74,11 +74,13 @@ class ReconResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _text(frame: pd.DataFrame, mask: pd.Series, make: Callable[[Any], str]) -> pd.Series:
-    """A reason text for the masked rows ('' elsewhere), built row by row on the subset."""
+def _text(frame: pd.DataFrame, mask: pd.Series, columns: Sequence[str],
+          make: Callable[[Any], str]) -> pd.Series:
+    """A reason text for the masked rows ('' elsewhere), built row by row on the subset;
+    `make` gets a row of `columns`, the only ones taken."""
     out = pd.Series("", index=frame.index, dtype="str")
     if mask.any():
-        subset = frame.loc[mask]
+        subset = frame.loc[mask, list(columns)]
         out.loc[mask] = [make(row) for row in subset.itertuples(index=False)]
     return out
 
@@ -350,11 +352,12 @@ def match_settlement(
     ref_rows = settled & is_refund
     missing_payment = settled & ~found_payment
     findings[cat.MISSING_IN_RECORDS] = (
-        _text(out, pay_rows & missing_payment,
+        _text(out, pay_rows & missing_payment, ["merchant_invoice"],
               lambda t: f"no payment with partnerReferenceNo {t.merchant_invoice}")
-        + _text(out, ref_rows & missing_payment,
+        + _text(out, ref_rows & missing_payment, ["merchant_invoice"],
                 lambda t: f"no payment {t.merchant_invoice} to refund")
         + _text(out, ref_rows & found_payment & ~found_refund,
+                ["refund_invoice", "ovo_reference_no", "gross", "merchant_invoice"],
                 lambda t: "no refund record for "
                 + (f"RefundInvoice {t.refund_invoice}, " if t.refund_invoice else "")
                 + (f"OVOReferenceNo {t.ovo_reference_no}, " if t.ovo_reference_no else "")
@@ -368,18 +371,19 @@ def match_settlement(
     payment_unpaid = ~out["payment_status"].isin(cat.PAID_STATUSES)
     refund_undone = ~out["refund_status"].isin(cat.DONE_REFUND_STATUSES)
     findings[cat.STATUS_MISMATCH] = (
-        _text(out, pay_ok & payment_unpaid,
+        _text(out, pay_ok & payment_unpaid, ["payment_status"],
               lambda t: f"payment status {cat.status_label(t.payment_status)}, "
               "expected 00 Success or 04 Refunded")
-        + _text(out, ref_ok & refund_undone,
+        + _text(out, ref_ok & refund_undone, ["refund_status"],
                 lambda t: f"refund status {cat.status_label(t.refund_status)}, expected 00 Success")
-        + _text(out, ref_ok & ~refund_undone & payment_unpaid,
+        + _text(out, ref_ok & ~refund_undone & payment_unpaid, ["payment_status"],
                 lambda t: f"original payment status {cat.status_label(t.payment_status)}")
     )
 
     # ---- amount
     findings[cat.AMOUNT_MISMATCH] = _text(
         out, pay_ok & (gross != out["payment_amount"]).fillna(False).astype(bool),
+        ["gross", "payment_amount", "delta"],
         lambda t: f"GrossAmount {_amount(t.gross)} ≠ payment amount {_amount(t.payment_amount)}"
         f" (delta {_amount(t.delta)})",
     )
@@ -428,14 +432,17 @@ def match_settlement(
         | (out["refund_original"] != out["merchant_invoice"])
         | (cumulative > out["payment_amount"]).fillna(False).astype(bool)
         | (days_after > window).fillna(False).astype(bool))
-    findings[cat.REFUND_MISMATCH] = _text(out, suspect, refund_problems)
+    findings[cat.REFUND_MISMATCH] = _text(
+        out, suspect, ["gross", "refund_amount", "refund_original", "merchant_invoice",
+                       "refund_record", "refunded_cumulative", "payment_amount",
+                       "refund_date", "payment_date"], refund_problems)
 
     # ---- timing
     record_date = out["record_date"]
     matched = pay_ok | ref_ok
     off_window = matched & record_date.notna() & ~record_date.isin(list(covered))
     findings[cat.TIMING_DIFFERENCE] = _text(
-        out, off_window,
+        out, off_window, ["record_date"],
         lambda t: f"record date {t.record_date} is covered by settlement date "
         f"{ctx.calendar.next_working_day(t.record_date)}, not {day}",
     )

@@ -146,8 +146,20 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
         raise FileRejected(
             name, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from exc
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
-    return text, _detect_delimiter(first_line, fmt.delimiters)
+    return text, _detect_delimiter(_first_line(text), fmt.delimiters)
+
+
+def _first_line(text: str, look: int = 1 << 16) -> str:
+    """The first line that is not blank ('' if none), looking at the start of the text
+    first: splitting a whole large file into lines only for this took most of a second."""
+    head = text[:look]
+    lines = head.splitlines()
+    if len(head) < len(text):
+        lines = lines[:-1]  # the last line of the head may go on past it
+    found = next((line for line in lines if line.strip()), None)
+    if found is None and len(head) < len(text):
+        found = next((line for line in text.splitlines() if line.strip()), None)
+    return found or ""
 
 
 def _read_csv_table(name: str, text: str, delimiter: str) -> _Table:
@@ -432,12 +444,13 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 
 def _odd_quotes_on_a_line(text: str) -> bool:
-    """True when some line holds an odd number of double quotes (a field spans lines)."""
+    """True when some line holds an odd number of double quotes (a field spans lines):
+    the running parity of the quotes seen so far is odd at some line end, or at the end."""
     data = np.frombuffer(text.encode(), dtype=np.uint8)
-    newlines = np.flatnonzero(data == ord("\n"))
-    quotes = np.flatnonzero(data == ord('"'))
-    per_line = np.bincount(np.searchsorted(newlines, quotes), minlength=len(newlines) + 1)
-    return bool((per_line % 2).any())
+    if not data.size:
+        return False
+    parity = np.bitwise_xor.accumulate((data == ord('"')).view(np.uint8))
+    return bool(parity[data == ord("\n")].any() or parity[-1])
 
 
 def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Grid | None:

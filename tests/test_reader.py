@@ -5,11 +5,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recon.errors import FileRejected
 from recon.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
 from recon.formats import OVO_V1
-from recon.reader import parse_datetime, parse_money, read_settlement_file
+from recon.reader import (
+    _decode_csv,
+    _fast_csv_grid,
+    _first_line,
+    _grid_from_table,
+    _odd_quotes_on_a_line,
+    _read_csv_table,
+    parse_datetime,
+    parse_money,
+    read_settlement_file,
+)
 
 S = dt.date(2026, 11, 30)
 
@@ -229,15 +241,6 @@ def test_fault_corrupt_xlsx(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ the fast path changes nothing
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from recon.reader import (  # noqa: E402
-    _decode_csv,
-    _fast_csv_grid,
-    _grid_from_table,
-    _read_csv_table,
-)
 
 CELL = st.text(alphabet=st.sampled_from(list('AZaz09 .-+:_/@=",;')), max_size=12)
 
@@ -283,3 +286,21 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
 def test_other_layouts_take_the_general_path(text: str) -> None:
     header = ",".join(HEADER)
     assert _fast_csv_grid("f.csv", header + "\n" + text, ",", OVO_V1) is None
+
+
+LINE_TEXT = st.text(st.sampled_from(['"', "\n", "\r", " ", "a", ",", "é"]), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(LINE_TEXT)
+def test_odd_quotes_check_is_a_per_line_count(text: str) -> None:
+    assert _odd_quotes_on_a_line(text) == any(
+        line.count('"') % 2 for line in text.split("\n"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(LINE_TEXT, st.integers(1, 12))
+def test_first_line_looks_at_the_start_but_finds_what_a_full_split_finds(text: str,
+                                                                          look: int) -> None:
+    expected = next((line for line in text.splitlines() if line.strip()), "")
+    assert _first_line(text, look) == expected
