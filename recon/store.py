@@ -316,8 +316,12 @@ def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     payments = _load_payments(lookups, merchant_id, lo, hi, _distinct(
         rows["merchant_invoice"], open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"]))
     refunds = _load_refunds(lookups, merchant_id, lo, hi)
-    lookups.add_keys({"rec": _distinct(payments["partner_reference_no"],
-                                       refunds["partner_refund_no"])})
+    records = _distinct(payments["partner_reference_no"], refunds["partner_refund_no"])
+    # A ledger entry whose settle key is a file key is found through that key already.
+    file_keys = _distinct(rows["merchant_invoice"], refund_rows["refund_invoice"],
+                          refund_rows["ovo_reference_no"]).cast(records.type)
+    lookups.add_keys({"rec": records, "rec_only": records.filter(
+        pc.invert(pc.is_in(records, value_set=file_keys)))})
     ledger = _load_ledger(lookups, merchant_id, settlement_date)
     return payments, refunds, ledger
 
@@ -395,7 +399,7 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date) 
     # index; the partial indexes hold only the entries where they differ (see tables.py).
     conditions = [
         _keyed(t.c.settle_key, "inv", "rinv", "rno"),
-        and_(_keyed(t.c.settle_key, "rec"), t.c.record_key == t.c.settle_key),
+        and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key),
         and_(_keyed(t.c.record_key, "rec"), t.c.record_key != t.c.settle_key),
         and_(_keyed(t.c.original_reference_no, "inv"),
              t.c.original_reference_no != t.c.settle_key),
