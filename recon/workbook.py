@@ -169,11 +169,16 @@ def _width(kind: str, values: Iterable[Any], title: str) -> float:
     return min(max(widest + 2, 8), 70)
 
 
+def _plain_text(v: Any) -> str | None:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return str(v) or None
+
+
 #: Python values of a column, for the width estimate and the CSV overflow.
 _PY_VALUES: dict[str, Callable[[Any], Any]] = {
-    "text": lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v))
-    else (str(v) or None),
-    "int": lambda v: int(v),
+    "text": _plain_text,
+    "int": int,
     "money": _money,
     "time": _time,
     "date": _date,
@@ -358,15 +363,13 @@ def _cells(frame: pd.DataFrame, col: Col, refs: pa.Array, style: pa.Array | str)
 
 
 def _utf8(values: pa.Array) -> bytes:
-    """The concatenation of a text array's values (none null)."""
-    return "".join(values.to_pylist()).encode() if len(values) < 64 else bytes(
-        _concat_buffer(values))
-
-
-def _concat_buffer(values: pa.Array) -> memoryview:
+    """The concatenation of a text array's values (none null), read off its data buffer."""
+    if not len(values):
+        return b""
+    values = values.cast(_S)  # 64-bit offsets, whatever the kernels returned
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
         values.offset:values.offset + len(values) + 1]
-    return memoryview(values.buffers()[2])[offsets[0]:offsets[-1]]
+    return bytes(memoryview(values.buffers()[2])[offsets[0]:offsets[-1]])
 
 
 def _sheet_rows(data: _SheetData) -> Iterator[bytes]:

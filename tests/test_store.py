@@ -136,6 +136,51 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
     engine.dispose()
 
 
+def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
+        database_url: str) -> None:
+    """Each way an earlier entry is found: by a file key, by a record's own settle key, by
+    a record key that differs from the settle key, by an original payment that differs."""
+    from sqlalchemy import insert
+
+    from recon.calendar import WIB
+    from recon.records import insert_records
+    from recon.tables import recon_ledger
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    when = dt.datetime(2026, 11, 28, 12, tzinfo=WIB)
+    insert_records(
+        engine,
+        [{"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+          "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
+          "transaction_time": when} for ref in ("P-FILE", "P-WINDOW", "P-OWNER")],
+        [{"partner_refund_no": "RF-REC", "original_partner_reference_no": "P-OWNER",
+          "refund_no": "OVR-REC", "refund_amount": Decimal("0.50"), "status": "00",
+          "refund_time": when}])
+    earlier = dt.date(2026, 11, 20)
+
+    def entry(line: int, kind: str, settle: str, record: str, original: str,
+              day: dt.date = earlier, merchant: str = "M001") -> dict:
+        return {"merchant_id": merchant, "settlement_date": day, "run_id": 1, "kind": kind,
+                "settle_key": settle, "record_key": record, "original_reference_no": original,
+                "amount": Decimal("1.00"), "line_no": line}
+
+    with engine.begin() as conn:
+        conn.execute(insert(recon_ledger), [
+            entry(1, "PAYMENT", "P-FILE", "P-FILE", "P-FILE"),  # a file key
+            entry(2, "PAYMENT", "P-WINDOW", "P-WINDOW", "P-WINDOW"),  # a record's own key
+            entry(3, "REFUND", "RF-OTHER", "RF-REC", "P-OWNER"),  # record key ≠ settle key
+            entry(4, "REFUND", "RF-LOST", "", "P-FILE"),  # original payment ≠ settle key
+            entry(5, "PAYMENT", "ZZZ", "ZZZ", "ZZZ"),  # nothing names it
+            entry(6, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", day=S),  # the date re-run
+            entry(7, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", merchant="M2"),
+        ])
+    inputs = load_run_inputs(engine, "M001", S, COVERED,
+                             rows_frame([payment_row("P-FILE", "1.00")]))
+    assert sorted(inputs.ledger["line_no"]) == [1, 2, 3, 4]
+    engine.dispose()
+
+
 def test_a_second_run_of_the_same_date_waits_then_refuses(database_url: str) -> None:
     engine = make_engine(database_url)
     init_db(engine)
