@@ -443,24 +443,13 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
                  trailer, table.layout)
 
 
-def _odd_quotes_on_a_line(text: str) -> bool:
-    """True when some line holds an odd number of double quotes (a field spans lines):
-    the running parity of the quotes seen so far is odd at some line end, or at the end."""
-    data = np.frombuffer(text.encode(), dtype=np.uint8)
-    if not data.size:
-        return False
-    parity = np.bitwise_xor.accumulate((data == ord('"')).view(np.uint8))
-    return bool(parity[data == ord("\n")].any() or parity[-1])
-
-
 def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
     field across lines, every data row as wide as the header. Anything else returns None
     and takes the general path, so line numbers and row-level findings are the same."""
     if "\r" in text or not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
         return None
-    if '"' in text and _odd_quotes_on_a_line(text):
-        return None  # a quoted field may span lines: only the general path counts them
+    quoted = '"' in text  # only a quoted field can span lines
     body = text
     trailer: Trailer | None = None
     last_start = text.rfind("\n", 0, len(text) - 1) + 1
@@ -477,12 +466,20 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Gr
             io.BytesIO(body.encode()),
             read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))],
                                            skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
             convert_options=pacsv.ConvertOptions(
                 column_types={f"c{i}": pa.string() for i in range(len(header))},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None  # a row of another width: the general path reports it per line
+    if quoted and parsed.num_rows != body.count("\n") - 1:
+        return None  # a field spans lines: only the general path numbers them
+    trimmed = [pc.utf8_trim_whitespace(column) for column in parsed.columns]
+    blank = pc.and_(*[pc.equal(c, "") for c in trimmed[:2]]) if len(trimmed) > 1 else None
+    for column in trimmed[2:]:
+        blank = pc.and_(blank, pc.equal(column, ""))
+    if blank is not None and pc.any(blank).as_py():
+        return None  # a row of empty cells: the general path skips it as a blank line
     if parsed.num_rows == 0 and trailer is None:
         raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     columns = {}
@@ -491,7 +488,7 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Gr
         if index is None:
             columns[col.field] = pd.Series([""] * parsed.num_rows, dtype="str")
         else:
-            columns[col.field] = arrow_text(pc.utf8_trim_whitespace(parsed.column(index)))
+            columns[col.field] = arrow_text(trimmed[index])
     lines = list(range(2, 2 + parsed.num_rows))
     if parsed.num_rows and parsed.num_rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, parsed.num_rows)

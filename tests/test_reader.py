@@ -16,7 +16,6 @@ from recon.reader import (
     _fast_csv_grid,
     _first_line,
     _grid_from_table,
-    _odd_quotes_on_a_line,
     _read_csv_table,
     parse_datetime,
     parse_money,
@@ -281,7 +280,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
 
 
 @pytest.mark.parametrize("text", [
-    'a,"b\nc"\n', "a,b\n\nc\n", "a,b\r\nc\n", "a,b", "x,y,z\n1,2\n",
+    'a,"b\nc"\n', "a,b\n\nc\n", "a,b\r\nc\n", "a,b", "x,y,z\n1,2\n", "," * 12 + "\n",
 ])
 def test_other_layouts_take_the_general_path(text: str) -> None:
     header = ",".join(HEADER)
@@ -291,11 +290,43 @@ def test_other_layouts_take_the_general_path(text: str) -> None:
 LINE_TEXT = st.text(st.sampled_from(['"', "\n", "\r", " ", "a", ",", "é"]), max_size=40)
 
 
+_PLAIN = st.text(alphabet=st.sampled_from(list("Aa0 ")), min_size=1, max_size=4)
+_ODD = st.one_of(
+    st.text(alphabet=st.sampled_from(list('Aa0 "')), min_size=1, max_size=6),  # stray quotes
+    st.builds(lambda a, b: f'"{a}\n{b}"', _PLAIN, _PLAIN),  # a quoted line break
+    st.builds(lambda a, b: f'"{a},{b}"', _PLAIN, _PLAIN),  # a quoted delimiter
+    st.just(""),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(LINE_TEXT)
-def test_odd_quotes_check_is_a_per_line_count(text: str) -> None:
-    assert _odd_quotes_on_a_line(text) == any(
-        line.count('"') % 2 for line in text.split("\n"))
+@given(st.lists(st.lists(_PLAIN, min_size=13, max_size=13), min_size=1, max_size=5),
+       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 12), _ODD), max_size=3))
+def test_stray_and_spanning_quotes_read_like_the_general_path(
+        rows: list[list[str]], odd: list[tuple[int, int, str]]) -> None:
+    """Lines written by hand, not by a CSV writer: odd quotes, quotes inside fields,
+    quoted line breaks and delimiters. Whenever the Arrow path takes such a file, it reads
+    it exactly as the general path does (lines numbered the same)."""
+    for row, column, cell in odd:
+        if row < len(rows):
+            rows[row][column] = cell
+    text = "\n".join([",".join(HEADER), *(",".join(row) for row in rows)]) + "\n"
+    try:
+        general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, ","), OVO_V1)
+    except FileRejected as rejected:
+        try:
+            taken = _fast_csv_grid("f.csv", text, ",", OVO_V1)
+        except FileRejected as again:
+            assert again.fault == rejected.fault
+        else:
+            assert taken is None
+        return
+    fast = _fast_csv_grid("f.csv", text, ",", OVO_V1)
+    if fast is not None:
+        pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
+                                      general.raw.reset_index(drop=True))
+        assert fast.lines == general.lines
+        assert fast.shape_errors.tolist() == general.shape_errors.tolist()
 
 
 @settings(max_examples=300, deadline=None)
