@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from recon.reader import (
     _fast_csv_grid,
     _first_line,
     _grid_from_table,
+    _money_by_parts,
     _read_csv_table,
     parse_datetime,
     parse_money,
@@ -335,3 +337,19 @@ def test_first_line_looks_at_the_start_but_finds_what_a_full_split_finds(text: s
                                                                           look: int) -> None:
     expected = next((line for line in text.splitlines() if line.strip()), "")
     assert _first_line(text, look) == expected
+
+
+MONEY_TEXT = st.text(st.sampled_from(list("0123456789.+- e,\t")), max_size=24) | st.builds(
+    lambda whole, frac, zeros: f"{whole}.{frac}{'0' * zeros}",
+    st.integers(-10**15, 10**15), st.text(st.sampled_from("0123456789"), max_size=3),
+    st.integers(0, 60))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(MONEY_TEXT, min_size=1, max_size=20))
+def test_parse_money_agrees_with_the_expressions_parts(texts: list[str]) -> None:
+    """The cast to decimals reads every text as taking the expression apart does."""
+    values, bad = parse_money(pd.Series(texts, dtype="str"))
+    minor, ok = _money_by_parts(pa.array(texts, pa.string()))
+    assert (~bad).tolist() == ok.to_pylist()
+    assert [None if pd.isna(v) else int(v) for v in values] == minor.to_pylist()
