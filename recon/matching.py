@@ -470,7 +470,8 @@ def match_settlement(
     out["flags"] = flags
 
     # ---- the ledger this file writes
-    ledger_rows = out.loc[settled]
+    ledger_rows = out.loc[settled, ["transaction_type", "settle_key", "record_key",
+                                    "merchant_invoice", "gross", "line_no"]]
     new_ledger = pd.DataFrame({
         "kind": ledger_rows["transaction_type"],
         "settle_key": ledger_rows["settle_key"],
@@ -556,14 +557,15 @@ def _missing_in_settlement(
     """`settled`: kind and record_key of every record a file settled (this one or earlier);
     `settled_after`: kind, record_key and the first later settlement_date that settled it."""
     covered = list(covered)
+    # One mask per table, then one take: the tables have a million rows.
     pay = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
-                       & payments["transaction_date"].isin(covered)]
-    pay = pay.loc[~text_isin(pay["partner_reference_no"],
-                             settled.loc[settled["kind"] == cat.PAYMENT, "record_key"])]
+                       & payments["transaction_date"].isin(covered)
+                       & ~text_isin(payments["partner_reference_no"],
+                                    settled.loc[settled["kind"] == cat.PAYMENT, "record_key"])]
     ref = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
-                      & refunds["refund_date"].isin(covered)]
-    ref = ref.loc[~text_isin(ref["partner_refund_no"],
-                             settled.loc[settled["kind"] == cat.REFUND, "record_key"])]
+                      & refunds["refund_date"].isin(covered)
+                      & ~text_isin(refunds["partner_refund_no"],
+                                   settled.loc[settled["kind"] == cat.REFUND, "record_key"])]
     frames = [
         pd.DataFrame({
             "kind": cat.PAYMENT,
