@@ -591,6 +591,9 @@ def _ledger_frame(result: ReconResult, merchant: str, day: dt.date, run_id: int)
     }, index=ledger.index)
 
 
+_COPY_BATCH_ROWS = 100_000
+
+
 def _bulk_insert(conn: Any, table: Any, frame: pd.DataFrame) -> None:
     """Write `frame` (columns named as the table's) inside the connection's transaction:
     COPY on PostgreSQL, one driver-level executemany elsewhere; never row by row."""
@@ -599,12 +602,14 @@ def _bulk_insert(conn: Any, table: Any, frame: pd.DataFrame) -> None:
     names = list(frame.columns)
     if conn.dialect.name == "postgresql":
         data = pa.Table.from_pandas(frame, preserve_index=False)
-        buffer = pa.BufferOutputStream()
-        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
         cursor = conn.connection.driver_connection.cursor()
         statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
         with cursor, cursor.copy(statement) as copy:
-            copy.write(buffer.getvalue().to_pybytes())
+            # CSV a batch at a time: the whole ledger as one text would double its memory.
+            for batch in data.to_batches(max_chunksize=_COPY_BATCH_ROWS):
+                text = pa.BufferOutputStream()
+                pacsv.write_csv(batch, text, pacsv.WriteOptions(include_header=False))
+                copy.write(memoryview(text.getvalue()))
         return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     statement = (f"INSERT INTO {table.name} ({', '.join(names)}) "

@@ -247,3 +247,32 @@ def test_lock_names_differ_per_database_and_fit_mariadb() -> None:
     assert first != lock_name("merchant_b", "M001", S)
     long = lock_name("x" * 80, "M001", S)
     assert len(long) <= 64 and long != lock_name("y" * 80, "M001", S)
+
+
+def test_bulk_insert_writes_every_batch(database_url: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """COPY on PostgreSQL goes a batch at a time; each database gets every row, in full."""
+    from sqlalchemy import select
+
+    from recon import store
+    from recon.tables import recon_ledger
+
+    monkeypatch.setattr(store, "_COPY_BATCH_ROWS", 2)
+    engine = make_engine(database_url)
+    init_db(engine)
+    frame = pd.DataFrame({
+        "merchant_id": "M001", "settlement_date": "2026-11-30", "run_id": 1, "kind": "PAYMENT",
+        "settle_key": [f"K{i}" for i in range(7)], "record_key": [f"K{i}" for i in range(7)],
+        "original_reference_no": ['a "quoted", text', *(f"K{i}" for i in range(1, 7))],
+        "amount": ["1.00", "-0.05", "12345678.90", "0.00", "1.10", "2.00", "3.00"],
+        "line_no": range(2, 9)})
+    with engine.begin() as conn:
+        store._bulk_insert(conn, recon_ledger, frame)
+    with engine.connect() as conn:
+        got = conn.execute(select(recon_ledger.c.line_no, recon_ledger.c.original_reference_no,
+                                  recon_ledger.c.amount).order_by(recon_ledger.c.line_no)).all()
+    assert [r.line_no for r in got] == list(range(2, 9))
+    assert got[0].original_reference_no == 'a "quoted", text'
+    assert [r.amount for r in got][:3] == [Decimal("1.00"), Decimal("-0.05"),
+                                          Decimal("12345678.90")]
+    engine.dispose()
