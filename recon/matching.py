@@ -299,7 +299,8 @@ def match_settlement(
     settled = valid & ~duplicate
 
     # ---- records
-    pay = payments.drop_duplicates("partner_reference_no").set_index("partner_reference_no")
+    pay = payments.drop_duplicates("partner_reference_no").set_index("partner_reference_no")[
+        ["amount", "status", "transaction_time", "transaction_date", "pay_option"]]
     found_payment = text_isin(rows["merchant_invoice"], payments["partner_reference_no"]) & valid
     p = pay.reindex(rows["merchant_invoice"]).reset_index(drop=True)
     p.index = rows.index
@@ -311,7 +312,7 @@ def match_settlement(
     r.index = rows.index
     found_refund = refund_key != ""
 
-    out = rows.copy()
+    out = rows.copy(deep=False)  # copy-on-write: the new columns do not touch `rows`
     out["payment_amount"] = p["amount"].astype("Int64")
     out["payment_status"] = p["status"].fillna("").astype("str")
     out["payment_time"] = p["transaction_time"]
@@ -328,6 +329,7 @@ def match_settlement(
     out["refund_time"] = r["refund_time"]
     out["refund_date"] = r["refund_date"]
     out["refund_original"] = r["original_partner_reference_no"].fillna("").astype("str")
+    del p, r, pay, ref  # a million rows each: not kept to the end of the run
 
     # Record-side view per row: what the workbook shows as "the record".
     out["record_key"] = (rows["merchant_invoice"].where(found_payment, "")

@@ -95,7 +95,7 @@ def conform(frame: pd.DataFrame, schema: Mapping[str, str], stage: str) -> pd.Da
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise SchemaError(f"{stage}: missing column(s) {', '.join(missing)}")
-    out = frame.loc[:, list(schema)].copy()
+    out = frame.loc[:, list(schema)]  # copy-on-write: no column is copied until changed
     for name, dtype in schema.items():
         if dtype == "str":
             out[name] = out[name].fillna("").astype(str)
