@@ -75,7 +75,7 @@ class _Grid:
     """Raw text per format field, physical line numbers, shape errors, the trailer."""
 
     raw: pd.DataFrame
-    lines: list[int]
+    lines: list[int] | np.ndarray  # the Arrow path numbers its rows with an int64 range
     shape_errors: pd.Series
     trailer: Trailer | None
     layout: str
@@ -510,7 +510,7 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Gr
             columns[col.field] = pd.Series([""] * parsed.num_rows, dtype="str")
         else:
             columns[col.field] = arrow_text(trimmed[index])
-    lines = list(range(2, 2 + parsed.num_rows))
+    lines = np.arange(2, 2 + parsed.num_rows, dtype=np.int64)
     if parsed.num_rows and parsed.num_rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, parsed.num_rows)
     return _Grid(pd.DataFrame(columns), lines,

@@ -275,7 +275,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
     assert fast is not None
     pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
                                   general.raw.reset_index(drop=True))
-    assert fast.lines == general.lines
+    assert list(fast.lines) == general.lines
     assert fast.shape_errors.tolist() == general.shape_errors.tolist()
     assert fast.trailer == general.trailer
     assert fast.layout == general.layout
@@ -327,7 +327,7 @@ def test_stray_and_spanning_quotes_read_like_the_general_path(
     if fast is not None:
         pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
                                       general.raw.reset_index(drop=True))
-        assert fast.lines == general.lines
+        assert list(fast.lines) == general.lines
         assert fast.shape_errors.tolist() == general.shape_errors.tolist()
 
 
