@@ -6,6 +6,9 @@ import decimal
 from decimal import Decimal
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MINOR_PER_UNIT = 100
 
@@ -95,3 +98,17 @@ def minor_text(minor: np.ndarray) -> np.ndarray:
     whole = (absolute // MINOR_PER_UNIT).astype(str)
     cents = np.char.zfill((absolute % MINOR_PER_UNIT).astype(str), 2)
     return np.char.add(np.char.add(np.char.add(sign, whole), "."), cents).astype(object)
+
+
+def minor_text_array(minor: pa.Array | pd.Series) -> pa.Array:
+    """minor_text in Arrow, nulls kept: a million values without a Python object each.
+    [123450, -5, None] -> ['1234.50', '-0.05', None] (large_string)."""
+    values = pa.array(minor, pa.int64())
+    absolute = pc.abs(values)
+    whole = pc.divide(absolute, MINOR_PER_UNIT)  # integer division
+    cents = pc.subtract(absolute, pc.multiply(whole, MINOR_PER_UNIT))
+    text = pa.large_string()
+    sign = pc.if_else(pc.less(values, 0), pa.scalar("-", text), pa.scalar("", text))
+    return pc.binary_join_element_wise(
+        sign, pc.cast(whole, text), pa.scalar(".", text),
+        pc.utf8_lpad(pc.cast(cents, text), 2, "0"), pa.scalar("", text))

@@ -41,7 +41,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from recon import categories as cat
 from recon.calendar import WIB
 from recon.matching import ReconResult
-from recon.money import MINOR_PER_UNIT, from_minor
+from recon.money import from_minor, minor_text_array
 from recon.schemas import text_array
 
 MONEY_FORMAT = "#,##0.00"
@@ -309,16 +309,6 @@ def _xml_text(series: pd.Series) -> pa.Array:
     return values
 
 
-def _money_text(series: pd.Series) -> pa.Array:
-    """Minor units as exact decimal text ('1234.50', '-0.05'); null where missing."""
-    minor = pa.array(series, pa.int64())
-    absolute = pc.abs(minor)
-    whole = pc.divide(absolute, MINOR_PER_UNIT)
-    cents = pc.subtract(absolute, pc.multiply(whole, MINOR_PER_UNIT))
-    sign = pc.if_else(pc.less(minor, 0), pa.scalar("-", _S), pa.scalar("", _S))
-    return _join(sign, pc.cast(whole, _S), ".", pc.utf8_lpad(pc.cast(cents, _S), 2, "0"))
-
-
 def _serial(wall_ns: np.ndarray, missing: np.ndarray, with_time: bool) -> pa.Array:
     """Excel serial numbers (1900 date system) of naive wall-clock nanoseconds."""
     days = wall_ns // _DAY_NS
@@ -334,7 +324,7 @@ def _serial(wall_ns: np.ndarray, missing: np.ndarray, with_time: bool) -> pa.Arr
 
 def _number_text(series: pd.Series, kind: str) -> pa.Array:
     if kind == "money":
-        return _money_text(series)
+        return minor_text_array(series)
     if kind == "int":
         return pc.cast(pa.array(series, pa.int64()), _S)
     if kind == "time":

@@ -9,7 +9,13 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon.money import format_amount, minor_text, round_minor, round_minor_array
+from recon.money import (
+    format_amount,
+    minor_text,
+    minor_text_array,
+    round_minor,
+    round_minor_array,
+)
 from recon.schemas import text_isin
 
 MODES = st.sampled_from(["half_up", "half_even", "down", "up"])
@@ -50,3 +56,10 @@ def test_text_isin_is_isin(values: list[str], keys: list[str]) -> None:
     assert text_isin(series, keys).tolist() == [v in set(keys) for v in values]
     assert text_isin(series, pd.Series(keys, dtype="str")).tolist() == [v in set(keys)
                                                                        for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | st.integers(-10**15, 10**15), max_size=30))
+def test_minor_text_array_is_format_amount_with_nulls_kept(values: list[int | None]) -> None:
+    got = minor_text_array(pd.Series(values, dtype="Int64")).to_pylist()
+    assert got == [None if v is None else format_amount(v) for v in values]

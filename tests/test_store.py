@@ -251,13 +251,13 @@ def test_lock_names_differ_per_database_and_fit_mariadb() -> None:
 
 def test_bulk_insert_writes_every_batch(database_url: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """COPY on PostgreSQL goes a batch at a time; each database gets every row, in full."""
+    """Rows go a batch at a time (COPY or executemany); each database gets every row."""
     from sqlalchemy import select
 
     from recon import store
     from recon.tables import recon_ledger
 
-    monkeypatch.setattr(store, "_COPY_BATCH_ROWS", 2)
+    monkeypatch.setattr(store, "_WRITE_BATCH_ROWS", 2)
     engine = make_engine(database_url)
     init_db(engine)
     frame = pd.DataFrame({
