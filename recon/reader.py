@@ -6,6 +6,7 @@ that cannot be trusted as a whole raises `FileRejected` naming the file and the 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -141,7 +142,7 @@ def _detect_delimiter(first_line: str, allowed: tuple[str, ...]) -> str:
 
 def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
     """The text of a CSV file and its delimiter; FileRejected when empty or not UTF-8."""
-    if not data.strip():
+    if not data or data.isspace():  # without a stripped copy of the whole file
         raise FileRejected(name, "file is empty")
     try:
         text = data.decode("utf-8-sig")
@@ -370,7 +371,8 @@ def read_settlement_file(
         grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
     else:
         text, delimiter = _decode_csv(name, data, fmt)
-        grid = (_fast_csv_grid(name, text, delimiter, fmt)
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        grid = (_fast_csv_grid(name, text, delimiter, fmt, memoryview(data)[bom:])
                 or _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt))
     raw, lines, trailer = grid.raw, grid.lines, grid.trailer
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
@@ -464,27 +466,32 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
                  trailer, table.layout)
 
 
-def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Grid | None:
+def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat,
+                   raw: bytes | memoryview | None = None) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
     field across lines, every data row as wide as the header. Anything else returns None
-    and takes the general path, so line numbers and row-level findings are the same."""
+    and takes the general path, so line numbers and row-level findings are the same.
+
+    `raw` is the file's UTF-8 bytes without a BOM (the text encoded, when not given);
+    Arrow reads them in place, so a large file is not copied again as text or bytes."""
     if "\r" in text or not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
         return None
     quoted = '"' in text  # only a quoted field can span lines
-    body = text
+    data = memoryview(raw if raw is not None else text.encode())
+    end = len(data)  # the body: every line but a trailer
     trailer: Trailer | None = None
     last_start = text.rfind("\n", 0, len(text) - 1) + 1
     last = next(csv.reader([text[last_start:].rstrip("\n")], delimiter=delimiter), [""])
     if last and last[0].strip().upper() == fmt.trailer_marker.upper():
         line_no = text.count("\n", 0, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
-        body = text[:last_start]
-    header = next(csv.reader([body.split("\n", 1)[0]], delimiter=delimiter))
+        end = len(data) - len(text[last_start:].encode())
+    header = next(csv.reader([text[:text.find("\n")]], delimiter=delimiter))
     table = _Table(header, 1, [], [], f"csv ({delimiter})")
     positions = _map_header(name, table, fmt)
     try:
         parsed = pacsv.read_csv(
-            io.BytesIO(body.encode()),
+            pa.BufferReader(pa.py_buffer(data[:end])),
             read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))],
                                            skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
@@ -493,7 +500,7 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat) -> _Gr
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None  # a row of another width: the general path reports it per line
-    if quoted and parsed.num_rows != body.count("\n") - 1:
+    if quoted and parsed.num_rows != text.count("\n", 0, last_start if trailer else None) - 1:
         return None  # a field spans lines: only the general path numbers them
     trimmed = [pc.utf8_trim_whitespace(column) for column in parsed.columns]
     blank = pc.and_(*[pc.equal(c, "") for c in trimmed[:2]]) if len(trimmed) > 1 else None
