@@ -99,10 +99,10 @@ def generate(n: int, folder: Path, seed: int = 5) -> dict[str, pd.DataFrame]:
         "MerchantID": MERCHANT, "StoreID": "", "MerchantInvoice": rows["MerchantInvoice"],
         "RefundInvoice": rows["RefundInvoice"], "OVOReferenceNo": rows["OVOReferenceNo"],
         "TransactionType": rows["TransactionType"], "PaymentSource": rows["PaymentSource"],
-        "GrossAmount": minor_text(rows["gross"].to_numpy()),
-        "MDRAmount": minor_text(rows["mdr"].to_numpy()),
-        "TaxAmount": minor_text(rows["tax"].to_numpy()),
-        "NetAmount": minor_text(rows["net"].to_numpy())})
+        "GrossAmount": _amounts(rows["gross"].to_numpy()),
+        "MDRAmount": _amounts(rows["mdr"].to_numpy()),
+        "TaxAmount": _amounts(rows["tax"].to_numpy()),
+        "NetAmount": _amounts(rows["net"].to_numpy())})
     bad = table.index[:: max(n // 50, 1)][:50]
     table.loc[bad, "GrossAmount"] = "n/a"  # unreadable rows
     inbox = folder / "inbox"
@@ -111,6 +111,11 @@ def generate(n: int, folder: Path, seed: int = 5) -> dict[str, pd.DataFrame]:
     pacsv.write_csv(pa.Table.from_pandas(table, preserve_index=False), path,
                     pacsv.WriteOptions(quoting_style="needed"))
     return {"payments": payments, "refunds": refunds, "file": table}
+
+
+def _amounts(minor: np.ndarray) -> np.ndarray:
+    """Minor units as the decimal texts the files and tables hold."""
+    return minor_text(minor).to_numpy(zero_copy_only=False)
 
 
 def _utc_text(values: pd.Series) -> pd.Series:
@@ -127,12 +132,12 @@ def load_sqlite(url_path: Path, data: dict[str, pd.DataFrame]) -> None:
             "INSERT INTO ovo_payments (partner_reference_no, reference_no, merchant_id, amount,"
             " currency, pay_option, status, transaction_time) VALUES (?,?,?,?,'IDR',?,?,?)",
             zip(p["partner_reference_no"], p["reference_no"], p["merchant_id"],
-                minor_text(p["amount"].to_numpy()), p["pay_option"], p["status"],
+                _amounts(p["amount"].to_numpy()), p["pay_option"], p["status"],
                 _utc_text(p["transaction_time"]), strict=True))
         conn.executemany(
             "INSERT INTO ovo_refunds VALUES (?,?,?,?,?,?)",
             zip(r["partner_refund_no"], r["original_partner_reference_no"], r["refund_no"],
-                minor_text(r["refund_amount"].to_numpy()), _utc_text(r["refund_time"]),
+                _amounts(r["refund_amount"].to_numpy()), _utc_text(r["refund_time"]),
                 r["status"], strict=True))
 
 
@@ -148,13 +153,13 @@ def load_postgres(url: str, data: dict[str, pd.DataFrame]) -> None:
         cur.execute("TRUNCATE ovo_payments, ovo_refunds")
         payments = pd.DataFrame({
             "partner_reference_no": p["partner_reference_no"], "reference_no": p["reference_no"],
-            "merchant_id": p["merchant_id"], "amount": minor_text(p["amount"].to_numpy()),
+            "merchant_id": p["merchant_id"], "amount": _amounts(p["amount"].to_numpy()),
             "currency": "IDR", "pay_option": p["pay_option"], "status": p["status"],
             "transaction_time": _utc_text(p["transaction_time"]) + "+00"})
         refunds = pd.DataFrame({
             "partner_refund_no": r["partner_refund_no"],
             "original_partner_reference_no": r["original_partner_reference_no"],
-            "refund_no": r["refund_no"], "refund_amount": minor_text(r["refund_amount"].to_numpy()),
+            "refund_no": r["refund_no"], "refund_amount": _amounts(r["refund_amount"].to_numpy()),
             "refund_time": _utc_text(r["refund_time"]) + "+00", "status": r["status"]})
         for table, frame in (("ovo_payments", payments), ("ovo_refunds", refunds)):
             buffer = pa.BufferOutputStream()

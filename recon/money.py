@@ -87,21 +87,9 @@ def round_minor_array(numerators: np.ndarray, rate: Decimal, rounding: str,
     return sign * steps * quantum
 
 
-def minor_text(minor: np.ndarray) -> np.ndarray:
-    """Integer minor units -> exact decimal text with two places, element-wise:
-    [123450, -5] -> ['1234.50', '-0.05']."""
-    values = np.asarray(minor, dtype=np.int64)
-    if not values.size:
-        return np.array([], dtype=object)
-    sign = np.where(values < 0, "-", "")
-    absolute = np.abs(values)
-    whole = (absolute // MINOR_PER_UNIT).astype(str)
-    cents = np.char.zfill((absolute % MINOR_PER_UNIT).astype(str), 2)
-    return np.char.add(np.char.add(np.char.add(sign, whole), "."), cents).astype(object)
-
-
-def minor_text_array(minor: pa.Array | pd.Series) -> pa.Array:
-    """minor_text in Arrow, nulls kept: a million values without a Python object each.
+def minor_text(minor: pa.Array | pd.Series | np.ndarray) -> pa.Array:
+    """Integer minor units -> exact decimal text with two places, element-wise, in Arrow
+    (a million values without a Python object each), nulls kept:
     [123450, -5, None] -> ['1234.50', '-0.05', None] (large_string)."""
     values = pa.array(minor, pa.int64())
     absolute = pc.abs(values)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import adbc_driver_manager
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,7 +44,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from recon import categories as cat
 from recon.errors import ConfigError, StoreError
 from recon.matching import ReconResult
-from recon.money import minor_text, minor_text_array
+from recon.money import minor_text
 from recon.reader import date_objects, wib_dates
 from recon.schemas import (
     LEDGER,
@@ -458,10 +457,7 @@ class PersistedRun:
 
 def _money_text(values: pd.Series) -> list[str | None]:
     """Nullable minor units -> exact decimal text, None for NULL."""
-    present = values.notna().to_numpy(dtype=bool)
-    out = np.full(len(values), None, dtype=object)
-    out[present] = minor_text(values[present].to_numpy(dtype=np.int64))
-    return list(out)
+    return minor_text(values).to_pylist()
 
 
 def _iso_dates(values: pd.Series) -> list[str | None]:
@@ -591,7 +587,7 @@ def _ledger_table(result: ReconResult, merchant: str, day: dt.date, run_id: int)
             day.isoformat(), count), "run_id": pa.repeat(int(run_id), count),
         "kind": text("kind"), "settle_key": text("settle_key"), "record_key": text("record_key"),
         "original_reference_no": text("original_reference_no"),
-        "amount": minor_text_array(ledger["amount"].fillna(0)).take(order),
+        "amount": minor_text(ledger["amount"].fillna(0)).take(order),
         "line_no": pa.array(ledger["line_no"], pa.int64()).take(order),
     })
 

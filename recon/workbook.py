@@ -41,7 +41,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from recon import categories as cat
 from recon.calendar import WIB
 from recon.matching import ReconResult
-from recon.money import from_minor, minor_text_array
+from recon.money import from_minor, minor_text
 from recon.schemas import text_array
 
 MONEY_FORMAT = "#,##0.00"
@@ -324,7 +324,7 @@ def _serial(wall_ns: np.ndarray, missing: np.ndarray, with_time: bool) -> pa.Arr
 
 def _number_text(series: pd.Series, kind: str) -> pa.Array:
     if kind == "money":
-        return minor_text_array(series)
+        return minor_text(series)
     if kind == "int":
         return pc.cast(pa.array(series, pa.int64()), _S)
     if kind == "time":

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from recon.money import (
     format_amount,
     minor_text,
-    minor_text_array,
     round_minor,
     round_minor_array,
 )
@@ -44,12 +43,6 @@ def test_halves_round_by_the_mode() -> None:
     assert round_minor_array(values, Decimal("0.01"), "half_even", 2).tolist() == [0, 2, 0, 2]
 
 
-@given(st.lists(st.integers(-10**15, 10**15), max_size=30))
-def test_minor_text_is_format_amount(values: list[int]) -> None:
-    assert list(minor_text(np.array(values, dtype=np.int64))) == [format_amount(v)
-                                                                  for v in values]
-
-
 @given(st.lists(st.text(max_size=5), max_size=20), st.lists(st.text(max_size=5), max_size=20))
 def test_text_isin_is_isin(values: list[str], keys: list[str]) -> None:
     series = pd.Series(values, dtype="str")
@@ -60,6 +53,6 @@ def test_text_isin_is_isin(values: list[str], keys: list[str]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.none() | st.integers(-10**15, 10**15), max_size=30))
-def test_minor_text_array_is_format_amount_with_nulls_kept(values: list[int | None]) -> None:
-    got = minor_text_array(pd.Series(values, dtype="Int64")).to_pylist()
+def test_minor_text_is_format_amount_with_nulls_kept(values: list[int | None]) -> None:
+    got = minor_text(pd.Series(values, dtype="Int64")).to_pylist()
     assert got == [None if v is None else format_amount(v) for v in values]
