@@ -40,10 +40,9 @@ from recon.schemas import SETTLEMENT_ROWS, arrow_text, conform
 
 log = logging.getLogger(__name__)
 
-_MONEY_RE = r"^\s*(?P<sign>[+-]?)(?P<whole>\d{1,15})(?:\.(?P<frac>\d*))?\s*$"
-#: The same shape, with at most two decimals that are not zeros (12.3400 is 12.34).
-_MONEY_SHAPE_RE = r"^\s*[+-]?\d{1,15}(?:\.\d{0,2}0*)?\s*$"
-_MONEY_CAST_RE = r"^\s*[+-]?\d{1,15}(?:\.\d{0,2}0{0,18})?\s*$"
+#: An amount: at most two decimals that are not zeros (12.3400 is 12.34).
+_MONEY_RE = r"^\s*[+-]?\d{1,15}(?:\.\d{0,2}0*)?\s*$"
+_MONEY_EXTRA_ZEROS = r"^([^.]*\.\d{0,2})0*$"  # on a trimmed, valid amount
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 PROGRESS_EVERY = 500_000
@@ -218,43 +217,21 @@ def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
     More than two decimal places is unparseable unless the extra digits are zeros.
     Vectorised with Arrow compute, no Python loop per value: the shape is checked by one
-    regular expression (RE2) and the valid texts are cast to decimals; the rare column
-    with dozens of trailing zeros is taken apart by the expression instead.
+    regular expression (RE2), zeros past the cents are dropped (a decimal of more digits
+    than it holds would wrap silently in Arrow's parser), and the text is cast to decimal.
     """
     text = pa.array(values.astype("str"))
-    ok = pc.fill_null(pc.match_substring_regex(text, _MONEY_SHAPE_RE), False)
-    # Arrow's decimal parser does not refuse more digits than a decimal holds (it wraps):
-    # only texts of at most 35 digits go through it.
-    short = pc.fill_null(pc.match_substring_regex(text, _MONEY_CAST_RE), False)
-    if pc.any(pc.and_(ok, pc.invert(short))).as_py():
-        minor, ok = _money_by_parts(text)
-    else:
-        valid = pc.utf8_trim(pc.if_else(ok, text, "0"), "\t\n\f\r ")
-        cents = pc.multiply(pc.cast(valid, pa.decimal128(18, 2)),
-                            pa.scalar(MINOR_PER_UNIT, pa.decimal128(3, 0)))
-        minor = pc.cast(cents, pa.int64())
+    ok = pc.fill_null(pc.match_substring_regex(text, _MONEY_RE), False)
+    valid = pc.utf8_trim(pc.if_else(ok, text, "0"), "\t\n\f\r ")
+    if pc.any(pc.match_substring_regex(valid, r"\.\d\d0")).as_py():  # rare: skip the rewrite
+        valid = pc.replace_substring_regex(valid, _MONEY_EXTRA_ZEROS, r"\1")
+    cents = pc.multiply(pc.cast(valid, pa.decimal128(18, 2)),
+                        pa.scalar(MINOR_PER_UNIT, pa.decimal128(3, 0)))
     good = ok.to_numpy(zero_copy_only=False).astype(bool)
-    numbers = pc.fill_null(minor, 0).to_numpy(zero_copy_only=False).astype("int64")
+    numbers = pc.cast(cents, pa.int64()).to_numpy(zero_copy_only=False).astype("int64")
     numbers[~good] = 0
     parsed = pd.Series(pd.arrays.IntegerArray(numbers, ~good), index=values.index)
     return parsed, pd.Series(~good, index=values.index)
-
-
-def _money_by_parts(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """parse_money's minor units and validity, from the expression's parts."""
-    parts = pc.extract_regex(text, _MONEY_RE)
-    matched = pc.is_valid(parts)
-    sign = pc.struct_field(parts, "sign")
-    whole = pc.struct_field(parts, "whole")
-    fraction = pc.struct_field(parts, "frac")
-    extra_ok = pc.match_substring_regex(pc.utf8_slice_codeunits(fraction, 2, 64), "^0*$")
-    ok = pc.fill_null(pc.and_(matched, extra_ok), False)
-    cents = pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 2), 2, "0")
-    whole_int = pc.cast(pc.if_else(ok, whole, "0"), pa.int64())
-    cents_int = pc.cast(pc.if_else(ok, cents, "00"), pa.int64())
-    minor = pc.add(pc.multiply(whole_int, 100), cents_int)
-    minor = pc.if_else(pc.equal(sign, "-"), pc.negate(minor), minor)
-    return pc.if_else(ok, minor, pa.scalar(None, pa.int64())), ok
 
 
 def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
