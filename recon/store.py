@@ -303,24 +303,23 @@ def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                   covered: Sequence[dt.date], rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
-    lookups.add_keys({
-        "inv": _distinct(rows["merchant_invoice"]),
-        "rinv": _distinct(refund_rows["refund_invoice"]),
-        "rno": _distinct(refund_rows["ovo_reference_no"]),
-        "oref": _distinct(open_items.loc[open_items["kind"] == cat.REFUND, "record_key"]),
-    })
+    file_keys = {"inv": _distinct(rows["merchant_invoice"]),
+                 "rinv": _distinct(refund_rows["refund_invoice"]),
+                 "rno": _distinct(refund_rows["ovo_reference_no"])}
+    lookups.add_keys({**file_keys, "oref": _distinct(
+        open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
     start, end = _window(covered)
     naive = lookups.dialect.name != "postgresql"
     lo, hi = (start.replace(tzinfo=None), end.replace(tzinfo=None)) if naive else (start, end)
-    payments = _load_payments(lookups, merchant_id, lo, hi, _distinct(
-        rows["merchant_invoice"], open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"]))
+    wanted = pc.unique(pa.concat_arrays([file_keys["inv"], _distinct(
+        open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])]))
+    payments = _load_payments(lookups, merchant_id, lo, hi, wanted)
     refunds = _load_refunds(lookups, merchant_id, lo, hi)
     records = _distinct(payments["partner_reference_no"], refunds["partner_refund_no"])
     # A ledger entry whose settle key is a file key is found through that key already.
-    file_keys = _distinct(rows["merchant_invoice"], refund_rows["refund_invoice"],
-                          refund_rows["ovo_reference_no"]).cast(records.type)
+    named = pa.concat_arrays(list(file_keys.values())).cast(records.type)
     lookups.add_keys({"rec": records, "rec_only": records.filter(
-        pc.invert(pc.is_in(records, value_set=file_keys)))})
+        pc.invert(pc.is_in(records, value_set=named)))})
     ledger = _load_ledger(lookups, merchant_id, settlement_date)
     return payments, refunds, ledger
 
