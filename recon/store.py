@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import adbc_driver_manager
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -160,14 +163,17 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
     return start.replace(tzinfo=dt.UTC), end.replace(tzinfo=dt.UTC)
 
 
-#: The per-connection temporary table of lookup keys a load joins against.
-LOAD_KEYS = Table("recon_load_keys", MetaData(), Column("tag", String(8), nullable=False),
-                  Column("k", String(255), nullable=False), prefixes=["TEMPORARY"])
+#: The per-connection temporary tables of lookup keys a load joins against, one per kind
+#: of key, each holding distinct keys: a query reads only the kinds it needs.
+KEY_TAGS = ("inv", "rinv", "rno", "oref", "pay", "rec_only")
+LOAD_KEYS = {tag: Table(f"recon_load_keys_{tag}", MetaData(),
+                        Column("k", String(255), nullable=False), prefixes=["TEMPORARY"])
+             for tag in KEY_TAGS}
 
 
 def _keyed(column: Any, *tags: str) -> Any:
     """`column` is one of the loaded keys with one of `tags`."""
-    return column.in_(select(LOAD_KEYS.c.k).where(LOAD_KEYS.c.tag.in_(tags)))
+    return column.in_(union_all(*(select(LOAD_KEYS[tag].c.k) for tag in tags)))
 
 
 class _Lookups(Protocol):
@@ -179,6 +185,11 @@ class _Lookups(Protocol):
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame: ...
 
+    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
+        """Start `query`; the returned call gives its frame (on another connection where
+        the database allows, so that it runs while this one does other lookups)."""
+        ...
+
 
 class _SqlLookups:
     """Through SQLAlchemy (SQLite, MariaDB): executemany in, driver rows out."""
@@ -189,31 +200,38 @@ class _SqlLookups:
 
     def __enter__(self) -> _SqlLookups:
         self._drop()
-        LOAD_KEYS.create(self.conn)
+        for table in LOAD_KEYS.values():
+            table.create(self.conn)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:  # after a failure the next load drops it
+        if exc[0] is None:  # after a failure the next load drops them
             self._drop()
 
     def _drop(self) -> None:
-        if self.dialect.name == "sqlite":
-            self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.recon_load_keys")
-        else:
-            self.conn.exec_driver_sql("DROP TEMPORARY TABLE IF EXISTS recon_load_keys")
+        for table in LOAD_KEYS.values():
+            if self.dialect.name == "sqlite":
+                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table.name}")
+            else:
+                self.conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
 
     def add_keys(self, keys: dict[str, pa.Array]) -> None:
         marker = "?" if self.dialect.paramstyle == "qmark" else "%s"
-        pairs = [(tag, k) for tag, values in keys.items() for k in values.to_pylist()]
-        if pairs:
-            self.conn.exec_driver_sql(
-                f"INSERT INTO recon_load_keys (tag, k) VALUES ({marker}, {marker})", pairs)
+        for tag, values in keys.items():
+            if len(values):
+                self.conn.exec_driver_sql(
+                    f"INSERT INTO {LOAD_KEYS[tag].name} (k) VALUES ({marker})",
+                    [(k,) for k in values.to_pylist()])
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
         rows = self.conn.execute(query).fetchall()
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
         return pd.DataFrame({name: pd.Series(values, dtype="object")
                              for name, values in zip(names, columns, strict=True)})
+
+    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
+        frame = self.fetch(query, names)  # one connection: in turn
+        return lambda: frame
 
 
 class _ArrowLookups:
@@ -223,35 +241,44 @@ class _ArrowLookups:
         import adbc_driver_postgresql.dbapi as adbc
         from sqlalchemy.dialects.postgresql.asyncpg import dialect as numbered
 
-        url = engine.url.set(drivername="postgresql")
-        self.connection = adbc.connect(url.render_as_string(hide_password=False))
+        self.url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.connect = adbc.connect
+        self.connection = adbc.connect(self.url)
         self.cursor = self.connection.cursor()
         self.dialect = numbered(paramstyle="numeric_dollar")
-        self.created = False
+        self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon-load")
 
     def __enter__(self) -> _ArrowLookups:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.aside.shutdown(wait=True)
         self.cursor.close()
         self.connection.close()  # the temporary table goes with the session
 
     def add_keys(self, keys: dict[str, pa.Array]) -> None:
-        table = pa.concat_tables([
-            pa.table({"tag": pa.array([tag] * len(values), pa.string()),
-                      "k": values.cast(pa.string())})
-            for tag, values in keys.items()])
-        self.cursor.adbc_ingest("recon_load_keys", table,
-                                mode="append" if self.created else "create", temporary=True)
-        self.created = True
-        self.cursor.execute("ANALYZE recon_load_keys")
+        for tag, values in keys.items():
+            self.cursor.adbc_ingest(LOAD_KEYS[tag].name, pa.table({"k": values.cast(pa.string())}),
+                                    mode="create", temporary=True)
+        # Statistics let the planner choose between probing and hashing a key table.
+        self.cursor.execute(f"ANALYZE {', '.join(LOAD_KEYS[tag].name for tag in keys)}")
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
+        return self._run(self.cursor, query, names)
+
+    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
+        def run() -> pd.DataFrame:
+            with self.connect(self.url) as connection, connection.cursor() as cursor:
+                return self._run(cursor, query, names)
+
+        return self.aside.submit(run).result  # ADBC releases the GIL while it waits
+
+    def _run(self, cursor: Any, query: Any, names: Sequence[str]) -> pd.DataFrame:
         compiled = query.compile(dialect=self.dialect,
                                  compile_kwargs={"render_postcompile": True})
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        self.cursor.execute(str(compiled), params or None)
-        frame = arrow_frame(self.cursor.fetch_arrow_table())
+        cursor.execute(str(compiled), params or None)
+        frame = arrow_frame(cursor.fetch_arrow_table())
         frame.columns = list(names)
         return frame
 
@@ -302,28 +329,31 @@ def load_run_inputs(
 def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                   covered: Sequence[dt.date], rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    start, end = _window(covered)
+    naive = lookups.dialect.name != "postgresql"
+    lo, hi = (start.replace(tzinfo=None), end.replace(tzinfo=None)) if naive else (start, end)
+    # The window's payments need no key: they load while the keys go in.
+    window = _window_payments(lookups, merchant_id, lo, hi)
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
     file_keys = {"inv": _distinct(rows["merchant_invoice"]),
                  "rinv": _distinct(refund_rows["refund_invoice"]),
                  "rno": _distinct(refund_rows["ovo_reference_no"])}
     lookups.add_keys({**file_keys, "oref": _distinct(
         open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
-    start, end = _window(covered)
-    naive = lookups.dialect.name != "postgresql"
-    lo, hi = (start.replace(tzinfo=None), end.replace(tzinfo=None)) if naive else (start, end)
-    wanted = pc.unique(pa.concat_arrays([file_keys["inv"], _distinct(
-        open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])]))
-    payments = _load_payments(lookups, merchant_id, lo, hi, wanted)
     refunds = _load_refunds(lookups, merchant_id, lo, hi)
-    records = _distinct(payments["partner_reference_no"], refunds["partner_refund_no"])
+    open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
+    wanted = file_keys["inv"] if not len(open_payments) else pc.unique(
+        pa.concat_arrays([file_keys["inv"], open_payments]))
+    payments = _load_payments(lookups, window(), wanted)
+    # Both are primary keys, distinct already; a key in both is harmless in a key set.
+    records = pa.concat_arrays([text_array(payments["partner_reference_no"]),
+                                text_array(refunds["partner_refund_no"])])
     # A ledger entry whose settle key is a file key is found through that key already.
     named = pa.concat_arrays(list(file_keys.values())).cast(records.type)
-    lookups.add_keys({"rec": records, "rec_only": records.filter(
+    lookups.add_keys({"rec_only": records.filter(
         pc.invert(pc.is_in(records, value_set=named)))})
-    ledger = _load_ledger(lookups, merchant_id, settlement_date)
+    ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
     return payments, refunds, ledger
-
-
 def _time_column(lookups: _Lookups, column: Any, label: str) -> Any:
     """A time column: typed on PostgreSQL, as stored (text or datetime) elsewhere."""
     if lookups.dialect.name == "postgresql":
@@ -331,25 +361,43 @@ def _time_column(lookups: _Lookups, column: Any, label: str) -> Any:
     return type_coerce(column, String).label(label)
 
 
-def _load_payments(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any,
-                   wanted_keys: pa.Array) -> pd.DataFrame:
+_PAYMENT_COLUMNS = [ovo_payments.c.partner_reference_no, ovo_payments.c.reference_no,
+                    ovo_payments.c.merchant_id, ovo_payments.c.store_id,
+                    _minor(ovo_payments.c.amount).label("amount"), ovo_payments.c.pay_option,
+                    ovo_payments.c.status]
+
+
+def _payment_columns(lookups: _Lookups) -> list[Any]:
+    return [*_PAYMENT_COLUMNS, _time_column(lookups, ovo_payments.c.transaction_time,
+                                            "transaction_time")]
+
+
+def _window_payments(lookups: _Lookups, merchant_id: str, lo: Any,
+                     hi: Any) -> Callable[[], pd.DataFrame]:
     t = ovo_payments
-    columns = [t.c.partner_reference_no, t.c.reference_no, t.c.merchant_id, t.c.store_id,
-               _minor(t.c.amount).label("amount"), t.c.pay_option, t.c.status,
-               _time_column(lookups, t.c.transaction_time, "transaction_time")]
-    names = [c.name for c in columns]
-    in_window = and_(t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
-                     t.c.transaction_time < hi)
-    window = lookups.fetch(select(*columns).where(in_window), names)
-    # Records the file or the open items name that the window does not hold.
+    columns = _payment_columns(lookups)
+    return lookups.fetch_aside(select(*columns).where(
+        t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi),
+        [c.name for c in columns])
+
+
+def _load_payments(lookups: _Lookups, window: pd.DataFrame,
+                   wanted_keys: pa.Array) -> pd.DataFrame:
+    """The window's payments, plus those the file or the open items name elsewhere."""
+    columns = _payment_columns(lookups)
     elsewhere = wanted_keys.filter(pc.invert(pc.is_in(
-        wanted_keys, value_set=pa.array(window["partner_reference_no"].astype("str")).cast(
+        wanted_keys, value_set=text_array(window["partner_reference_no"]).cast(
             wanted_keys.type))))
     lookups.add_keys({"pay": elsewhere})
-    frame = pd.concat([
-        window,
-        lookups.fetch(select(*columns).where(_keyed(t.c.partner_reference_no, "pay")), names),
-    ], ignore_index=True).drop_duplicates("partner_reference_no")
+    extra = lookups.fetch(select(*columns).where(
+        _keyed(ovo_payments.c.partner_reference_no, "pay")), [c.name for c in columns])
+    if not extra.empty:  # a key the database compares without case may find a window row
+        keys = text_array(extra["partner_reference_no"])
+        window_keys = text_array(window["partner_reference_no"])
+        again = window_keys.filter(pc.is_in(window_keys, value_set=keys))
+        extra = extra.loc[~np.asarray(pc.is_in(keys, value_set=again))].drop_duplicates(
+            "partner_reference_no")
+    frame = pd.concat([window, extra], ignore_index=True)
     if frame.empty:
         return empty_frame(PAYMENTS)
     frame["amount"] = frame["amount"].astype("Int64")
@@ -386,7 +434,8 @@ def _load_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd.D
     return conform(frame, REFUNDS, "refunds")
 
 
-def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date) -> pd.DataFrame:
+def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                 records: pa.Array) -> pd.DataFrame:
     t = recon_ledger
     columns = [t.c.ledger_id, t.c.settlement_date, t.c.kind, t.c.settle_key, t.c.record_key,
                t.c.original_reference_no, _minor(t.c.amount).label("amount"), t.c.line_no]
@@ -398,12 +447,19 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date) 
     conditions = [
         _keyed(t.c.settle_key, "inv", "rinv", "rno"),
         and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key),
-        and_(_keyed(t.c.record_key, "rec"), t.c.record_key != t.c.settle_key),
+        # A record key that is one of the records: those are the file's keys and the
+        # records it does not name, both loaded already; other keys are dropped below.
+        and_(_keyed(t.c.record_key, "inv", "rinv", "rno", "rec_only"),
+             t.c.record_key != t.c.settle_key),
         and_(_keyed(t.c.original_reference_no, "inv"),
              t.c.original_reference_no != t.c.settle_key),
     ]
     frames = [lookups.fetch(select(*columns).where(base, condition), names)
               for condition in conditions]
+    by_record = frames[2]
+    if not by_record.empty:
+        frames[2] = by_record.loc[np.asarray(pc.is_in(
+            text_array(by_record["record_key"]), value_set=records.cast(pa.large_string())))]
     frame = pd.concat(frames, ignore_index=True).drop_duplicates("ledger_id")
     if frame.empty:
         return empty_frame(LEDGER)
