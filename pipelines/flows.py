@@ -49,6 +49,7 @@ from recon.store import (  # noqa: E402
     PersistedRun,
     RunInputs,
     RunRecord,
+    WindowLoad,
     load_run_inputs,
     make_engine,
     next_attempt,
@@ -104,9 +105,9 @@ def read_task(settings: Settings, fetched: FetchedFile, day: dt.date) -> Settlem
 
 @task(name="load", **TASK_OPTIONS)
 def load_task(engine: Engine, merchant_id: str, day: dt.date, covered: list[dt.date],
-              parsed: SettlementFile) -> RunInputs:
+              parsed: SettlementFile, window: WindowLoad | None = None) -> RunInputs:
     started = time.perf_counter()
-    inputs = load_run_inputs(engine, merchant_id, day, covered, parsed.rows)
+    inputs = load_run_inputs(engine, merchant_id, day, covered, parsed.rows, window)
     _timed("load", started, f"{len(inputs.payments):,} payments, {len(inputs.refunds):,} "
                             f"refunds, {len(inputs.ledger):,} ledger entries, "
                             f"{len(inputs.open_items):,} open items")
@@ -225,11 +226,13 @@ def fetch_and_read(settings: Settings, day: dt.date
 
 
 def settle(settings: Settings, fetched: FetchedFile, parsed: SettlementFile, day: dt.date,
-           started_at: dt.datetime) -> dict[str, Any]:
-    """Lock, load, match, persist, report and notify one read file, with one engine."""
-    ctx = MatchContext(merchant_id=settings.merchant_id, settlement_date=day,
-                       calendar=_calendar(settings), fee_rules=settings.fee_rules,
-                       refund_window_days=settings.refund_window_days)
+           started_at: dt.datetime, engine: Engine | None = None,
+           window: WindowLoad | None = None) -> dict[str, Any]:
+    """Lock, load, match, persist, report and notify one read file, with one engine (made
+    here unless given; `window` is the window's load started with it)."""
+    ctx = _match_context(settings, day)
+    if engine is not None:
+        return _reconcile_parsed(settings, engine, fetched, parsed, ctx, started_at, window)
     engine = make_engine(settings.database_url)  # one pool for the whole run
     try:
         return _reconcile_parsed(settings, engine, fetched, parsed, ctx, started_at)
@@ -237,19 +240,38 @@ def settle(settings: Settings, fetched: FetchedFile, parsed: SettlementFile, day
         engine.dispose()
 
 
+def _match_context(settings: Settings, day: dt.date) -> MatchContext:
+    return MatchContext(merchant_id=settings.merchant_id, settlement_date=day,
+                        calendar=_calendar(settings), fee_rules=settings.fee_rules,
+                        refund_window_days=settings.refund_window_days)
+
+
 def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
-    """The steps of one run, in order; raises ReconError when the run cannot finish."""
+    """The steps of one run, in order; raises ReconError when the run cannot finish.
+
+    The window's payments and refunds do not depend on the file: they load on a
+    connection of their own while the file is read."""
     started_at = dt.datetime.now(dt.UTC)
-    settings, fetched, parsed = fetch_and_read(settings, day)
-    return settle(settings, fetched, parsed, day, started_at)
+    fetched = fetch_task(settings, day)
+    settings = settings.replace(merchant_id=fetched.merchant_id)
+    engine = make_engine(settings.database_url)  # one pool for the whole run
+    try:
+        covered = _match_context(settings, day).covered_dates
+        with WindowLoad(engine, settings.merchant_id, covered) as window:
+            parsed = read_task(settings, fetched, day)
+            return settle(settings, fetched, parsed, day, started_at, engine, window)
+    finally:
+        engine.dispose()
 
 
 def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
-                      parsed: SettlementFile, ctx: MatchContext,
-                      started_at: dt.datetime) -> dict[str, Any]:
+                      parsed: SettlementFile, ctx: MatchContext, started_at: dt.datetime,
+                      window: WindowLoad | None = None) -> dict[str, Any]:
     merchant, day = ctx.merchant_id, ctx.settlement_date
+    if window is not None and engine.dialect.name == "sqlite":
+        window.wait()  # its read would hold off the lock's write
     with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
-        inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed)
+        inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed, window)
         result = match_task(parsed, inputs, ctx)
         summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
                                 parsed.trailer is not None)

@@ -6,12 +6,15 @@ databases without a zone (SQLite, MariaDB) are UTC; PostgreSQL uses timestamptz.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -185,11 +188,6 @@ class _Lookups(Protocol):
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame: ...
 
-    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
-        """Start `query`; the returned call gives its frame (on another connection where
-        the database allows, so that it runs while this one does other lookups)."""
-        ...
-
 
 class _SqlLookups:
     """Through SQLAlchemy (SQLite, MariaDB): executemany in, driver rows out."""
@@ -229,10 +227,6 @@ class _SqlLookups:
         return pd.DataFrame({name: pd.Series(values, dtype="object")
                              for name, values in zip(names, columns, strict=True)})
 
-    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
-        frame = self.fetch(query, names)  # one connection: in turn
-        return lambda: frame
-
 
 class _ArrowLookups:
     """The same on PostgreSQL through ADBC: keys go in by COPY, rows come back as Arrow."""
@@ -241,18 +235,15 @@ class _ArrowLookups:
         import adbc_driver_postgresql.dbapi as adbc
         from sqlalchemy.dialects.postgresql.asyncpg import dialect as numbered
 
-        self.url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.connect = adbc.connect
-        self.connection = adbc.connect(self.url)
+        url = engine.url.set(drivername="postgresql")
+        self.connection = adbc.connect(url.render_as_string(hide_password=False))
         self.cursor = self.connection.cursor()
         self.dialect = numbered(paramstyle="numeric_dollar")
-        self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon-load")
 
     def __enter__(self) -> _ArrowLookups:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.aside.shutdown(wait=True)
         self.cursor.close()
         self.connection.close()  # the temporary table goes with the session
 
@@ -264,21 +255,11 @@ class _ArrowLookups:
         self.cursor.execute(f"ANALYZE {', '.join(LOAD_KEYS[tag].name for tag in keys)}")
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
-        return self._run(self.cursor, query, names)
-
-    def fetch_aside(self, query: Any, names: Sequence[str]) -> Callable[[], pd.DataFrame]:
-        def run() -> pd.DataFrame:
-            with self.connect(self.url) as connection, connection.cursor() as cursor:
-                return self._run(cursor, query, names)
-
-        return self.aside.submit(run).result  # ADBC releases the GIL while it waits
-
-    def _run(self, cursor: Any, query: Any, names: Sequence[str]) -> pd.DataFrame:
         compiled = query.compile(dialect=self.dialect,
                                  compile_kwargs={"render_postcompile": True})
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        cursor.execute(str(compiled), params or None)
-        frame = arrow_frame(cursor.fetch_arrow_table())
+        self.cursor.execute(str(compiled), params or None)
+        frame = arrow_frame(self.cursor.fetch_arrow_table())
         frame.columns = list(names)
         return frame
 
@@ -298,53 +279,117 @@ def _distinct(*columns: pd.Series) -> pa.Array:
     return distinct.filter(pc.not_equal(distinct, ""))
 
 
+class WindowLoad:
+    """The payments and refunds of the covered window, loading on a connection of their
+    own while the file is read: they do not depend on it. The lookups the file's keys need
+    follow in `load_run_inputs`; this load's database errors surface there."""
+
+    def __init__(self, engine: Engine, merchant_id: str, covered: Sequence[dt.date]) -> None:
+        self.merchant_id = merchant_id
+        self.key = (merchant_id, tuple(covered))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="recon-window")
+        # Each connection to an in-memory SQLite database is a database of its own.
+        alone = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+        task = partial(_load_window, engine, merchant_id, covered)
+        self._future: Future[tuple[pd.DataFrame, pd.DataFrame]] = Future()
+        if alone:
+            try:
+                self._future.set_result(task())
+            except Exception as exc:  # raised where the result is asked for
+                self._future.set_exception(exc)
+        else:
+            self._future = self._pool.submit(task)
+
+    def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return self._future.result()
+
+    def wait(self) -> None:
+        """Until the load has ended (an error is raised by `result`). On SQLite a reader
+        holds off every writer: the run lock is taken after this."""
+        futures_wait([self._future])
+
+    def __enter__(self) -> WindowLoad:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A run that fails before the load does not wait for it; its connection closes
+        # when the query ends.
+        self._pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+
+
+def _load_window(engine: Engine, merchant_id: str,
+                 covered: Sequence[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    start, end = _window(covered)
+    if engine.dialect.name == "postgresql":
+        with _ArrowLookups(engine) as arrow:
+            return _window_records(arrow, merchant_id, start, end)
+    with engine.connect() as conn:
+        return _window_records(_SqlLookups(conn), merchant_id, start.replace(tzinfo=None),
+                               end.replace(tzinfo=None))
+
+
+def _window_records(lookups: _Lookups, merchant_id: str, lo: Any,
+                    hi: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    t, r = ovo_payments, ovo_refunds
+    payments = lookups.fetch(select(*_payment_columns(lookups)).where(
+        t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi),
+        [c.name for c in _payment_columns(lookups)])
+    # The refunds table has no merchant column: a refund belongs to its payment's merchant.
+    merchants_payments = select(t.c.partner_reference_no).where(t.c.merchant_id == merchant_id)
+    refunds = lookups.fetch(select(*_refund_columns(lookups)).where(
+        r.c.refund_time >= lo, r.c.refund_time < hi,
+        r.c.original_partner_reference_no.in_(merchants_payments)),
+        [c.name for c in _refund_columns(lookups)])
+    return payments, refunds
+
+
 def load_run_inputs(
     engine: Engine,
     merchant_id: str,
     settlement_date: dt.date,
     covered: Sequence[dt.date],
     rows: pd.DataFrame,
+    window: WindowLoad | None = None,
 ) -> RunInputs:
     """Records for the covered window, plus those the file and the open items refer to.
 
-    The keys the file names go into a temporary table once and every lookup is a join
-    against it. On PostgreSQL this runs through ADBC: keys in by COPY, rows out as Arrow.
+    `window` is the window's load when it was started before the file was read. The keys
+    the file names go into temporary tables once and every lookup is a join against
+    them. On PostgreSQL this runs through ADBC: keys in by COPY, rows out as Arrow.
     """
     try:
-        with engine.connect() as conn:
+        with contextlib.ExitStack() as stack:
+            if window is None or window.key != (merchant_id, tuple(covered)):
+                window = stack.enter_context(WindowLoad(engine, merchant_id, covered))
+            conn = stack.enter_context(engine.connect())
             open_items = _load_open_items(conn, merchant_id, settlement_date)
+            lookups: _Lookups
             if engine.dialect.name == "postgresql":
-                with _ArrowLookups(engine) as lookups:
-                    payments, refunds, ledger = _load_records(
-                        lookups, merchant_id, settlement_date, covered, rows, open_items)
+                lookups = stack.enter_context(_ArrowLookups(engine))
             else:
-                with _SqlLookups(conn) as lookups:
-                    payments, refunds, ledger = _load_records(
-                        lookups, merchant_id, settlement_date, covered, rows, open_items)
+                lookups = stack.enter_context(_SqlLookups(conn))
+            payments, refunds, ledger = _load_records(
+                lookups, window, settlement_date, rows, open_items)
     except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
         raise database_error(engine, exc) from exc
     return RunInputs(payments, refunds, ledger, open_items)
 
 
-def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
-                  covered: Sequence[dt.date], rows: pd.DataFrame,
+def _load_records(lookups: _Lookups, window: WindowLoad, settlement_date: dt.date,
+                  rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    start, end = _window(covered)
-    naive = lookups.dialect.name != "postgresql"
-    lo, hi = (start.replace(tzinfo=None), end.replace(tzinfo=None)) if naive else (start, end)
-    # The window's payments need no key: they load while the keys go in.
-    window = _window_payments(lookups, merchant_id, lo, hi)
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
     file_keys = {"inv": _distinct(rows["merchant_invoice"]),
                  "rinv": _distinct(refund_rows["refund_invoice"]),
                  "rno": _distinct(refund_rows["ovo_reference_no"])}
     lookups.add_keys({**file_keys, "oref": _distinct(
         open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
-    refunds = _load_refunds(lookups, merchant_id, lo, hi)
+    window_payments, window_refunds = window.result()
+    refunds = _load_refunds(lookups, window_refunds)
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
     wanted = file_keys["inv"] if not len(open_payments) else pc.unique(
         pa.concat_arrays([file_keys["inv"], open_payments]))
-    payments = _load_payments(lookups, window(), wanted)
+    payments = _load_payments(lookups, window_payments, wanted)
     # Both are primary keys, distinct already; a key in both is harmless in a key set.
     records = pa.concat_arrays([text_array(payments["partner_reference_no"]),
                                 text_array(refunds["partner_refund_no"])])
@@ -352,8 +397,10 @@ def _load_records(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     named = pa.concat_arrays(list(file_keys.values())).cast(records.type)
     lookups.add_keys({"rec_only": records.filter(
         pc.invert(pc.is_in(records, value_set=named)))})
-    ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
+    ledger = _load_ledger(lookups, window.merchant_id, settlement_date, records)
     return payments, refunds, ledger
+
+
 def _time_column(lookups: _Lookups, column: Any, label: str) -> Any:
     """A time column: typed on PostgreSQL, as stored (text or datetime) elsewhere."""
     if lookups.dialect.name == "postgresql":
@@ -370,15 +417,6 @@ _PAYMENT_COLUMNS = [ovo_payments.c.partner_reference_no, ovo_payments.c.referenc
 def _payment_columns(lookups: _Lookups) -> list[Any]:
     return [*_PAYMENT_COLUMNS, _time_column(lookups, ovo_payments.c.transaction_time,
                                             "transaction_time")]
-
-
-def _window_payments(lookups: _Lookups, merchant_id: str, lo: Any,
-                     hi: Any) -> Callable[[], pd.DataFrame]:
-    t = ovo_payments
-    columns = _payment_columns(lookups)
-    return lookups.fetch_aside(select(*columns).where(
-        t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi),
-        [c.name for c in columns])
 
 
 def _load_payments(lookups: _Lookups, window: pd.DataFrame,
@@ -408,18 +446,20 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame,
     return conform(frame, PAYMENTS, "payments")
 
 
-def _load_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd.DataFrame:
+def _refund_columns(lookups: _Lookups) -> list[Any]:
     t = ovo_refunds
-    columns = [t.c.partner_refund_no, t.c.original_partner_reference_no, t.c.refund_no,
-               _minor(t.c.refund_amount).label("refund_amount"),
-               _time_column(lookups, t.c.refund_time, "refund_time"), t.c.status]
+    return [t.c.partner_refund_no, t.c.original_partner_reference_no, t.c.refund_no,
+            _minor(t.c.refund_amount).label("refund_amount"),
+            _time_column(lookups, t.c.refund_time, "refund_time"), t.c.status]
+
+
+def _load_refunds(lookups: _Lookups, window: pd.DataFrame) -> pd.DataFrame:
+    """The window's refunds, plus those of the file's payments, refund numbers and open
+    items elsewhere."""
+    t = ovo_refunds
+    columns = _refund_columns(lookups)
     names = [c.name for c in columns]
-    # The refunds table has no merchant column: a refund belongs to its payment's merchant.
-    merchants_payments = select(ovo_payments.c.partner_reference_no).where(
-        ovo_payments.c.merchant_id == merchant_id)
-    frames = [lookups.fetch(select(*columns).where(
-        t.c.refund_time >= lo, t.c.refund_time < hi,
-        t.c.original_partner_reference_no.in_(merchants_payments)), names)]
+    frames = [window]
     for column, tags in ((t.c.original_partner_reference_no, ("inv",)),
                          (t.c.partner_refund_no, ("rinv", "oref")),
                          (t.c.refund_no, ("rno",))):

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, text
 
-from recon.errors import RunLocked
+from recon.errors import RunLocked, StoreError
 from recon.locks import hold_run_lock
-from recon.store import init_db, load_run_inputs, make_engine
+from recon.store import WindowLoad, init_db, load_run_inputs, make_engine
 from recon.tables import metadata, render_ddl
 from tests.builders import payment_row, rows_frame
 
@@ -174,11 +174,59 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
             entry(5, "PAYMENT", "ZZZ", "ZZZ", "ZZZ"),  # nothing names it
             entry(6, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", day=S),  # the date re-run
             entry(7, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", merchant="M2"),
+            entry(8, "REFUND", "RF-X", "P-GHOST", "P-Y"),  # record key: a file key, no record
+            entry(9, "REFUND", "RF-Y", "P-FILE", "P-Z"),  # record key: a file key and a record
         ])
-    inputs = load_run_inputs(engine, "M001", S, COVERED,
-                             rows_frame([payment_row("P-FILE", "1.00")]))
-    assert sorted(inputs.ledger["line_no"]) == [1, 2, 3, 4]
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame(
+        [payment_row("P-FILE", "1.00"), payment_row("P-GHOST", "1.00")]))
+    assert sorted(inputs.ledger["line_no"]) == [1, 2, 3, 4, 9]
     engine.dispose()
+
+
+def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
+        database_url: str) -> None:
+    from recon.calendar import WIB
+    from recon.records import insert_records
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    insert_records(engine, [
+        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+         "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
+         "transaction_time": when}
+        for ref, when in (("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+                          ("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)))],
+        [{"partner_refund_no": "RF-1", "original_partner_reference_no": "IN-WINDOW",
+          "refund_no": "OVR-1", "refund_amount": Decimal("0.50"), "status": "00",
+          "refund_time": dt.datetime(2026, 11, 28, 15, tzinfo=WIB)}])
+    rows = rows_frame([payment_row("OLD-IN-FILE", "1.00"), payment_row("IN-WINDOW", "1.00")])
+    alone = load_run_inputs(engine, "M001", S, COVERED, rows)
+    with WindowLoad(engine, "M001", COVERED) as window:
+        ahead = load_run_inputs(engine, "M001", S, COVERED, rows, window)
+    for name in ("payments", "refunds", "ledger", "open_items"):
+        first, second = getattr(alone, name), getattr(ahead, name)
+        key = first.columns[0]
+        pd.testing.assert_frame_equal(first.sort_values(key, ignore_index=True),
+                                      second.sort_values(key, ignore_index=True))
+    assert sorted(ahead.payments["partner_reference_no"]) == ["IN-WINDOW", "OLD-IN-FILE"]
+    assert list(ahead.refunds["partner_refund_no"]) == ["RF-1"]
+    engine.dispose()
+
+
+def test_a_window_load_that_failed_is_the_loads_database_error(tmp_path: Path) -> None:
+    """The window's load runs on its own connection; its error is raised by the load, as
+    the one-line database error, not in the thread or while the file is read."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    init_db(engine)
+    empty = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")
+    with WindowLoad(empty, "M001", COVERED) as window:
+        window.wait()
+        with pytest.raises(StoreError) as caught:
+            load_run_inputs(engine, "M001", S, COVERED, rows_frame([]), window)
+    assert "ovo_payments" in caught.value.one_line()
+    assert "\n" not in caught.value.one_line()
+    engine.dispose()
+    empty.dispose()
 
 
 def test_a_second_run_of_the_same_date_waits_then_refuses(database_url: str) -> None:
