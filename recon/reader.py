@@ -152,6 +152,18 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
     return text, _detect_delimiter(_first_line(text), fmt.delimiters)
 
 
+def _sniff_delimiter(data: bytes, fmt: FileFormat, look: int = 1 << 16) -> str | None:
+    """The delimiter, from the first line that is not blank within the file's first
+    `look` bytes, as `_decode_csv` finds it; None when none is there (the general path
+    then decodes the whole file). Invalid UTF-8 is left to the readers to report."""
+    head = data[:look].decode("utf-8-sig", errors="ignore")
+    lines = head.splitlines()
+    if len(data) > look:
+        lines = lines[:-1]  # the last line of the head may go on past it
+    found = next((line for line in lines if line.strip()), None)
+    return None if found is None else _detect_delimiter(found, fmt.delimiters)
+
+
 def _first_line(text: str, look: int = 1 << 16) -> str:
     """The first line that is not blank ('' if none), looking at the start of the text
     first: splitting a whole large file into lines only for this took most of a second."""
@@ -210,6 +222,18 @@ def _read_xlsx_table(name: str, data: bytes) -> _Table:
 
 
 # --------------------------------------------------------------------------- field parsers
+
+
+def _per_distinct(values: pd.Series, parse: Callable[[pd.Series], tuple[pd.Series, pd.Series]]
+                  ) -> tuple[pd.Series, pd.Series]:
+    """`parse(values)`, each distinct text parsed once: a file of millions of rows holds
+    one settlement date, a few hundred thousand times and far fewer amounts."""
+    codes, distinct = pd.factorize(values)
+    if len(distinct) * 2 > len(values) or (codes < 0).any():
+        return parse(values)
+    parsed, bad = parse(pd.Series(distinct, dtype="str"))
+    return (pd.Series(parsed.array.take(codes), index=values.index),
+            pd.Series(bad.to_numpy(dtype=bool)[codes], index=values.index))
 
 
 def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -347,10 +371,16 @@ def read_settlement_file(
             raise FileRejected(name, "file is empty")
         grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
     else:
-        text, delimiter = _decode_csv(name, data, fmt)
-        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-        grid = (_fast_csv_grid(name, text, delimiter, fmt, memoryview(data)[bom:])
-                or _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt))
+        if not data or data.isspace():  # without a stripped copy of the whole file
+            raise FileRejected(name, "file is empty")
+        sniffed = _sniff_delimiter(data, fmt)
+        fast = _fast_csv_grid(name, data, sniffed, fmt) if sniffed else None
+        if fast is None:  # the general path, on the decoded text
+            text, delimiter = _decode_csv(name, data, fmt)
+            fast = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
+            del text
+        grid = fast
+    del data  # the rows are in the grid now: at 10M rows the file is 1.5 GB
     raw, lines, trailer = grid.raw, grid.lines, grid.trailer
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
     reasons = grid.shape_errors
@@ -358,20 +388,20 @@ def read_settlement_file(
     for col in fmt.columns:
         values = raw[col.field]
         if col.kind == MONEY:
-            parsed, bad = parse_money(values)
+            parsed, bad = _per_distinct(values, parse_money)
             frame[col.field] = parsed
             empty = values == ""
             reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
             reasons = _add_reason(reasons, bad & ~empty,
                                   _described(col.header, values, "is not a decimal amount"))
         elif col.kind == DATETIME:
-            parsed, bad = parse_datetime(values)
+            parsed, bad = _per_distinct(values, parse_datetime)
             frame[col.field] = parsed
             frame["transaction_date"] = wib_dates(parsed)
             reasons = _add_reason(reasons, bad,
                                   _described(col.header, values, "is not a date and time"))
         elif col.kind == DATE:
-            parsed, bad = parse_date(values)
+            parsed, bad = _per_distinct(values, parse_date)
             frame[col.field] = parsed
             reasons = _add_reason(reasons, bad,
                                   _described(col.header, values, "is not a YYYY-MM-DD date"))
@@ -443,32 +473,37 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
                  trailer, table.layout)
 
 
-def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat,
-                   raw: bytes | memoryview | None = None) -> _Grid | None:
+def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
     field across lines, every data row as wide as the header. Anything else returns None
     and takes the general path, so line numbers and row-level findings are the same.
 
-    `raw` is the file's UTF-8 bytes without a BOM (the text encoded, when not given);
-    Arrow reads them in place, so a large file is not copied again as text or bytes."""
-    if "\r" in text or not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
+    `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
+    the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    if (b"\r" in data or not data.endswith(b"\n") or b"\n\n" in data
+            or data.startswith(b"\n", start)):
         return None
-    quoted = '"' in text  # only a quoted field can span lines
-    data = memoryview(raw if raw is not None else text.encode())
+    quoted = b'"' in data  # only a quoted field can span lines
     end = len(data)  # the body: every line but a trailer
     trailer: Trailer | None = None
-    last_start = text.rfind("\n", 0, len(text) - 1) + 1
-    last = next(csv.reader([text[last_start:].rstrip("\n")], delimiter=delimiter), [""])
+    last_start = max(data.rfind(b"\n", 0, len(data) - 1) + 1, start)
+    try:
+        last_text = data[last_start:].decode("utf-8").rstrip("\n")
+        header_text = data[start:data.find(b"\n", start)].decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # the general path reports where
+    last = next(csv.reader([last_text], delimiter=delimiter), [""])
     if last and last[0].strip().upper() == fmt.trailer_marker.upper():
-        line_no = text.count("\n", 0, last_start) + 1
+        line_no = data.count(b"\n", start, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
-        end = len(data) - len(text[last_start:].encode())
-    header = next(csv.reader([text[:text.find("\n")]], delimiter=delimiter))
+        end = last_start
+    header = next(csv.reader([header_text], delimiter=delimiter))
     table = _Table(header, 1, [], [], f"csv ({delimiter})")
     positions = _map_header(name, table, fmt)
     try:
         parsed = pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(data[:end])),
+            pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
             read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))],
                                            skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
@@ -477,28 +512,34 @@ def _fast_csv_grid(name: str, text: str, delimiter: str, fmt: FileFormat,
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None  # a row of another width: the general path reports it per line
-    if quoted and parsed.num_rows != text.count("\n", 0, last_start if trailer else None) - 1:
+    if quoted and parsed.num_rows != data.count(b"\n", start, end) - 1:
         return None  # a field spans lines: only the general path numbers them
-    trimmed = [pc.utf8_trim_whitespace(column) for column in parsed.columns]
+    rows = parsed.num_rows
+    columns_read = parsed.columns
+    del parsed
+    trimmed = []
+    for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
+        trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
+        columns_read[i] = None
     blank = pc.and_(*[pc.equal(c, "") for c in trimmed[:2]]) if len(trimmed) > 1 else None
     for column in trimmed[2:]:
         blank = pc.and_(blank, pc.equal(column, ""))
     if blank is not None and pc.any(blank).as_py():
         return None  # a row of empty cells: the general path skips it as a blank line
-    if parsed.num_rows == 0 and trailer is None:
+    if rows == 0 and trailer is None:
         raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     columns = {}
     for col in fmt.columns:
         index = positions.get(col.field)
         if index is None:
-            columns[col.field] = pd.Series([""] * parsed.num_rows, dtype="str")
+            columns[col.field] = pd.Series([""] * rows, dtype="str")
         else:
             columns[col.field] = arrow_text(trimmed[index])
-    lines = np.arange(2, 2 + parsed.num_rows, dtype=np.int64)
-    if parsed.num_rows and parsed.num_rows % PROGRESS_EVERY == 0:
-        log.info("%s: %d rows read", name, parsed.num_rows)
+    lines = np.arange(2, 2 + rows, dtype=np.int64)
+    if rows and rows % PROGRESS_EVERY == 0:
+        log.info("%s: %d rows read", name, rows)
     return _Grid(pd.DataFrame(columns), lines,
-                 pd.Series(np.full(parsed.num_rows, "", dtype=object), dtype="str"),
+                 pd.Series(np.full(rows, "", dtype=object), dtype="str"),
                  trailer, f"csv ({delimiter})")
 
 

@@ -2,6 +2,7 @@ import csv
 import datetime as dt
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,10 @@ from recon.reader import (
     _fast_csv_grid,
     _first_line,
     _grid_from_table,
+    _per_distinct,
     _read_csv_table,
+    _sniff_delimiter,
+    parse_date,
     parse_datetime,
     parse_money,
     read_settlement_file,
@@ -208,6 +212,35 @@ def test_fault_not_utf8(tmp_path: Path) -> None:
     assert "not UTF-8" in fault(path)
 
 
+@pytest.mark.parametrize("trailer", [False, True])
+def test_a_bad_byte_inside_a_well_formed_row_is_found_where_it_is(tmp_path: Path,
+                                                                  trailer: bool) -> None:
+    """The fast path does not decode the file: Arrow's UTF-8 check sends it to the general
+    path, which names the byte and its offset."""
+    row = dict(zip(HEADER, ["2026-11-30", "2026-11-27 10:00:00", "M001", "STOREX", "INV-1",
+                            "", "OVO-1", "PAYMENT", "OVO Cash", "10000.00", "70.00", "7.70",
+                            "9922.30"], strict=True))
+    path = write_settlement_csv([row], tmp_path / "f.csv", trailer=trailer)
+    data = path.read_bytes()
+    offset = data.index(b"STOREX") + 5
+    path.write_bytes(data[:offset] + b"\xff" + data[offset + 1:])
+    assert f"not UTF-8 text (byte 0xff at offset {offset})" in fault(path)
+
+
+SNIFF_TEXT = st.text(st.sampled_from(["\n", " ", "\t", "a", ",", ";", "é", "\u2028"]),
+                     max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SNIFF_TEXT, st.integers(1, 16), st.booleans())
+def test_the_delimiter_sniffed_from_the_bytes_is_the_decoded_texts(text: str, look: int,
+                                                                  bom: bool) -> None:
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode()
+    sniffed = _sniff_delimiter(data, OVO_V1, look)
+    if sniffed is not None:  # None: no line within `look`, the general path decodes it all
+        assert sniffed == _decode_csv("f.csv", data, OVO_V1)[1]
+
+
 def test_fault_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     header = [h for h in HEADER if h != "NetAmount"]
@@ -267,10 +300,10 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
         general = _grid_from_table("f.csv", _read_csv_table("f.csv", decoded, found), OVO_V1)
     except FileRejected as rejected:
         with pytest.raises(FileRejected) as again:
-            _fast_csv_grid("f.csv", decoded, found, OVO_V1)
+            _fast_csv_grid("f.csv", text.encode(), found, OVO_V1)
         assert again.value.fault == rejected.fault
         return
-    fast = _fast_csv_grid("f.csv", decoded, found, OVO_V1)
+    fast = _fast_csv_grid("f.csv", text.encode(), found, OVO_V1)
     assert fast is not None
     pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
                                   general.raw.reset_index(drop=True))
@@ -285,7 +318,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
 ])
 def test_other_layouts_take_the_general_path(text: str) -> None:
     header = ",".join(HEADER)
-    assert _fast_csv_grid("f.csv", header + "\n" + text, ",", OVO_V1) is None
+    assert _fast_csv_grid("f.csv", (header + "\n" + text).encode(), ",", OVO_V1) is None
 
 
 LINE_TEXT = st.text(st.sampled_from(['"', "\n", "\r", " ", "a", ",", "é"]), max_size=40)
@@ -316,13 +349,13 @@ def test_stray_and_spanning_quotes_read_like_the_general_path(
         general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, ","), OVO_V1)
     except FileRejected as rejected:
         try:
-            taken = _fast_csv_grid("f.csv", text, ",", OVO_V1)
+            taken = _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1)
         except FileRejected as again:
             assert again.fault == rejected.fault
         else:
             assert taken is None
         return
-    fast = _fast_csv_grid("f.csv", text, ",", OVO_V1)
+    fast = _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1)
     if fast is not None:
         pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
                                       general.raw.reset_index(drop=True))
@@ -363,3 +396,19 @@ def test_parse_money_agrees_with_the_rule_written_out(texts: list[str]) -> None:
     expected = [_money_by_hand(text) for text in texts]
     assert (~bad).tolist() == [v is not None for v in expected]
     assert [None if pd.isna(v) else int(v) for v in values] == expected
+
+
+_REPEATED = st.lists(st.sampled_from(
+    ["10000.00", "1.5", "", "x", " 7 ", "2026-11-30", "2026-11-27 10:00:00",
+     "2026-11-27T10:00:00+07:00", "2026-11-30 00:00"]), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_REPEATED, st.sampled_from([parse_money, parse_datetime, parse_date]))
+def test_parsing_each_distinct_text_once_gives_what_parsing_all_gives(
+        texts: list[str], parse: Callable[[pd.Series], tuple[pd.Series, pd.Series]]) -> None:
+    values = pd.Series(texts, dtype="str", index=range(5, 5 + len(texts)))
+    parsed, bad = _per_distinct(values, parse)
+    expected, expected_bad = parse(values)
+    pd.testing.assert_series_equal(parsed, expected, check_exact=True)
+    pd.testing.assert_series_equal(bad, expected_bad, check_exact=True, check_names=False)
