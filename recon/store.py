@@ -301,7 +301,11 @@ class WindowLoad:
             self._future = self._pool.submit(task)
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return self._future.result()
+        """The window's payments and refunds, handed over once: this object does not keep
+        a million rows alive for the rest of the run."""
+        future, self._future = self._future, Future()
+        self._future.set_exception(RuntimeError("the window's load was taken already"))
+        return future.result()
 
     def wait(self) -> None:
         """Until the load has ended (an error is raised by `result`). On SQLite a reader

@@ -169,3 +169,13 @@ def test_database_unreachable(workspace: Workspace) -> None:
     assert done.returncode == 8
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("recon: DATABASE: database postgresql")
+
+
+def test_malloc_arenas_are_limited_unless_the_environment_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recon.cli import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is (sys.platform == "linux")
