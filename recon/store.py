@@ -167,7 +167,7 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
 
 
 #: The per-connection temporary tables of lookup keys a load joins against, one per kind
-#: of key, each holding distinct keys: a query reads only the kinds it needs.
+#: of key: a query reads only the kinds it needs, not a million keys of another kind.
 KEY_TAGS = ("inv", "rinv", "rno", "oref", "pay", "rec_only")
 LOAD_KEYS = {tag: Table(f"recon_load_keys_{tag}", MetaData(),
                         Column("k", String(255), nullable=False), prefixes=["TEMPORARY"])
@@ -245,7 +245,7 @@ class _ArrowLookups:
 
     def __exit__(self, *exc: object) -> None:
         self.cursor.close()
-        self.connection.close()  # the temporary table goes with the session
+        self.connection.close()  # the temporary tables go with the session
 
     def add_keys(self, keys: dict[str, pa.Array]) -> None:
         for tag, values in keys.items():
