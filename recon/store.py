@@ -650,7 +650,10 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
             conn.execute(update(exc_t).where(exc_t.c.merchant_id == merchant,
                                              exc_t.c.closed_by_date == day)
                          .values(state="open", closed_by_date=None, closed_by_line=None))
-            _bulk_insert(conn, led_t, _ledger_table(result, merchant, day, run_id))
+            if conn.dialect.name == "postgresql":
+                _copy_ledger(conn, result, merchant, day, run_id)
+            else:
+                _bulk_insert(conn, led_t, _ledger_table(result, merchant, day, run_id))
             _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
             closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
                         for c in result.closures.itertuples(index=False)]
@@ -669,26 +672,116 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
                         finished_at=finished)
 
 
-def _ledger_table(result: ReconResult, merchant: str, day: dt.date, run_id: int) -> pa.Table:
-    """The ledger rows to write, as database-ready Arrow columns (money as exact text), in
-    settle-key order: the key index then takes them page by page instead of at random
-    (at 1M rows on PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file order).
-    Built in Arrow: at ten million rows, Python objects per value would cost gigabytes."""
+def _ledger_columns(result: ReconResult) -> dict[str, pa.Array]:
+    """The ledger rows to write as Arrow columns (amounts in minor units), in settle-key
+    order: the key index then takes them page by page instead of at random (at 1M rows on
+    PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file order). Built in Arrow: at
+    ten million rows, Python objects per value would cost gigabytes."""
     ledger = result.ledger
     order = pc.sort_indices(text_array(ledger["settle_key"]))
-    count = len(ledger)
+    columns = {name: pc.fill_null(text_array(ledger[name]), "").take(order)
+               for name in ("kind", "settle_key", "record_key", "original_reference_no")}
+    return {**columns,
+            "amount": pa.array(ledger["amount"].fillna(0), pa.int64()).take(order),
+            "line_no": pa.array(ledger["line_no"], pa.int64()).take(order)}
 
-    def text(column: str) -> pa.Array:
-        return text_array(ledger[column]).take(order)
 
+def _ledger_table(result: ReconResult, merchant: str, day: dt.date, run_id: int) -> pa.Table:
+    """The ledger rows as database-ready text and numbers (money as exact text)."""
+    columns = _ledger_columns(result)
+    count = len(columns["line_no"])
     return pa.table({
         "merchant_id": pa.repeat(merchant, count), "settlement_date": pa.repeat(
             day.isoformat(), count), "run_id": pa.repeat(int(run_id), count),
-        "kind": text("kind"), "settle_key": text("settle_key"), "record_key": text("record_key"),
-        "original_reference_no": text("original_reference_no"),
-        "amount": minor_text(ledger["amount"].fillna(0)).take(order),
-        "line_no": pa.array(ledger["line_no"], pa.int64()).take(order),
+        **{name: columns[name] for name in ("kind", "settle_key", "record_key",
+                                            "original_reference_no")},
+        "amount": minor_text(columns["amount"]), "line_no": columns["line_no"],
     })
+
+
+#: PostgreSQL's binary COPY: the signature, flags and header extension; the end marker.
+_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_PG_COPY_END = b"\xff\xff"
+_LEDGER_COPY_COLUMNS = ("merchant_id", "settlement_date", "run_id", "kind", "settle_key",
+                        "record_key", "original_reference_no", "amount", "line_no")
+
+
+def _copy_ledger(conn: Any, result: ReconResult, merchant: str, day: dt.date,
+                 run_id: int) -> None:
+    """The ledger into PostgreSQL by binary COPY, inside the run's transaction: the server
+    parses no text (at 1M rows about a fifth less of its time than CSV). Each row's bytes
+    are joined column-wise by Arrow, a batch at a time."""
+    columns = _ledger_columns(result)
+    statement = (f"COPY {recon_ledger.name} ({', '.join(_LEDGER_COPY_COLUMNS)}) "
+                 "FROM STDIN WITH (FORMAT binary)")
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor, cursor.copy(statement) as copy:
+        copy.write(_PG_COPY_HEADER)
+        for start in range(0, len(columns["line_no"]), _WRITE_BATCH_ROWS):
+            batch = {name: values[start:start + _WRITE_BATCH_ROWS]
+                     for name, values in columns.items()}
+            copy.write(memoryview(_ledger_copy_rows(batch, merchant, day, run_id)))
+        copy.write(_PG_COPY_END)
+
+
+_PG_EPOCH = dt.date(2000, 1, 1)
+
+
+def _fixed(values: np.ndarray) -> pa.Array:
+    """A numpy record array as one binary value per record (its bytes as they are)."""
+    width = values.dtype.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(values), [None, pa.py_buffer(values.tobytes())]).cast(
+        pa.large_binary())
+
+
+def _ledger_copy_rows(batch: dict[str, pa.Array], merchant: str, day: dt.date,
+                      run_id: int) -> pa.Buffer:
+    """The binary COPY rows of a batch: per row the field count, then each field's byte
+    length and value. Texts are UTF-8; the date is days since 2000-01-01; the amount is a
+    NUMERIC of five base-10000 digits (four whole, one for the cents), which PostgreSQL
+    strips of zeros as it reads it."""
+    count = len(batch["line_no"])
+    name = merchant.encode()
+    lengths = {column: np.asarray(pc.binary_length(batch[column]).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+        for column in ("kind", "settle_key", "record_key", "original_reference_no")}
+    start = np.zeros(count, dtype=[("fields", ">i2"), ("merchant_len", ">i4")])
+    start["fields"], start["merchant_len"] = len(_LEDGER_COPY_COLUMNS), len(name)
+    head = np.zeros(count, dtype=[
+        ("date_len", ">i4"), ("date", ">i4"), ("run_len", ">i4"), ("run", ">i8"),
+        ("kind_len", ">i4")])
+    head["date_len"], head["date"] = 4, (day - _PG_EPOCH).days
+    head["run_len"], head["run"] = 8, run_id
+    head["kind_len"] = lengths["kind"]
+
+    def length(column: str) -> pa.Array:
+        prefix = np.zeros(count, dtype=[("len", ">i4")])
+        prefix["len"] = lengths[column]
+        return _fixed(prefix)
+
+    minor = np.asarray(batch["amount"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    whole, cents = np.divmod(np.abs(minor), 100)
+    tail = np.zeros(count, dtype=[
+        ("amount_len", ">i4"), ("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"),
+        ("dscale", ">i2"), ("digits", ">i2", (5,)), ("line_len", ">i4"), ("line", ">i4")])
+    tail["amount_len"] = 8 + 2 * 5
+    tail["ndigits"], tail["weight"], tail["dscale"] = 5, 3, 2
+    tail["sign"] = np.where(minor < 0, 0x4000, 0)
+    for i, power in enumerate((10**12, 10**8, 10**4, 1)):
+        tail["digits"][:, i] = (whole // power) % 10_000
+    tail["digits"][:, 4] = cents * 100
+    tail["line_len"] = 4
+    tail["line"] = np.asarray(batch["line_no"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    pieces = [_fixed(start), pa.repeat(pa.scalar(name, pa.large_binary()), count),
+              _fixed(head), batch["kind"], length("settle_key"), batch["settle_key"],
+              length("record_key"), batch["record_key"], length("original_reference_no"),
+              batch["original_reference_no"], _fixed(tail)]
+    rows = pc.binary_join_element_wise(
+        *(piece.cast(pa.large_binary()) for piece in pieces), pa.scalar(b"", pa.large_binary()))
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=count + 1,
+                            offset=rows.offset * 8)
+    return rows.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 _WRITE_BATCH_ROWS = 100_000

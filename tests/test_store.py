@@ -324,3 +324,51 @@ def test_bulk_insert_writes_every_batch(database_url: str,
     assert [r.amount for r in got][:3] == [Decimal("1.00"), Decimal("-0.05"),
                                           Decimal("12345678.90")]
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_url: str) -> None:
+    """Every value as the text path writes it: texts of any bytes, amounts from zero to the
+    largest NUMERIC(18,2), negative ones, more rows than a batch."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import select
+
+    from recon import store
+    from recon.tables import recon_ledger
+
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    texts = ["", "é", "a,b", 'q"uote', "back\\slash", "tab\there", "line\nbreak", "🧾", "x" * 64]
+    amounts = [0, 1, 5, 99, 100, 10_001, 123_456_789, 999_999_999_999_999_99,
+               -1, -100_050, -999_999_999_999_999_99]
+    count = 250
+    ledger = pd.DataFrame({
+        "kind": ["PAYMENT" if i % 3 else "REFUND" for i in range(count)],
+        "settle_key": [f"K{i:04d}{texts[i % len(texts)]}" for i in range(count)],
+        "record_key": [texts[i % len(texts)] for i in range(count)],
+        "original_reference_no": [texts[(i + 1) % len(texts)] for i in range(count)],
+        "amount": pd.array([amounts[i % len(amounts)] for i in range(count)], dtype="Int64"),
+        "line_no": range(2, 2 + count)}).astype({name: "str" for name in (
+            "kind", "settle_key", "record_key", "original_reference_no")})
+    result = SimpleNamespace(ledger=ledger)
+    day = dt.date(2031, 12, 31)
+    with engine.begin() as conn:
+        conn.execute(recon_ledger.delete().where(recon_ledger.c.merchant_id == "MÉ-1"))
+        original = store._WRITE_BATCH_ROWS
+        store._WRITE_BATCH_ROWS = 100  # three batches
+        try:
+            store._copy_ledger(conn, result, "MÉ-1", day, 42)
+        finally:
+            store._WRITE_BATCH_ROWS = original
+        written = conn.execute(select(recon_ledger).where(
+            recon_ledger.c.merchant_id == "MÉ-1").order_by(recon_ledger.c.line_no)).all()
+    assert len(written) == count
+    for row, (_, expected) in zip(written, ledger.iterrows(), strict=True):
+        assert (row.merchant_id, row.settlement_date, row.run_id) == ("MÉ-1", day, 42)
+        assert (row.kind, row.settle_key, row.record_key, row.original_reference_no) == (
+            expected["kind"], expected["settle_key"], expected["record_key"],
+            expected["original_reference_no"])
+        assert row.amount == Decimal(int(expected["amount"])) / 100
+        assert row.line_no == expected["line_no"]
+    engine.dispose()
