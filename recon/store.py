@@ -10,8 +10,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from functools import partial
@@ -282,23 +283,23 @@ def _distinct(*columns: pd.Series) -> pa.Array:
 class WindowLoad:
     """The payments and refunds of the covered window, loading on a connection of their
     own while the file is read: they do not depend on it. The lookups the file's keys need
-    follow in `load_run_inputs`; this load's database errors surface there."""
+    follow in `load_run_inputs`; this load's database errors surface there.
+
+    The load runs in a daemon thread: a run that fails before it needs the window (a
+    rejected file, an interrupt) ends at once instead of waiting for the query, and the
+    connection closes with the process or when the query ends."""
 
     def __init__(self, engine: Engine, merchant_id: str, covered: Sequence[dt.date]) -> None:
         self.merchant_id = merchant_id
         self.key = (merchant_id, tuple(covered))
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="recon-window")
-        # Each connection to an in-memory SQLite database is a database of its own.
-        alone = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
-        task = partial(_load_window, engine, merchant_id, covered)
         self._future: Future[tuple[pd.DataFrame, pd.DataFrame]] = Future()
-        if alone:
-            try:
-                self._future.set_result(task())
-            except Exception as exc:  # raised where the result is asked for
-                self._future.set_exception(exc)
+        task = partial(_load_window, engine, merchant_id, covered)
+        # Each connection to an in-memory SQLite database is a database of its own.
+        if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            _settle_future(self._future, task)
         else:
-            self._future = self._pool.submit(task)
+            threading.Thread(target=_settle_future, args=(self._future, task),
+                             name="recon-window", daemon=True).start()
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window's payments and refunds, handed over once: this object does not keep
@@ -316,9 +317,15 @@ class WindowLoad:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # A run that fails before the load does not wait for it; its connection closes
-        # when the query ends.
-        self._pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+        self._future = Future()  # a load still running is not waited for
+
+
+def _settle_future(future: Future[Any], task: Callable[[], Any]) -> None:
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(task())
+    except BaseException as exc:  # raised where the result is asked for
+        future.set_exception(exc)
 
 
 def _load_window(engine: Engine, merchant_id: str,

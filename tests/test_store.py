@@ -372,3 +372,31 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
         assert row.amount == Decimal(int(expected["amount"])) / 100
         assert row.line_no == expected["line_no"]
     engine.dispose()
+
+
+def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected file (here any error) ends the run at once: the window's load goes on
+    in a daemon thread, which the process does not wait for at exit."""
+    from recon import store
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_window(*args: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+        started.set()
+        release.wait(30)
+        raise RuntimeError("not reached by the run")
+
+    monkeypatch.setattr(store, "_load_window", slow_window)
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    with (pytest.raises(ValueError, match="the file was rejected"),
+          WindowLoad(engine, "M001", COVERED)):
+        assert started.wait(10)
+        raise ValueError("the file was rejected")
+    loading = [t for t in threading.enumerate() if t.name == "recon-window"]
+    assert loading and all(t.daemon and t.is_alive() for t in loading)
+    release.set()
+    for thread in loading:
+        thread.join(10)
+    engine.dispose()
