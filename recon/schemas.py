@@ -125,6 +125,18 @@ def text_isin(values: pd.Series, keys: pd.Series | Iterable[str]) -> pd.Series:
                      index=values.index)
 
 
+def joined_values(values: pa.Array) -> memoryview:
+    """The values of a text or binary array (none null) one after another, as they lie in
+    its data buffer: no Python object per value, no copy."""
+    if not len(values):
+        return memoryview(b"")
+    if not pa.types.is_large_binary(values.type):  # 64-bit offsets
+        values = values.cast(pa.large_binary())
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
+        values.offset:values.offset + len(values) + 1]
+    return memoryview(values.buffers()[2])[offsets[0]:offsets[-1]]
+
+
 def arrow_frame(table: pa.Table) -> pd.DataFrame:
     """An Arrow table as a frame, its text columns as pandas "str" columns."""
     return table.to_pandas(types_mapper=_TEXT_TYPES.get)

@@ -61,6 +61,7 @@ from recon.schemas import (
     arrow_frame,
     conform,
     empty_frame,
+    joined_values,
     text_array,
 )
 from recon.tables import (
@@ -727,7 +728,7 @@ def _copy_ledger(conn: Any, result: ReconResult, merchant: str, day: dt.date,
         for start in range(0, len(columns["line_no"]), _WRITE_BATCH_ROWS):
             batch = {name: values[start:start + _WRITE_BATCH_ROWS]
                      for name, values in columns.items()}
-            copy.write(memoryview(_ledger_copy_rows(batch, merchant, day, run_id)))
+            copy.write(_ledger_copy_rows(batch, merchant, day, run_id))
         copy.write(_PG_COPY_END)
 
 
@@ -743,7 +744,7 @@ def _fixed(values: np.ndarray) -> pa.Array:
 
 
 def _ledger_copy_rows(batch: dict[str, pa.Array], merchant: str, day: dt.date,
-                      run_id: int) -> pa.Buffer:
+                      run_id: int) -> memoryview:
     """The binary COPY rows of a batch: per row the field count, then each field's byte
     length and value. Texts are UTF-8; the date is days since 2000-01-01; the amount is a
     NUMERIC of five base-10000 digits (four whole, one for the cents), which PostgreSQL
@@ -784,11 +785,8 @@ def _ledger_copy_rows(batch: dict[str, pa.Array], merchant: str, day: dt.date,
               _fixed(head), batch["kind"], length("settle_key"), batch["settle_key"],
               length("record_key"), batch["record_key"], length("original_reference_no"),
               batch["original_reference_no"], _fixed(tail)]
-    rows = pc.binary_join_element_wise(
-        *(piece.cast(pa.large_binary()) for piece in pieces), pa.scalar(b"", pa.large_binary()))
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=count + 1,
-                            offset=rows.offset * 8)
-    return rows.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    return joined_values(pc.binary_join_element_wise(
+        *(piece.cast(pa.large_binary()) for piece in pieces), pa.scalar(b"", pa.large_binary())))
 
 
 _WRITE_BATCH_ROWS = 100_000

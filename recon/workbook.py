@@ -42,7 +42,7 @@ from recon import categories as cat
 from recon.calendar import WIB
 from recon.matching import ReconResult
 from recon.money import from_minor, minor_text
-from recon.schemas import text_array
+from recon.schemas import joined_values, text_array
 
 MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
@@ -352,16 +352,6 @@ def _cells(frame: pd.DataFrame, col: Col, refs: pa.Array, style: pa.Array | str)
     return pc.coalesce(full, empty)
 
 
-def _utf8(values: pa.Array) -> bytes:
-    """The concatenation of a text array's values (none null), read off its data buffer."""
-    if not len(values):
-        return b""
-    values = values.cast(_S)  # 64-bit offsets, whatever the kernels returned
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
-        values.offset:values.offset + len(values) + 1]
-    return bytes(memoryview(values.buffers()[2])[offsets[0]:offsets[-1]])
-
-
 def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
     """The <row> elements of `data`, a chunk of rows at a time."""
     letters = [get_column_letter(i) for i in range(1, len(data.cols) + 1)]
@@ -378,7 +368,8 @@ def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
                 style = pc.if_else(flagged, pa.scalar(marked, _S), pa.scalar(plain, _S))
             cells.append(_cells(part, col, _join(letter, numbers), style))
         rows = _join('<row r="', numbers, '">', *cells, "</row>")
-        yield _utf8(rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows)
+        yield bytes(joined_values(
+            rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows))
 
 
 def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
