@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import io
 import logging
 import zipfile
@@ -149,32 +150,28 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
         raise FileRejected(
             name, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from exc
-    return text, _detect_delimiter(_first_line(text), fmt.delimiters)
+    line = _first_line(data)
+    if line is None:  # nothing but blank lines at the start: split the whole text
+        line = next((line for line in text.splitlines() if line.strip()), "")
+    return text, _detect_delimiter(line, fmt.delimiters)
 
 
-def _sniff_delimiter(data: bytes, fmt: FileFormat, look: int = 1 << 16) -> str | None:
-    """The delimiter, from the first line that is not blank within the file's first
-    `look` bytes, as `_decode_csv` finds it; None when none is there (the general path
-    then decodes the whole file). Invalid UTF-8 is left to the readers to report."""
-    head = data[:look].decode("utf-8-sig", errors="ignore")
-    lines = head.splitlines()
+def _first_line(data: bytes, look: int = 1 << 16) -> str | None:
+    """The first line that is not blank within a file's first `look` bytes; None when
+    there is none there (a line `look` cuts does not count). Splitting a whole large file
+    into lines only for this took most of a second. Bytes that are not UTF-8 are left to
+    the readers to report."""
+    lines = data[:look].decode("utf-8-sig", errors="ignore").splitlines()
     if len(data) > look:
         lines = lines[:-1]  # the last line of the head may go on past it
-    found = next((line for line in lines if line.strip()), None)
-    return None if found is None else _detect_delimiter(found, fmt.delimiters)
+    return next((line for line in lines if line.strip()), None)
 
 
-def _first_line(text: str, look: int = 1 << 16) -> str:
-    """The first line that is not blank ('' if none), looking at the start of the text
-    first: splitting a whole large file into lines only for this took most of a second."""
-    head = text[:look]
-    lines = head.splitlines()
-    if len(head) < len(text):
-        lines = lines[:-1]  # the last line of the head may go on past it
-    found = next((line for line in lines if line.strip()), None)
-    if found is None and len(head) < len(text):
-        found = next((line for line in text.splitlines() if line.strip()), None)
-    return found or ""
+def _sniff_delimiter(data: bytes, fmt: FileFormat) -> str | None:
+    """The delimiter as `_decode_csv` finds it, from the file's first bytes alone; None
+    when they hold no line (the general path then decodes the whole file)."""
+    line = _first_line(data)
+    return None if line is None else _detect_delimiter(line, fmt.delimiters)
 
 
 def _read_csv_table(name: str, text: str, delimiter: str) -> _Table:
@@ -371,15 +368,13 @@ def read_settlement_file(
             raise FileRejected(name, "file is empty")
         grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
     else:
-        if not data or data.isspace():  # without a stripped copy of the whole file
-            raise FileRejected(name, "file is empty")
         sniffed = _sniff_delimiter(data, fmt)
-        fast = _fast_csv_grid(name, data, sniffed, fmt) if sniffed else None
-        if fast is None:  # the general path, on the decoded text
+        found = _fast_csv_grid(name, data, sniffed, fmt) if sniffed else None
+        if found is None:  # the general path, on the decoded text (empty files end here)
             text, delimiter = _decode_csv(name, data, fmt)
-            fast = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
+            found = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
             del text
-        grid = fast
+        grid = found
     del data  # the rows are in the grid now: at 10M rows the file is 1.5 GB
     raw, lines, trailer = grid.raw, grid.lines, grid.trailer
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
@@ -521,10 +516,8 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
         trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
         columns_read[i] = None
-    blank = pc.and_(*[pc.equal(c, "") for c in trimmed[:2]]) if len(trimmed) > 1 else None
-    for column in trimmed[2:]:
-        blank = pc.and_(blank, pc.equal(column, ""))
-    if blank is not None and pc.any(blank).as_py():
+    blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in trimmed))
+    if pc.any(blank).as_py():
         return None  # a row of empty cells: the general path skips it as a blank line
     if rows == 0 and trailer is None:
         raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
