@@ -256,10 +256,10 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     settings = settings.replace(merchant_id=fetched.merchant_id)
     engine = make_engine(settings.database_url)  # one pool for the whole run
     try:
-        covered = _match_context(settings, day).covered_dates
-        with WindowLoad(engine, settings.merchant_id, covered) as window:
-            parsed = read_task(settings, fetched, day)
-            return settle(settings, fetched, parsed, day, started_at, engine, window)
+        window = WindowLoad(engine, settings.merchant_id,
+                            _match_context(settings, day).covered_dates)
+        parsed = read_task(settings, fetched, day)
+        return settle(settings, fetched, parsed, day, started_at, engine, window)
     finally:
         engine.dispose()
 

@@ -274,10 +274,9 @@ def _dates(values: pd.Series) -> pd.Series:
     return date_objects(parsed, values.index)
 
 
-def _distinct(*columns: pd.Series) -> pa.Array:
-    """The distinct non-empty texts of `columns`, as one Arrow array."""
-    merged = pa.concat_arrays([text_array(c) for c in columns] or [text_array([])])
-    distinct = pc.unique(merged)
+def _distinct(column: pd.Series) -> pa.Array:
+    """The distinct non-empty texts of `column`, as an Arrow array."""
+    distinct = pc.unique(text_array(column))
     return distinct.filter(pc.not_equal(distinct, ""))
 
 
@@ -291,7 +290,6 @@ class WindowLoad:
     connection closes with the process or when the query ends."""
 
     def __init__(self, engine: Engine, merchant_id: str, covered: Sequence[dt.date]) -> None:
-        self.merchant_id = merchant_id
         self.key = (merchant_id, tuple(covered))
         self._future: Future[tuple[pd.DataFrame, pd.DataFrame]] = Future()
         task = partial(_load_window, engine, merchant_id, covered)
@@ -313,12 +311,6 @@ class WindowLoad:
         """Until the load has ended (an error is raised by `result`). On SQLite a reader
         holds off every writer: the run lock is taken after this."""
         futures_wait([self._future])
-
-    def __enter__(self) -> WindowLoad:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._future = Future()  # a load still running is not waited for
 
 
 def _settle_future(future: Future[Any], task: Callable[[], Any]) -> None:
@@ -343,15 +335,16 @@ def _load_window(engine: Engine, merchant_id: str,
 def _window_records(lookups: _Lookups, merchant_id: str, lo: Any,
                     hi: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     t, r = ovo_payments, ovo_refunds
-    payments = lookups.fetch(select(*_payment_columns(lookups)).where(
+    pay_columns, refund_columns = _payment_columns(lookups), _refund_columns(lookups)
+    payments = lookups.fetch(select(*pay_columns).where(
         t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi),
-        [c.name for c in _payment_columns(lookups)])
+        [c.name for c in pay_columns])
     # The refunds table has no merchant column: a refund belongs to its payment's merchant.
     merchants_payments = select(t.c.partner_reference_no).where(t.c.merchant_id == merchant_id)
-    refunds = lookups.fetch(select(*_refund_columns(lookups)).where(
+    refunds = lookups.fetch(select(*refund_columns).where(
         r.c.refund_time >= lo, r.c.refund_time < hi,
         r.c.original_partner_reference_no.in_(merchants_payments)),
-        [c.name for c in _refund_columns(lookups)])
+        [c.name for c in refund_columns])
     return payments, refunds
 
 
@@ -369,10 +362,12 @@ def load_run_inputs(
     the file names go into temporary tables once and every lookup is a join against
     them. On PostgreSQL this runs through ADBC: keys in by COPY, rows out as Arrow.
     """
+    if window is None:
+        window = WindowLoad(engine, merchant_id, covered)
+    elif window.key != (merchant_id, tuple(covered)):
+        raise ValueError(f"the window loaded is {window.key}, not {merchant_id} {covered}")
     try:
         with contextlib.ExitStack() as stack:
-            if window is None or window.key != (merchant_id, tuple(covered)):
-                window = stack.enter_context(WindowLoad(engine, merchant_id, covered))
             conn = stack.enter_context(engine.connect())
             open_items = _load_open_items(conn, merchant_id, settlement_date)
             lookups: _Lookups
@@ -381,14 +376,14 @@ def load_run_inputs(
             else:
                 lookups = stack.enter_context(_SqlLookups(conn))
             payments, refunds, ledger = _load_records(
-                lookups, window, settlement_date, rows, open_items)
+                lookups, window, merchant_id, settlement_date, rows, open_items)
     except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
         raise database_error(engine, exc) from exc
     return RunInputs(payments, refunds, ledger, open_items)
 
 
-def _load_records(lookups: _Lookups, window: WindowLoad, settlement_date: dt.date,
-                  rows: pd.DataFrame,
+def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
+                  settlement_date: dt.date, rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
     file_keys = {"inv": _distinct(rows["merchant_invoice"]),
@@ -409,7 +404,7 @@ def _load_records(lookups: _Lookups, window: WindowLoad, settlement_date: dt.dat
     named = pa.concat_arrays(list(file_keys.values())).cast(records.type)
     lookups.add_keys({"rec_only": records.filter(
         pc.invert(pc.is_in(records, value_set=named)))})
-    ledger = _load_ledger(lookups, window.merchant_id, settlement_date, records)
+    ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
     return payments, refunds, ledger
 
 
@@ -680,6 +675,10 @@ def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> Persiste
                         finished_at=finished)
 
 
+#: Rows turned into COPY bytes, CSV or driver tuples at a time.
+_WRITE_BATCH_ROWS = 100_000
+
+
 def _ledger_columns(result: ReconResult) -> dict[str, pa.Array]:
     """The ledger rows to write as Arrow columns (amounts in minor units), in settle-key
     order: the key index then takes them page by page instead of at random (at 1M rows on
@@ -788,8 +787,6 @@ def _ledger_copy_rows(batch: dict[str, pa.Array], merchant: str, day: dt.date,
     return joined_values(pc.binary_join_element_wise(
         *(piece.cast(pa.large_binary()) for piece in pieces), pa.scalar(b"", pa.large_binary())))
 
-
-_WRITE_BATCH_ROWS = 100_000
 
 
 def _bulk_insert(conn: Any, table: Any, rows: pd.DataFrame | pa.Table) -> None:

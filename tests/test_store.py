@@ -201,8 +201,8 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
           "refund_time": dt.datetime(2026, 11, 28, 15, tzinfo=WIB)}])
     rows = rows_frame([payment_row("OLD-IN-FILE", "1.00"), payment_row("IN-WINDOW", "1.00")])
     alone = load_run_inputs(engine, "M001", S, COVERED, rows)
-    with WindowLoad(engine, "M001", COVERED) as window:
-        ahead = load_run_inputs(engine, "M001", S, COVERED, rows, window)
+    ahead = load_run_inputs(engine, "M001", S, COVERED, rows,
+                            WindowLoad(engine, "M001", COVERED))
     for name in ("payments", "refunds", "ledger", "open_items"):
         first, second = getattr(alone, name), getattr(ahead, name)
         key = first.columns[0]
@@ -210,6 +210,8 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
                                       second.sort_values(key, ignore_index=True))
     assert sorted(ahead.payments["partner_reference_no"]) == ["IN-WINDOW", "OLD-IN-FILE"]
     assert list(ahead.refunds["partner_refund_no"]) == ["RF-1"]
+    with pytest.raises(ValueError, match="the window loaded is"):
+        load_run_inputs(engine, "M002", S, COVERED, rows, WindowLoad(engine, "M001", COVERED))
     engine.dispose()
 
 
@@ -219,10 +221,10 @@ def test_a_window_load_that_failed_is_the_loads_database_error(tmp_path: Path) -
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     init_db(engine)
     empty = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")
-    with WindowLoad(empty, "M001", COVERED) as window:
-        window.wait()
-        with pytest.raises(StoreError) as caught:
-            load_run_inputs(engine, "M001", S, COVERED, rows_frame([]), window)
+    window = WindowLoad(empty, "M001", COVERED)
+    window.wait()
+    with pytest.raises(StoreError) as caught:
+        load_run_inputs(engine, "M001", S, COVERED, rows_frame([]), window)
     assert "ovo_payments" in caught.value.one_line()
     assert "\n" not in caught.value.one_line()
     engine.dispose()
@@ -390,8 +392,8 @@ def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
 
     monkeypatch.setattr(store, "_load_window", slow_window)
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    with (pytest.raises(ValueError, match="the file was rejected"),
-          WindowLoad(engine, "M001", COVERED)):
+    with pytest.raises(ValueError, match="the file was rejected"):
+        WindowLoad(engine, "M001", COVERED)
         assert started.wait(10)
         raise ValueError("the file was rejected")
     loading = [t for t in threading.enumerate() if t.name == "recon-window"]
