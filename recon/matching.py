@@ -170,14 +170,21 @@ def _match_refunds(
             pd.Series(rule, index=rows.index, dtype="str"))
 
 
+def _positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """For each value: whether `within` holds it, and the position of its first
+    occurrence there (-1 where it does not)."""
+    position = pc.index_in(values, value_set=within)
+    found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return found, np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False),
+                             dtype=np.intp)
+
+
 def _aligned(keys: pd.Series, table: pd.DataFrame, key: str,
              columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """`table`'s `columns` for each of `keys`, from the first row with that key (missing
     values where there is none), and where one was found: one Arrow lookup instead of a
     drop_duplicates, an isin and a reindex."""
-    position = pc.index_in(text_array(keys), value_set=text_array(table[key]))
-    found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    take = np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), dtype=np.intp)
+    found, take = _positions(text_array(keys), text_array(table[key]))
     return pd.DataFrame({name: table[name].array.take(take, allow_fill=True)
                          for name in columns}, index=keys.index), found
 
@@ -268,9 +275,7 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
     if not prior.empty:
         earliest = prior.loc[:, ["kind", "settle_key", "settlement_date", "line_no"]].sort_values(
             ["settlement_date", "line_no"], kind="stable")
-        at = pc.index_in(pair, value_set=_pairs(earliest["kind"], earliest["settle_key"]))
-        before = np.asarray(at.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        take = np.asarray(pc.fill_null(at, 0).to_numpy(zero_copy_only=False), dtype=np.intp)
+        before, take = _positions(pair, _pairs(earliest["kind"], earliest["settle_key"]))
         dates = earliest["settlement_date"].to_numpy(dtype=object)[take]
         prior_lines = earliest["line_no"].to_numpy(dtype=np.int64)[take]
         for i in np.flatnonzero(before):
@@ -278,8 +283,7 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
     fresh = np.flatnonzero(~before)
     codes = np.asarray(pc.dictionary_encode(pair.take(pa.array(fresh))).indices.to_numpy(
         zero_copy_only=False), dtype=np.intp)
-    first = np.empty(codes.max() + 1 if len(codes) else 0, dtype=np.intp)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first row of each pair wins
+    first = np.unique(codes, return_index=True)[1]  # each pair's first row, by its code
     again = first[codes] != np.arange(len(codes))
     for i, line in zip(fresh[again], lines[fresh][first[codes[again]]], strict=True):
         texts[i] = f"{said(i)} already settled on line {int(line)} of this file"
@@ -520,9 +524,9 @@ def match_settlement(
     missing = _missing_in_settlement(payments, refunds, covered, settled_keys, later_first)
 
     # ---- open items of earlier dates: closed when this file settles their record
-    closers = new_ledger.loc[new_ledger["record_key"] != "", ["kind", "record_key", "line_no"]]
-    if open_items.empty:  # nothing to close: the ledger's million keys need no dedupe
-        closers = closers.iloc[:0]
+    # Only the entries of the items' keys: the ledger has a million rows, the items few.
+    closers = new_ledger.loc[(new_ledger["record_key"] != "") & text_isin(
+        new_ledger["record_key"], open_items["record_key"]), ["kind", "record_key", "line_no"]]
     closing_lines = open_items[["kind", "record_key"]].merge(
         closers.drop_duplicates(["kind", "record_key"]), how="left", on=["kind", "record_key"])
     is_closed = pd.Series(closing_lines["line_no"].notna().to_numpy(dtype=bool),
