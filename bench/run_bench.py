@@ -290,15 +290,18 @@ RERUN_LOAD = "recon loader (PostgreSQL), the date re-run (its ledger already wri
 
 
 def time_loader(pg_url: str, rows: pd.DataFrame) -> float:
-    """The project's loader, as a run calls it (without the window loaded ahead)."""
+    """The project's loader, as a run calls it (without the window loaded ahead); the
+    second of two loads, so that connections and the database's caches are warm."""
     from sqlalchemy import create_engine
 
     from recon.calendar import WorkingCalendar
     from recon.store import load_run_inputs
 
     engine = create_engine(pg_url)
+    covered = WorkingCalendar().covered_dates(S)
+    load_run_inputs(engine, MERCHANT, S, covered, rows)
     started = time.perf_counter()
-    load_run_inputs(engine, MERCHANT, S, WorkingCalendar().covered_dates(S), rows)
+    load_run_inputs(engine, MERCHANT, S, covered, rows)
     seconds = time.perf_counter() - started
     engine.dispose()
     return seconds
@@ -311,7 +314,6 @@ def time_first_load(folder: Path, pg_url: str) -> float:
     from recon.reader import read_settlement_file
 
     rows = read_settlement_file(next((folder / "inbox").glob("*.csv")), OVO_V1, S).rows
-    time_loader(pg_url, rows)  # connections and the database's caches warmed, as below
     return time_loader(pg_url, rows)
 
 
