@@ -9,12 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon.money import (
-    format_amount,
-    minor_text,
-    round_minor,
-    round_minor_array,
-)
+from recon.money import format_amount, minor_text, round_minor, round_minor_array
 from recon.schemas import text_isin
 
 MODES = st.sampled_from(["half_up", "half_even", "down", "up"])
