@@ -220,9 +220,14 @@ def _calendar(settings: Settings) -> WorkingCalendar:
 def fetch_and_read(settings: Settings, day: dt.date
                    ) -> tuple[Settings, FetchedFile, SettlementFile]:
     """The date's file, fetched and checked; the settings name the file's merchant."""
-    fetched = fetch_task(settings, day)
-    settings = settings.replace(merchant_id=fetched.merchant_id)
+    settings, fetched = _fetched(settings, day)
     return settings, fetched, read_task(settings, fetched, day)
+
+
+def _fetched(settings: Settings, day: dt.date) -> tuple[Settings, FetchedFile]:
+    """The date's file, fetched; the settings name the file's merchant."""
+    fetched = fetch_task(settings, day)
+    return settings.replace(merchant_id=fetched.merchant_id), fetched
 
 
 def settle(settings: Settings, fetched: FetchedFile, parsed: SettlementFile, day: dt.date,
@@ -252,8 +257,7 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     The window's payments and refunds do not depend on the file: they load on a
     connection of their own while the file is read."""
     started_at = dt.datetime.now(dt.UTC)
-    fetched = fetch_task(settings, day)
-    settings = settings.replace(merchant_id=fetched.merchant_id)
+    settings, fetched = _fetched(settings, day)
     engine = make_engine(settings.database_url)  # one pool for the whole run
     try:
         window = WindowLoad(engine, settings.merchant_id,
@@ -268,8 +272,8 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
                       parsed: SettlementFile, ctx: MatchContext, started_at: dt.datetime,
                       window: WindowLoad | None = None) -> dict[str, Any]:
     merchant, day = ctx.merchant_id, ctx.settlement_date
-    if window is not None and engine.dialect.name == "sqlite":
-        window.wait()  # its read would hold off the lock's write
+    if window is not None:
+        window.let_writers_in()
     with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
         inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed, window)
         result = match_task(parsed, inputs, ctx)

@@ -291,6 +291,7 @@ class WindowLoad:
 
     def __init__(self, engine: Engine, merchant_id: str, covered: Sequence[dt.date]) -> None:
         self.key = (merchant_id, tuple(covered))
+        self._holds_off_writers = engine.dialect.name == "sqlite"
         self._future: Future[tuple[pd.DataFrame, pd.DataFrame]] = Future()
         task = partial(_load_window, engine, merchant_id, covered)
         # Each connection to an in-memory SQLite database is a database of its own.
@@ -307,10 +308,11 @@ class WindowLoad:
         self._future.set_exception(RuntimeError("the window's load was taken already"))
         return future.result()
 
-    def wait(self) -> None:
-        """Until the load has ended (an error is raised by `result`). On SQLite a reader
-        holds off every writer: the run lock is taken after this."""
-        futures_wait([self._future])
+    def let_writers_in(self) -> None:
+        """On SQLite a reader holds off every writer: wait until the load has ended (an
+        error is raised by `result`). Called before the run lock is taken."""
+        if self._holds_off_writers:
+            futures_wait([self._future])
 
 
 def _settle_future(future: Future[Any], task: Callable[[], Any]) -> None:

@@ -222,7 +222,7 @@ def test_a_window_load_that_failed_is_the_loads_database_error(tmp_path: Path) -
     init_db(engine)
     empty = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")
     window = WindowLoad(empty, "M001", COVERED)
-    window.wait()
+    window.let_writers_in()  # SQLite: until the load has ended
     with pytest.raises(StoreError) as caught:
         load_run_inputs(engine, "M001", S, COVERED, rows_frame([]), window)
     assert "ovo_payments" in caught.value.one_line()
