@@ -77,15 +77,36 @@ class ReconResult:
 # ----------------------------------------------------------------------------- helpers
 
 
+@dataclass(frozen=True)
+class _Finding:
+    """One check's reasons: the positions of the rows it found and a text for each. A
+    million-row column of mostly empty texts per check would cost more than the check."""
+
+    positions: np.ndarray
+    texts: list[str]
+
+    def __add__(self, other: _Finding) -> _Finding:  # checks of disjoint rows, as one
+        return _Finding(np.concatenate([self.positions, other.positions]),
+                        self.texts + other.texts)
+
+    @classmethod
+    def of(cls, reasons: pd.Series) -> _Finding:
+        """The non-empty texts of a reason column."""
+        found = np.flatnonzero((reasons != "").to_numpy(dtype=bool))
+        return cls(found, reasons.take(found).tolist())
+
+
 def _text(frame: pd.DataFrame, mask: pd.Series, columns: Sequence[str],
-          make: Callable[[Any], str]) -> pd.Series:
-    """A reason text for the masked rows ('' elsewhere), built row by row on the subset;
-    `make` gets a row of `columns`, the only ones taken."""
-    out = pd.Series("", index=frame.index, dtype="str")
-    if mask.any():
-        subset = frame.loc[mask, list(columns)]
-        out.loc[mask] = [make(row) for row in subset.itertuples(index=False)]
-    return out
+          make: Callable[[Any], str]) -> _Finding:
+    """A reason text for each masked row, built row by row on the subset; `make` gets a
+    row of `columns`, the only ones taken."""
+    found = np.flatnonzero(mask.to_numpy(dtype=bool))
+    if not len(found):
+        return _Finding(found, [])
+    subset = frame[list(columns)].take(found)
+    texts = [make(row) for row in subset.itertuples(index=False)]
+    said = np.array([bool(text) for text in texts], dtype=bool)  # '' finds nothing
+    return _Finding(found[said], [text for text in texts if text])
 
 
 def _texts(index: pd.Index, positions: np.ndarray, texts: list[str]) -> pd.Series:
@@ -197,7 +218,7 @@ def _settle_keys(rows: pd.DataFrame) -> pd.Series:
 
 
 def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
-                  rules: FeeRules) -> pd.Series:
+                  rules: FeeRules) -> _Finding:
     """FEE_MISMATCH reasons ('' when fees agree) for the rows where `applies`.
 
     Expected MDR and Tax are computed only for payment rows whose source has a contracted
@@ -206,7 +227,7 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
     """
     tolerance = int(rules.tolerance * 100)
     if not applies.any():
-        return pd.Series("", index=rows.index, dtype="str")
+        return _Finding(np.zeros(0, dtype=np.intp), [])
     subset = rows.loc[applies, ["gross", "mdr", "tax", "net", "payment_source"]]
     gross = subset["gross"].to_numpy(dtype=np.int64)
     mdr = subset["mdr"].to_numpy(dtype=np.int64)
@@ -244,11 +265,8 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
         f"NetAmount {format_amount(int(n))} ≠ Gross − MDR − Tax = {format_amount(int(g - m - t))}"
         for n, g, m, t in zip(net[where], gross[where], mdr[where], tax[where], strict=True)]
     found = (mdr_text != "") | (tax_text != "") | (net_text != "")
-    positions = np.flatnonzero(applies.to_numpy(dtype=bool))[found]
-    in_rows = np.zeros(len(rows), dtype=bool)
-    in_rows[positions] = True
-    return _texts(rows.index, in_rows, list(_joined(mdr_text[found], tax_text[found],
-                                                    net_text[found])))
+    return _Finding(np.flatnonzero(applies.to_numpy(dtype=bool))[found],
+                    list(_joined(mdr_text[found], tax_text[found], net_text[found])))
 
 
 def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame) -> pd.Series:
@@ -265,12 +283,13 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
         pair = pair.take(pa.array(positions))
     texts = np.full(len(positions), "", dtype=object)
     before = np.zeros(len(positions), dtype=bool)
+    kind_column, key_column = rows["transaction_type"], rows["settle_key"]
 
-    def said(i: Any) -> str:  # how the reason names the row's key
-        row = positions[i]
-        label = ("MerchantInvoice" if rows["transaction_type"].iat[row] == cat.PAYMENT
-                 else "refund")
-        return f"{label} {rows['settle_key'].iat[row]}"
+    def said(found: np.ndarray) -> list[str]:  # how the reasons name the rows' keys
+        take = positions[found]
+        return [f"{'MerchantInvoice' if kind == cat.PAYMENT else 'refund'} {key}"
+                for kind, key in zip(kind_column.take(take).tolist(),
+                                     key_column.take(take).tolist(), strict=True)]
 
     if not prior.empty:
         earliest = prior.loc[:, ["kind", "settle_key", "settlement_date", "line_no"]].sort_values(
@@ -278,15 +297,18 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
         before, take = _positions(pair, _pairs(earliest["kind"], earliest["settle_key"]))
         dates = earliest["settlement_date"].to_numpy(dtype=object)[take]
         prior_lines = earliest["line_no"].to_numpy(dtype=np.int64)[take]
-        for i in np.flatnonzero(before):
-            texts[i] = f"{said(i)} already settled on {dates[i]} (line {int(prior_lines[i])})"
+        found = np.flatnonzero(before)
+        texts[found] = [f"{name} already settled on {dates[i]} (line {int(prior_lines[i])})"
+                        for i, name in zip(found, said(found), strict=True)]
     fresh = np.flatnonzero(~before)
     codes = np.asarray(pc.dictionary_encode(pair.take(pa.array(fresh))).indices.to_numpy(
         zero_copy_only=False), dtype=np.intp)
     first = np.unique(codes, return_index=True)[1]  # each pair's first row, by its code
     again = first[codes] != np.arange(len(codes))
-    for i, line in zip(fresh[again], lines[fresh][first[codes[again]]], strict=True):
-        texts[i] = f"{said(i)} already settled on line {int(line)} of this file"
+    found = fresh[again]
+    texts[found] = [f"{name} already settled on line {int(line)} of this file"
+                    for name, line in zip(said(found), lines[fresh][first[codes[again]]],
+                                          strict=True)]
     out[positions] = texts
     return pd.Series(out, index=rows.index, dtype="str")
 
@@ -378,9 +400,9 @@ def match_settlement(
         rows["transaction_type"] == cat.PAYMENT, gross.abs() - out["refund_amount"]
     ).astype("Int64")
 
-    findings: dict[str, pd.Series] = {}
-    findings[cat.INVALID_ROW] = rows["invalid_reason"]
-    findings[cat.DUPLICATE_SETTLEMENT] = dup_reason
+    findings: dict[str, _Finding] = {}
+    findings[cat.INVALID_ROW] = _Finding.of(rows["invalid_reason"])
+    findings[cat.DUPLICATE_SETTLEMENT] = _Finding.of(dup_reason)
 
     # ---- missing in records
     pay_rows = settled & is_payment
@@ -487,11 +509,18 @@ def match_settlement(
 
     # ---- category = first finding in precedence order; the rest become flags
     names = cat.ROW_CATEGORIES[:-1]
-    hits = np.column_stack([(findings[name] != "").to_numpy(dtype=bool) for name in names])
-    flagged: np.ndarray = np.asarray(hits.any(axis=1), dtype=bool)
-    texts = np.column_stack([findings[name].to_numpy(dtype=object)[flagged] for name in names])
+    flagged = np.zeros(len(rows), dtype=bool)
+    for name in names:
+        flagged[findings[name].positions] = True
+    rank = np.cumsum(flagged) - 1  # a flagged row's place among the flagged ones
+    hits = np.zeros((int(flagged.sum()), len(names)), dtype=bool)
+    texts = np.full(hits.shape, "", dtype=object)
+    for column, name in enumerate(names):
+        at = rank[findings[name].positions]
+        hits[at, column] = True
+        texts[at, column] = findings[name].texts
     categories, reasons, extras = [], [], []
-    for row_hits, row_texts in zip(hits[flagged], texts, strict=True):
+    for row_hits, row_texts in zip(hits, texts, strict=True):
         found = [i for i, hit in enumerate(row_hits) if hit]
         categories.append(names[found[0]])
         reasons.append(row_texts[found[0]])
