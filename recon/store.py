@@ -170,7 +170,7 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
 
 #: The per-connection temporary tables of lookup keys a load joins against, one per kind
 #: of key: a query reads only the kinds it needs, not a million keys of another kind.
-KEY_TAGS = ("inv", "rinv", "rno", "oref", "pay", "rec_only")
+KEY_TAGS = ("inv", "rinv", "rno", "oref", "pay", "rorig", "rec_only")
 LOAD_KEYS = {tag: Table(f"recon_load_keys_{tag}", MetaData(),
                         Column("k", String(255), nullable=False), prefixes=["TEMPORARY"])
              for tag in KEY_TAGS}
@@ -394,7 +394,8 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     lookups.add_keys({**file_keys, "oref": _distinct(
         open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
     window_payments, window_refunds = window.result()
-    refunds = _load_refunds(lookups, window_refunds)
+    refunds = _load_refunds(lookups, window_refunds, _refunded_payments(
+        refund_rows, window_refunds, file_keys["inv"]))
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
     wanted = file_keys["inv"] if not len(open_payments) else pc.unique(
         pa.concat_arrays([file_keys["inv"], open_payments]))
@@ -462,14 +463,28 @@ def _refund_columns(lookups: _Lookups) -> list[Any]:
             _time_column(lookups, t.c.refund_time, "refund_time"), t.c.status]
 
 
-def _load_refunds(lookups: _Lookups, window: pd.DataFrame) -> pd.DataFrame:
-    """The window's refunds, plus those of the file's payments, refund numbers and open
-    items elsewhere."""
+def _refunded_payments(refund_rows: pd.DataFrame, window: pd.DataFrame,
+                       invoices: pa.Array) -> pa.Array:
+    """The file's payments whose every refund the run needs: those its refund rows name
+    (matching by payment and amount, refunds settled per payment) and those with a refund
+    in the window (refund deltas). Not every payment of the file: a million keys, where
+    the refunds of the others are never read."""
+    in_window = _distinct(window["original_partner_reference_no"]).cast(invoices.type)
+    return pc.unique(pa.concat_arrays([
+        _distinct(refund_rows["merchant_invoice"]).cast(invoices.type),
+        invoices.filter(pc.is_in(invoices, value_set=in_window))]))
+
+
+def _load_refunds(lookups: _Lookups, window: pd.DataFrame,
+                  refunded: pa.Array) -> pd.DataFrame:
+    """The window's refunds, plus those elsewhere of the `refunded` payments, of the
+    file's refund numbers and of the open items."""
     t = ovo_refunds
     columns = _refund_columns(lookups)
     names = [c.name for c in columns]
+    lookups.add_keys({"rorig": refunded})
     frames = [window]
-    for column, tags in ((t.c.original_partner_reference_no, ("inv",)),
+    for column, tags in ((t.c.original_partner_reference_no, ("rorig",)),
                          (t.c.partner_refund_no, ("rinv", "oref")),
                          (t.c.refund_no, ("rno",))):
         frames.append(lookups.fetch(select(*columns).where(_keyed(column, *tags)), names))

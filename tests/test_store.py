@@ -15,7 +15,7 @@ from recon.errors import RunLocked, StoreError
 from recon.locks import hold_run_lock
 from recon.store import WindowLoad, init_db, load_run_inputs, make_engine
 from recon.tables import metadata, render_ddl
-from tests.builders import payment_row, rows_frame
+from tests.builders import payment_row, refund_row, rows_frame
 
 SQL = Path(__file__).parent.parent / "sql"
 S = dt.date(2026, 11, 30)
@@ -133,6 +133,43 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
                              rows_frame([payment_row("OLD-IN-FILE", "1.00")]))
     assert set(inputs.payments["partner_reference_no"]) == {"IN-WINDOW", "OLD-IN-FILE"}
     assert set(inputs.refunds["partner_refund_no"]) == {"RF-MINE"}
+    engine.dispose()
+
+
+def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
+        database_url: str) -> None:
+    """Refunds outside the window: all of a payment's when a refund row of the file names
+    it or one of its refunds is in the window (refund deltas add them up); none of a
+    payment the file only settles."""
+    engine = make_engine(database_url)
+    init_db(engine)
+    from recon.calendar import WIB
+    from recon.records import insert_records
+
+    old = dt.datetime(2026, 10, 1, 12, tzinfo=WIB)
+    insert_records(engine, [
+        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+         "amount": Decimal("9.00"), "pay_option": "OVO_CASH", "status": "00",
+         "transaction_time": old}
+        for ref in ("REFUNDED-IN-FILE", "SETTLED-WITH-WINDOW-REFUND", "SETTLED-ONLY",
+                    "NOT-IN-FILE")], [
+        {"partner_refund_no": ref, "original_partner_reference_no": original, "refund_no": ref,
+         "refund_amount": Decimal("1.00"), "status": "00",
+         "refund_time": when or dt.datetime(2026, 10, 2, 12, tzinfo=WIB)}
+        for ref, original, when in (
+            ("RF-OLD-1", "REFUNDED-IN-FILE", None),
+            ("RF-WINDOW-2", "SETTLED-WITH-WINDOW-REFUND", dt.datetime(2026, 11, 28, 9,
+                                                                      tzinfo=WIB)),
+            ("RF-OLD-2", "SETTLED-WITH-WINDOW-REFUND", None),
+            ("RF-OLD-3", "SETTLED-ONLY", None),
+            ("RF-WINDOW-4", "NOT-IN-FILE", dt.datetime(2026, 11, 28, 9, tzinfo=WIB)),
+            ("RF-OLD-4", "NOT-IN-FILE", None))])
+    rows = rows_frame([refund_row("REFUNDED-IN-FILE", "1.00"),
+                       payment_row("SETTLED-WITH-WINDOW-REFUND", "9.00"),
+                       payment_row("SETTLED-ONLY", "9.00")])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows)
+    assert set(inputs.refunds["partner_refund_no"]) == {
+        "RF-OLD-1", "RF-WINDOW-2", "RF-OLD-2", "RF-WINDOW-4"}
     engine.dispose()
 
 
