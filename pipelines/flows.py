@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -10,8 +11,10 @@ import resource
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +22,7 @@ from pipelines.logs import install_log_filters, prepare_prefect_environment
 
 prepare_prefect_environment()
 
+import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.blocks.system import Secret  # noqa: E402
@@ -49,11 +53,11 @@ from recon.store import (  # noqa: E402
     PersistedRun,
     RunInputs,
     RunRecord,
+    RunWriter,
     WindowLoad,
     load_run_inputs,
     make_engine,
     next_attempt,
-    persist_run,
     run_history,
     with_current_run,
 )
@@ -115,21 +119,24 @@ def load_task(engine: Engine, merchant_id: str, day: dt.date, covered: list[dt.d
 
 
 @task(name="match", **TASK_OPTIONS)
-def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext) -> ReconResult:
+def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext,
+               on_ledger: Callable[[pd.DataFrame], None] | None = None) -> ReconResult:
     started = time.perf_counter()
     result = match_settlement(parsed.rows, inputs.payments, inputs.refunds, inputs.ledger,
-                              inputs.open_items, ctx)
+                              inputs.open_items, ctx, on_ledger)
     _timed("match", started, f"{result.exceptions:,} exceptions")
     return result
 
 
 @task(name="persist", **TASK_OPTIONS)
-def persist_task(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
+def persist_task(writer: RunWriter, result: ReconResult, run: RunRecord) -> PersistedRun:
     started = time.perf_counter()
-    persisted = persist_run(engine, result, run)
+    persisted = writer.finish(result, run)
+    alongside = ("" if writer.ledger_seconds is None else
+                 f"; the ledger was written alongside the match ({writer.ledger_seconds:.2f} s)")
     _timed("persist", started, f"run {persisted.run_id}, attempt {persisted.attempt}"
                                + (" (re-run: replaced the earlier results)" if persisted.rerun
-                                  else ""))
+                                  else "") + alongside)
     return persisted
 
 
@@ -276,31 +283,38 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
         window.let_writers_in()
     with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
         inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed, window)
-        result = match_task(parsed, inputs, ctx)
-        summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
-                                parsed.trailer is not None)
+        # Read before the run's transaction begins: on SQLite it would hold them off.
+        attempt = next_attempt(engine, merchant, day)
+        earlier_runs = run_history(engine, merchant)
         record = RunRecord(merchant_id=merchant, settlement_date=day, started_at=started_at,
                            file_name=fetched.name, file_sha256=fetched.sha256,
                            file_rows=parsed.data_rows, archive_path=str(fetched.path),
-                           exceptions=result.exceptions, summary=summary)
-        folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
-        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
-        attempt = next_attempt(engine, merchant, day)
-        preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
-                                      "started_at": started_at.isoformat()}}
-        history = with_current_run(run_history(engine, merchant), day, result.exceptions,
-                                   parsed.data_rows)
-        # The workbook is built while the database takes the ledger: the two overlap.
-        context = contextvars.copy_context()
+                           exceptions=0, summary={})
+        writer = RunWriter(engine)
+        staging: Path | None = None
         try:
+            # The database takes the ledger while the match goes on and the workbook is
+            # built: the three overlap.
+            result = match_task(parsed, inputs, ctx, partial(writer.write_ledger, run=record))
+            summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
+                                    parsed.trailer is not None)
+            record = dataclasses.replace(record, exceptions=result.exceptions, summary=summary)
+            folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
+            staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
+            preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
+                                          "started_at": started_at.isoformat()}}
+            history = with_current_run(earlier_runs, day, result.exceptions, parsed.data_rows)
+            context = contextvars.copy_context()
             with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
-                persisting = pool.submit(context.run, persist_task, engine, result, record)
+                persisting = pool.submit(context.run, persist_task, writer, result, record)
                 try:
                     staged = workbook_task(settings, result, preview, history, staging)
                 finally:
                     persisted = persisting.result()
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            writer.abort()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         summary = {**summary, "run": {
             "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,

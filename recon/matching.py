@@ -325,12 +325,15 @@ def match_settlement(
     ledger: pd.DataFrame,
     open_items: pd.DataFrame,
     ctx: MatchContext,
+    on_ledger: Callable[[pd.DataFrame], None] | None = None,
 ) -> ReconResult:
     """Classify every settlement row and the records covered by the settlement date.
 
     `ledger` holds what other settlement dates settled (earlier ones make duplicates;
     later ones, seen when an old date is re-run, close this date's missing items);
     `open_items` are MISSING_IN_SETTLEMENT items of earlier dates open as of this date.
+    `on_ledger` is given the ledger this file writes as soon as it is known, before the
+    findings: the caller may start writing it.
     """
     rows = conform(rows, SETTLEMENT_ROWS, "settlement rows")
     payments = conform(payments, PAYMENTS, "payments")
@@ -363,6 +366,23 @@ def match_settlement(
     taken = set(prior.loc[prior["kind"] == cat.REFUND, "record_key"]) - {""}
     refund_key, refund_rule = _match_refunds(rows, settled & is_refund, refunds, taken)
     found_refund = refund_key != ""
+    record_key = (rows["merchant_invoice"].where(found_payment, "")
+                  .where(is_payment | ~valid, refund_key)).astype("str")
+
+    # ---- the ledger this file writes: known now, so the caller may start writing it
+    ledger_rows = rows.loc[settled, ["transaction_type", "settle_key", "merchant_invoice",
+                                     "gross", "line_no"]]
+    new_ledger = pd.DataFrame({
+        "kind": ledger_rows["transaction_type"],
+        "settle_key": ledger_rows["settle_key"],
+        "record_key": record_key.loc[settled],
+        "original_reference_no": ledger_rows["merchant_invoice"],
+        "amount": ledger_rows["gross"].abs(),
+        "line_no": ledger_rows["line_no"],
+    }).reset_index(drop=True)
+    del ledger_rows
+    if on_ledger is not None:
+        on_ledger(new_ledger)
     r, _ = _aligned(refund_key.where(found_refund, "\x00"), refunds, "partner_refund_no",
                     ["refund_no", "refund_amount", "status", "refund_time", "refund_date",
                      "original_partner_reference_no"])
@@ -387,8 +407,7 @@ def match_settlement(
     del p, r  # a million rows each: not kept to the end of the run
 
     # Record-side view per row: what the workbook shows as "the record".
-    out["record_key"] = (rows["merchant_invoice"].where(found_payment, "")
-                         .where(is_payment | ~valid, refund_key)).astype("str")
+    out["record_key"] = record_key
     out["record_amount"] = out["payment_amount"].where(rows["transaction_type"] == cat.PAYMENT,
                                                        out["refund_amount"])
     out["record_status"] = out["payment_status"].where(
@@ -532,18 +551,6 @@ def match_settlement(
     out["category"] = category
     out["reason"] = reason
     out["flags"] = flags
-
-    # ---- the ledger this file writes
-    ledger_rows = out.loc[settled, ["transaction_type", "settle_key", "record_key",
-                                    "merchant_invoice", "gross", "line_no"]]
-    new_ledger = pd.DataFrame({
-        "kind": ledger_rows["transaction_type"],
-        "settle_key": ledger_rows["settle_key"],
-        "record_key": ledger_rows["record_key"],
-        "original_reference_no": ledger_rows["merchant_invoice"],
-        "amount": ledger_rows["gross"].abs(),
-        "line_no": ledger_rows["line_no"],
-    }).reset_index(drop=True)
 
     # ---- missing in settlement: covered records no file settled
     settled_keys = pd.concat([new_ledger[["kind", "record_key"]], prior[["kind", "record_key"]]])

@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
@@ -642,77 +643,143 @@ def _exception_frame(result: ReconResult, merchant_id: str, day: dt.date,
 
 def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
     """Replace what earlier runs of this date wrote, in one transaction; keep run history."""
-    day, merchant = run.settlement_date, run.merchant_id
-    finished = dt.datetime.now(dt.UTC)
-    runs = recon_runs
-    try:
-        with engine.begin() as conn:
-            attempt = conn.execute(select(func.count()).select_from(runs).where(
-                runs.c.merchant_id == merchant, runs.c.settlement_date == day)).scalar_one() + 1
-            conn.execute(update(runs).where(runs.c.merchant_id == merchant,
-                                            runs.c.settlement_date == day)
-                         .values(is_current=False))
-            run_id = conn.execute(insert(runs).values(
-                merchant_id=merchant, settlement_date=day, attempt=attempt, is_current=True,
-                started_at=run.started_at, finished_at=finished, file_name=run.file_name,
-                file_sha256=run.file_sha256, file_rows=run.file_rows,
-                archive_path=run.archive_path, exceptions=run.exceptions,
-                summary_json=json.dumps(run.summary, sort_keys=True),
-            )).inserted_primary_key
-            run_id = run_id[0] if run_id else None
-            if run_id is None:
-                raise StoreError("the database returned no id for the new run")
-            exc_t, led_t = recon_exceptions, recon_ledger
-            conn.execute(delete(led_t).where(led_t.c.merchant_id == merchant,
-                                             led_t.c.settlement_date == day))
-            conn.execute(delete(exc_t).where(exc_t.c.merchant_id == merchant,
-                                             exc_t.c.settlement_date == day))
-            conn.execute(update(exc_t).where(exc_t.c.merchant_id == merchant,
-                                             exc_t.c.closed_by_date == day)
-                         .values(state="open", closed_by_date=None, closed_by_line=None))
-            if conn.dialect.name == "postgresql":
-                _copy_ledger(conn, result, merchant, day, run_id)
-            else:
-                _bulk_insert(conn, led_t, _ledger_table(result, merchant, day, run_id))
-            _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
-            closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
-                        for c in result.closures.itertuples(index=False)]
-            if closures:
-                conn.execute(
-                    update(exc_t).where(exc_t.c.exception_id == bindparam("b_id"))
-                    .values(state="closed", closed_by_date=day,
-                            closed_by_line=bindparam("b_line")),
-                    closures,
-                )
-    except SQLAlchemyError as exc:
-        raise database_error(engine, exc) from exc
-    log.info("persisted run %s (attempt %d): %d ledger entries, %d closures", run_id, attempt,
-             len(result.ledger), len(result.closures))
-    return PersistedRun(run_id=int(run_id), attempt=int(attempt), rerun=attempt > 1,
-                        finished_at=finished)
+    return RunWriter(engine).finish(result, run)
+
+
+class RunWriter:
+    """One run's results into the database in one transaction: earlier runs of the date
+    replaced, run history kept. Nothing is visible to others until `finish` commits.
+
+    `write_ledger` begins that transaction as soon as the match knows the ledger, in a
+    thread of its own: the database takes a million ledger rows while the rest of the
+    match, the summary and the workbook are computed. On SQLite, whose one writer would
+    hold off every reader for that long, the ledger waits for `finish`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Any = None
+        self._begun: Future[tuple[int, int]] | None = None  # run id and attempt
+        self.ledger_seconds: float | None = None  # the ledger written alongside, how long
+
+    def write_ledger(self, ledger: pd.DataFrame, run: RunRecord) -> None:
+        """Begin the run's transaction and write `ledger`, while the caller goes on."""
+        if self._begun is not None:
+            raise RuntimeError("the run's ledger is being written already")
+        if self._engine.dialect.name == "sqlite":
+            return
+        self._begun = Future()
+        threading.Thread(target=_settle_future, args=(self._begun, partial(
+            self._timed_begin, ledger, run)), name="recon-ledger", daemon=True).start()
+
+    def _timed_begin(self, ledger: pd.DataFrame, run: RunRecord) -> tuple[int, int]:
+        started = time.perf_counter()
+        begun = self._begin(ledger, run)
+        self.ledger_seconds = time.perf_counter() - started
+        return begun
+
+    def _begin(self, ledger: pd.DataFrame, run: RunRecord) -> tuple[int, int]:
+        day, merchant, runs = run.settlement_date, run.merchant_id, recon_runs
+        self._conn = conn = self._engine.connect()
+        conn.begin()
+        attempt = conn.execute(select(func.count()).select_from(runs).where(
+            runs.c.merchant_id == merchant, runs.c.settlement_date == day)).scalar_one() + 1
+        conn.execute(update(runs).where(runs.c.merchant_id == merchant,
+                                        runs.c.settlement_date == day).values(is_current=False))
+        # The results' columns are written by `finish`, in the same transaction.
+        run_id = conn.execute(insert(runs).values(
+            merchant_id=merchant, settlement_date=day, attempt=attempt, is_current=True,
+            started_at=run.started_at, finished_at=run.started_at, file_name=run.file_name,
+            file_sha256=run.file_sha256, file_rows=run.file_rows,
+            archive_path=run.archive_path, exceptions=0, summary_json="{}",
+        )).inserted_primary_key
+        run_id = run_id[0] if run_id else None
+        if run_id is None:
+            raise StoreError("the database returned no id for the new run")
+        exc_t, led_t = recon_exceptions, recon_ledger
+        conn.execute(delete(led_t).where(led_t.c.merchant_id == merchant,
+                                         led_t.c.settlement_date == day))
+        conn.execute(delete(exc_t).where(exc_t.c.merchant_id == merchant,
+                                         exc_t.c.settlement_date == day))
+        conn.execute(update(exc_t).where(exc_t.c.merchant_id == merchant,
+                                         exc_t.c.closed_by_date == day)
+                     .values(state="open", closed_by_date=None, closed_by_line=None))
+        if conn.dialect.name == "postgresql":
+            _copy_ledger(conn, ledger, merchant, day, run_id)
+        else:
+            _bulk_insert(conn, led_t, _ledger_table(ledger, merchant, day, run_id))
+        return int(run_id), int(attempt)
+
+    def finish(self, result: ReconResult, run: RunRecord) -> PersistedRun:
+        """Write the rest of `result` and commit (beginning with the ledger if
+        `write_ledger` did not)."""
+        day, merchant = run.settlement_date, run.merchant_id
+        exc_t = recon_exceptions
+        try:
+            try:
+                run_id, attempt = (self._begun.result() if self._begun is not None
+                                   else self._begin(result.ledger, run))
+                finished = dt.datetime.now(dt.UTC)
+                conn = self._conn
+                _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
+                closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
+                            for c in result.closures.itertuples(index=False)]
+                if closures:
+                    conn.execute(
+                        update(exc_t).where(exc_t.c.exception_id == bindparam("b_id"))
+                        .values(state="closed", closed_by_date=day,
+                                closed_by_line=bindparam("b_line")),
+                        closures,
+                    )
+                conn.execute(update(recon_runs).where(recon_runs.c.run_id == run_id).values(
+                    finished_at=finished, exceptions=run.exceptions,
+                    summary_json=json.dumps(run.summary, sort_keys=True)))
+                conn.commit()
+            finally:
+                self._close()
+        except SQLAlchemyError as exc:
+            raise database_error(self._engine, exc) from exc
+        log.info("persisted run %s (attempt %d): %d ledger entries, %d closures", run_id,
+                 attempt, len(result.ledger), len(result.closures))
+        return PersistedRun(run_id=run_id, attempt=attempt, rerun=attempt > 1,
+                            finished_at=finished)
+
+    def abort(self) -> None:
+        """Roll back what was written (after the ledger's write has ended); a finished
+        run is left as it is."""
+        if self._begun is not None:
+            futures_wait([self._begun])
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # an open transaction is rolled back
 
 
 #: Rows turned into COPY bytes, CSV or driver tuples at a time.
 _WRITE_BATCH_ROWS = 100_000
 
 
-def _ledger_columns(result: ReconResult) -> dict[str, pa.Array]:
-    """The ledger rows to write as Arrow columns (amounts in minor units), in settle-key
-    order: the key index then takes them page by page instead of at random (at 1M rows on
-    PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file order). Built in Arrow: at
-    ten million rows, Python objects per value would cost gigabytes."""
-    ledger = result.ledger
+def _ledger_columns(ledger: pd.DataFrame, rows: int) -> Iterator[dict[str, pa.Array]]:
+    """The ledger rows to write as Arrow columns (amounts in minor units), `rows` at a
+    time, in settle-key order: the key index then takes them page by page instead of at
+    random (at 1M rows on PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file
+    order). Built in Arrow: at ten million rows, Python objects per value would cost
+    gigabytes; and sorted a batch at a time, since the ledger is written while the match
+    still holds every row."""
     order = pc.sort_indices(text_array(ledger["settle_key"]))
-    columns = {name: pc.fill_null(text_array(ledger[name]), "").take(order)
+    columns = {name: pc.fill_null(text_array(ledger[name]), "")
                for name in ("kind", "settle_key", "record_key", "original_reference_no")}
-    return {**columns,
-            "amount": pa.array(ledger["amount"].fillna(0), pa.int64()).take(order),
-            "line_no": pa.array(ledger["line_no"], pa.int64()).take(order)}
+    columns["amount"] = pa.array(ledger["amount"].fillna(0), pa.int64())
+    columns["line_no"] = pa.array(ledger["line_no"], pa.int64())
+    for start in range(0, len(order) or 1, rows):  # an empty ledger: one empty batch
+        batch = order[start:start + rows]
+        yield {name: values.take(batch) for name, values in columns.items()}
 
 
-def _ledger_table(result: ReconResult, merchant: str, day: dt.date, run_id: int) -> pa.Table:
+def _ledger_table(ledger: pd.DataFrame, merchant: str, day: dt.date, run_id: int) -> pa.Table:
     """The ledger rows as database-ready text and numbers (money as exact text)."""
-    columns = _ledger_columns(result)
+    columns = next(_ledger_columns(ledger, max(len(ledger), 1)))
     count = len(columns["line_no"])
     return pa.table({
         "merchant_id": pa.repeat(merchant, count), "settlement_date": pa.repeat(
@@ -730,20 +797,17 @@ _LEDGER_COPY_COLUMNS = ("merchant_id", "settlement_date", "run_id", "kind", "set
                         "record_key", "original_reference_no", "amount", "line_no")
 
 
-def _copy_ledger(conn: Any, result: ReconResult, merchant: str, day: dt.date,
+def _copy_ledger(conn: Any, ledger: pd.DataFrame, merchant: str, day: dt.date,
                  run_id: int) -> None:
     """The ledger into PostgreSQL by binary COPY, inside the run's transaction: the server
     parses no text (at 1M rows about a fifth less of its time than CSV). Each row's bytes
     are joined column-wise by Arrow, a batch at a time."""
-    columns = _ledger_columns(result)
     statement = (f"COPY {recon_ledger.name} ({', '.join(_LEDGER_COPY_COLUMNS)}) "
                  "FROM STDIN WITH (FORMAT binary)")
     cursor = conn.connection.driver_connection.cursor()
     with cursor, cursor.copy(statement) as copy:
         copy.write(_PG_COPY_HEADER)
-        for start in range(0, len(columns["line_no"]), _WRITE_BATCH_ROWS):
-            batch = {name: values[start:start + _WRITE_BATCH_ROWS]
-                     for name, values in columns.items()}
+        for batch in _ledger_columns(ledger, _WRITE_BATCH_ROWS):
             copy.write(_ledger_copy_rows(batch, merchant, day, run_id))
         copy.write(_PG_COPY_END)
 

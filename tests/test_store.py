@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -369,7 +370,6 @@ def test_bulk_insert_writes_every_batch(database_url: str,
 def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_url: str) -> None:
     """Every value as the text path writes it: texts of any bytes, amounts from zero to the
     largest NUMERIC(18,2), negative ones, more rows than a batch."""
-    from types import SimpleNamespace
 
     from sqlalchemy import select
 
@@ -390,14 +390,13 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
         "amount": pd.array([amounts[i % len(amounts)] for i in range(count)], dtype="Int64"),
         "line_no": range(2, 2 + count)}).astype({name: "str" for name in (
             "kind", "settle_key", "record_key", "original_reference_no")})
-    result = SimpleNamespace(ledger=ledger)
     day = dt.date(2031, 12, 31)
     with engine.begin() as conn:
         conn.execute(recon_ledger.delete().where(recon_ledger.c.merchant_id == "MÉ-1"))
         original = store._WRITE_BATCH_ROWS
         store._WRITE_BATCH_ROWS = 100  # three batches
         try:
-            store._copy_ledger(conn, result, "MÉ-1", day, 42)
+            store._copy_ledger(conn, ledger, "MÉ-1", day, 42)
         finally:
             store._WRITE_BATCH_ROWS = original
         written = conn.execute(select(recon_ledger).where(
@@ -438,4 +437,64 @@ def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
     release.set()
     for thread in loading:
         thread.join(10)
+    engine.dispose()
+
+
+def _written(engine: Any) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The ledger and exceptions without their ids; each run's attempt, whether it is the
+    current one, its exceptions and summary."""
+    from sqlalchemy import select
+
+    from recon.tables import recon_exceptions, recon_ledger, recon_runs
+
+    def rows(table: Any, leave: set[str]) -> list[tuple]:
+        with engine.connect() as conn:
+            return sorted(tuple(str(v) for v in r) for r in conn.execute(select(
+                *[c for c in table.c if c.name not in leave])))
+
+    with engine.connect() as conn:
+        runs = sorted((int(r.attempt), bool(r.is_current), int(r.exceptions), r.summary_json)
+                      for r in conn.execute(select(recon_runs)))
+    return (rows(recon_ledger, {"ledger_id", "run_id"}),
+            rows(recon_exceptions, {"exception_id", "run_id"}), runs)
+
+
+def test_a_ledger_written_while_matching_commits_with_the_run_or_not_at_all(
+        database_url: str) -> None:
+    """`write_ledger` begins the run's transaction in a thread while the match goes on: a
+    run that fails after it leaves the database as it was, one that finishes writes what
+    writing everything at the end writes."""
+    from recon.matching import match_settlement
+    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.store import RunRecord, RunWriter, persist_run
+    from tests.builders import context, payments_frame
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    result = match_settlement(
+        rows_frame([payment_row("INV-1", "100.00"), payment_row("INV-2", "7.00"),
+                    payment_row("GHOST", "5.00")]),
+        payments_frame([("INV-1", "100.00", "00", "2026-11-27 10:00:00"),
+                        ("INV-2", "8.00", "00", "2026-11-27 11:00:00"),
+                        ("UNSETTLED", "3.00", "00", "2026-11-28 11:00:00")]),
+        empty_frame(REFUNDS), empty_frame(LEDGER), empty_frame(OPEN_ITEMS), context())
+    assert len(result.ledger) == 3 and result.exceptions == 3
+    run = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv",
+                    "0" * 64, 3, "archive/f.csv", result.exceptions, {"exceptions": 3})
+    assert persist_run(engine, result, run).attempt == 1
+    first = _written(engine)
+    assert len(first[0]) == 3 and len(first[1]) == 3 and len(first[2]) == 1
+
+    failed = RunWriter(engine)
+    failed.write_ledger(result.ledger, run)
+    failed.abort()  # as when the match raises after handing over the ledger
+    assert _written(engine) == first
+
+    writer = RunWriter(engine)
+    writer.write_ledger(result.ledger, run)
+    again = writer.finish(result, run)
+    assert (again.attempt, again.rerun) == (2, True)
+    ledger, exceptions, runs = _written(engine)
+    assert (ledger, exceptions) == first[:2]
+    assert runs == [(1, False, 3, '{"exceptions": 3}'), (2, True, 3, '{"exceptions": 3}')]
     engine.dispose()
