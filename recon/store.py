@@ -339,9 +339,9 @@ def _window_records(lookups: _Lookups, merchant_id: str, lo: Any,
                     hi: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     t, r = ovo_payments, ovo_refunds
     pay_columns, refund_columns = _payment_columns(lookups), _refund_columns(lookups)
-    payments = lookups.fetch(select(*pay_columns).where(
+    payments = _payment_frame(lookups.fetch(select(*pay_columns).where(
         t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi),
-        [c.name for c in pay_columns])
+        [c.name for c in pay_columns]))
     # The refunds table has no merchant column: a refund belongs to its payment's merchant.
     merchants_payments = select(t.c.partner_reference_no).where(t.c.merchant_id == merchant_id)
     refunds = lookups.fetch(select(*refund_columns).where(
@@ -398,16 +398,14 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     refunds = _load_refunds(lookups, window_refunds, _refunded_payments(
         refund_rows, window_refunds, file_keys["inv"]))
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
-    wanted = file_keys["inv"] if not len(open_payments) else pc.unique(
-        pa.concat_arrays([file_keys["inv"], open_payments]))
-    payments = _load_payments(lookups, window_payments, wanted)
-    # Both are primary keys, distinct already; a key in both is harmless in a key set.
-    records = pa.concat_arrays([text_array(payments["partner_reference_no"]),
-                                text_array(refunds["partner_refund_no"])])
+    payments, unnamed = _load_payments(lookups, window_payments, file_keys, open_payments)
+    refund_keys = text_array(refunds["partner_refund_no"])  # distinct already
     # A ledger entry whose settle key is a file key is found through that key already.
-    named = pa.concat_arrays(list(file_keys.values())).cast(records.type)
-    lookups.add_keys({"rec_only": records.filter(
-        pc.invert(pc.is_in(records, value_set=named)))})
+    named = pa.concat_arrays(list(file_keys.values()))
+    lookups.add_keys({"rec_only": pa.concat_arrays([
+        unnamed, refund_keys.filter(pa.array(~_found_in(refund_keys, named)))])})
+    # Both are primary keys; a key in both is harmless in a key set.
+    records = pa.concat_arrays([text_array(payments["partner_reference_no"]), refund_keys])
     ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
     return payments, refunds, ledger
 
@@ -430,31 +428,68 @@ def _payment_columns(lookups: _Lookups) -> list[Any]:
                                             "transaction_time")]
 
 
-def _load_payments(lookups: _Lookups, window: pd.DataFrame,
-                   wanted_keys: pa.Array) -> pd.DataFrame:
-    """The window's payments, plus those the file or the open items name elsewhere."""
-    columns = _payment_columns(lookups)
-    elsewhere = wanted_keys.filter(pc.invert(pc.is_in(
-        wanted_keys, value_set=text_array(window["partner_reference_no"]).cast(
-            wanted_keys.type))))
-    lookups.add_keys({"pay": elsewhere})
-    extra = lookups.fetch(select(*columns).where(
-        _keyed(ovo_payments.c.partner_reference_no, "pay")), [c.name for c in columns])
-    if not extra.empty:  # a key the database compares without case may find a window row
-        keys = text_array(extra["partner_reference_no"])
-        window_keys = text_array(window["partner_reference_no"])
-        again = window_keys.filter(pc.is_in(window_keys, value_set=keys))
-        extra = extra.loc[~np.asarray(pc.is_in(keys, value_set=again))].drop_duplicates(
-            "partner_reference_no")
-    frame = pd.concat([window, extra], ignore_index=True)
-    if frame.empty:
-        return empty_frame(PAYMENTS)
+def _found_in(values: pa.Array, many: pa.Array) -> np.ndarray:
+    """Whether each of the distinct `values` is one of `many`: the few values are hashed
+    and the many probed, not the other way round."""
+    found = np.zeros(len(values), dtype=bool)
+    if len(values) and len(many):
+        at = pc.index_in(many.cast(values.type), value_set=values).drop_null()
+        found[np.asarray(at.to_numpy(zero_copy_only=False), dtype=np.intp)] = True
+    return found
+
+
+def _payment_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Payments as the database gave them -> the PAYMENTS column types (the window's in
+    the thread that loads them)."""
+    if raw.empty:
+        return raw
+    frame = raw.copy()
     frame["amount"] = frame["amount"].astype("Int64")
     frame["transaction_time"] = to_utc(frame["transaction_time"])
     frame["transaction_date"] = wib_dates(frame["transaction_time"])
     frame["status"] = frame["status"].fillna("").astype("str").str.strip()
     frame["pay_option"] = frame["pay_option"].fillna("").astype("str").str.strip().str.upper()
-    return conform(frame, PAYMENTS, "payments")
+    return frame
+
+
+def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str, pa.Array],
+                   open_payments: pa.Array) -> tuple[pd.DataFrame, pa.Array]:
+    """The window's payments, plus those the file or the open items name elsewhere; and
+    the keys of those no key of the file names.
+
+    One lookup of the window's payments among the file's invoices (a million each) tells
+    both which invoices to look for elsewhere and which payments the file does not name."""
+    columns = _payment_columns(lookups)
+    window_keys = text_array(window["partner_reference_no"]) if not window.empty else pa.array(
+        [], pa.large_string())
+    invoices = file_keys["inv"].cast(window_keys.type)  # distinct
+    at = pc.index_in(window_keys, value_set=invoices)
+    in_file = np.asarray(at.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    seen = np.zeros(len(invoices), dtype=bool)
+    seen[np.asarray(at.drop_null().to_numpy(zero_copy_only=False), dtype=np.intp)] = True
+    lookups.add_keys({"pay": pa.concat_arrays([
+        invoices.filter(pa.array(~seen)),
+        open_payments.filter(pa.array(~_found_in(open_payments, window_keys)))])})
+    extra = lookups.fetch(select(*columns).where(
+        _keyed(ovo_payments.c.partner_reference_no, "pay")), [c.name for c in columns])
+    extra_keys = pa.array([], pa.large_string())
+    if not extra.empty:  # a key the database compares without case may find a window row
+        keys = text_array(extra["partner_reference_no"])
+        again = window_keys.filter(pc.is_in(window_keys, value_set=keys))
+        extra = extra.loc[~np.asarray(pc.is_in(keys, value_set=again))].drop_duplicates(
+            "partner_reference_no")
+        extra_keys = text_array(extra["partner_reference_no"])
+    others = window_keys.filter(pa.array(~in_file))
+    refund_keys = pa.concat_arrays([file_keys["rinv"], file_keys["rno"]]).cast(others.type)
+    unnamed = pa.concat_arrays([
+        others.filter(pc.invert(pc.is_in(others, value_set=refund_keys))),
+        extra_keys.filter(pa.array(~_found_in(extra_keys, pa.concat_arrays(
+            list(file_keys.values())))))])
+    frames = [frame for frame in (window, _payment_frame(extra)) if not frame.empty]
+    if not frames:
+        return empty_frame(PAYMENTS), unnamed
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return conform(frame, PAYMENTS, "payments"), unnamed
 
 
 def _refund_columns(lookups: _Lookups) -> list[Any]:

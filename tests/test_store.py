@@ -221,6 +221,47 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     engine.dispose()
 
 
+def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says_of_it(
+        database_url: str) -> None:
+    """A payment an open item names, outside the window and not in the file: loaded, and
+    so are the ledger entries of its own key (no file key names it)."""
+    from sqlalchemy import insert
+
+    from recon.calendar import WIB
+    from recon.records import insert_records
+    from recon.tables import recon_exceptions, recon_ledger
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    insert_records(engine, [
+        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+         "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
+         "transaction_time": when}
+        for ref, when in (("P-OPEN", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
+                          ("P-OLD-FILE", dt.datetime(2026, 10, 2, 12, tzinfo=WIB)),
+                          ("P-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)))])
+    opened, later = dt.date(2026, 10, 2), dt.date(2026, 12, 2)
+    with engine.begin() as conn:
+        conn.execute(insert(recon_exceptions).values(
+            merchant_id="M001", settlement_date=opened, run_id=1,
+            category="MISSING_IN_SETTLEMENT", kind="PAYMENT", record_key="P-OPEN",
+            record_date=dt.date(2026, 10, 1), record_amount=Decimal("1.00"),
+            reason="payment of 2026-10-01 not in the settlement file", state="open"))
+        conn.execute(insert(recon_ledger), [
+            {"merchant_id": "M001", "settlement_date": later, "run_id": 2, "kind": "PAYMENT",
+             "settle_key": key, "record_key": key, "original_reference_no": key,
+             "amount": Decimal("1.00"), "line_no": line}
+            for line, key in ((2, "P-OPEN"), (3, "P-OLD-FILE"), (4, "P-WINDOW"),
+                              (5, "P-ELSE"))])
+    inputs = load_run_inputs(engine, "M001", S, COVERED,
+                             rows_frame([payment_row("P-OLD-FILE", "1.00")]))
+    assert sorted(inputs.payments["partner_reference_no"]) == [
+        "P-OLD-FILE", "P-OPEN", "P-WINDOW"]
+    assert list(inputs.open_items["record_key"]) == ["P-OPEN"]
+    assert sorted(inputs.ledger["line_no"]) == [2, 3, 4]
+    engine.dispose()
+
+
 def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
         database_url: str) -> None:
     from recon.calendar import WIB
