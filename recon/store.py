@@ -694,6 +694,7 @@ class RunWriter:
         self._engine = engine
         self._conn: Any = None
         self._begun: Future[tuple[int, int]] | None = None  # run id and attempt
+        self._stop = threading.Event()  # set when the run fails: the COPY ends between batches
         self.ledger_seconds: float | None = None  # the ledger written alongside, how long
 
     def write_ledger(self, ledger: pd.DataFrame, run: RunRecord) -> None:
@@ -739,7 +740,7 @@ class RunWriter:
                                          exc_t.c.closed_by_date == day)
                      .values(state="open", closed_by_date=None, closed_by_line=None))
         if conn.dialect.name == "postgresql":
-            _copy_ledger(conn, ledger, merchant, day, run_id)
+            _copy_ledger(conn, ledger, merchant, day, run_id, self._stop.is_set)
         else:
             _bulk_insert(conn, led_t, _ledger_table(ledger, merchant, day, run_id))
         return int(run_id), int(attempt)
@@ -779,8 +780,9 @@ class RunWriter:
                             finished_at=finished)
 
     def abort(self) -> None:
-        """Roll back what was written (after the ledger's write has ended); a finished
-        run is left as it is."""
+        """Roll back what was written (once the ledger's write has ended: on PostgreSQL at
+        the end of the batch it is writing); a finished run is left as it is."""
+        self._stop.set()
         if self._begun is not None:
             futures_wait([self._begun])
         self._close()
@@ -832,17 +834,24 @@ _LEDGER_COPY_COLUMNS = ("merchant_id", "settlement_date", "run_id", "kind", "set
                         "record_key", "original_reference_no", "amount", "line_no")
 
 
+class LedgerAbandoned(Exception):
+    """The run failed while its ledger was being written: the COPY was given up."""
+
+
 def _copy_ledger(conn: Any, ledger: pd.DataFrame, merchant: str, day: dt.date,
-                 run_id: int) -> None:
+                 run_id: int, stop: Callable[[], bool] = lambda: False) -> None:
     """The ledger into PostgreSQL by binary COPY, inside the run's transaction: the server
     parses no text (at 1M rows about a fifth less of its time than CSV). Each row's bytes
-    are joined column-wise by Arrow, a batch at a time."""
+    are joined column-wise by Arrow, a batch at a time; before each, `stop` may end the
+    COPY (LedgerAbandoned) instead of writing ten million rows to roll them back."""
     statement = (f"COPY {recon_ledger.name} ({', '.join(_LEDGER_COPY_COLUMNS)}) "
                  "FROM STDIN WITH (FORMAT binary)")
     cursor = conn.connection.driver_connection.cursor()
     with cursor, cursor.copy(statement) as copy:
         copy.write(_PG_COPY_HEADER)
         for batch in _ledger_columns(ledger, _WRITE_BATCH_ROWS):
+            if stop():
+                raise LedgerAbandoned(f"{merchant} {day}: the run failed")
             copy.write(_ledger_copy_rows(batch, merchant, day, run_id))
         copy.write(_PG_COPY_END)
 

@@ -453,6 +453,42 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
     engine.dispose()
 
 
+@pytest.mark.postgres
+def test_a_ledger_copy_told_to_stop_ends_at_the_next_batch_and_writes_nothing(
+        postgres_server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails while its ledger goes in (ten million rows at 10M) does not wait
+    for the rest of the COPY: it ends before the next batch and rolls back."""
+    from sqlalchemy import func, select
+
+    from recon import store
+    from recon.tables import recon_ledger
+
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    count = 300
+    ledger = pd.DataFrame({
+        "kind": "PAYMENT", "settle_key": [f"K{i:04d}" for i in range(count)],
+        "record_key": [f"K{i:04d}" for i in range(count)],
+        "original_reference_no": [f"K{i:04d}" for i in range(count)],
+        "amount": pd.array([100] * count, dtype="Int64"),
+        "line_no": range(2, 2 + count)}).astype({name: "str" for name in (
+            "kind", "settle_key", "record_key", "original_reference_no")})
+    monkeypatch.setattr(store, "_WRITE_BATCH_ROWS", 100)
+    asked: list[int] = []
+
+    def stop() -> bool:  # the run fails while the first batch is written
+        asked.append(len(asked))
+        return len(asked) > 1
+
+    with pytest.raises(store.LedgerAbandoned), engine.begin() as conn:
+        store._copy_ledger(conn, ledger, "M-STOP", S, 1, stop)
+    assert len(asked) == 2  # one batch written, the second not begun
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(recon_ledger).where(
+            recon_ledger.c.merchant_id == "M-STOP")).scalar_one() == 0
+    engine.dispose()
+
+
 def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rejected file (here any error) ends the run at once: the window's load goes on
