@@ -23,6 +23,13 @@ S = dt.date(2026, 11, 30)
 COVERED = [dt.date(2026, 11, 27), dt.date(2026, 11, 28), dt.date(2026, 11, 29)]
 
 
+def _payment(ref: str, when: dt.datetime, amount: str = "1.00") -> dict[str, Any]:
+    """A paid OVO Cash payment record of merchant M001."""
+    return {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
+            "amount": Decimal(amount), "pay_option": "OVO_CASH", "status": "00",
+            "transaction_time": when}
+
+
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
 def test_sql_files_match_the_table_declarations(dialect: str) -> None:
     assert (SQL / f"{dialect}.sql").read_text() == render_ddl(dialect), (
@@ -112,16 +119,12 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
     from recon.calendar import WIB
     from recon.records import insert_records
 
-    def pay(ref: str, when: dt.datetime) -> dict:
-        return {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
-                "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
-                "transaction_time": when}
-
     insert_records(engine, [
-        pay("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
-        pay("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
-        pay("OLD-UNRELATED", dt.datetime(2026, 10, 1, 13, tzinfo=WIB)),
-        pay("OTHER-MERCHANT", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)) | {"merchant_id": "M2"},
+        _payment("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+        _payment("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
+        _payment("OLD-UNRELATED", dt.datetime(2026, 10, 1, 13, tzinfo=WIB)),
+        _payment("OTHER-MERCHANT", dt.datetime(2026, 11, 28, 12, tzinfo=WIB))
+        | {"merchant_id": "M2"},
     ])
     def refund(ref: str, original: str) -> dict:
         return {"partner_refund_no": ref, "original_partner_reference_no": original,
@@ -149,11 +152,8 @@ def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
 
     old = dt.datetime(2026, 10, 1, 12, tzinfo=WIB)
     insert_records(engine, [
-        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
-         "amount": Decimal("9.00"), "pay_option": "OVO_CASH", "status": "00",
-         "transaction_time": old}
-        for ref in ("REFUNDED-IN-FILE", "SETTLED-WITH-WINDOW-REFUND", "SETTLED-ONLY",
-                    "NOT-IN-FILE")], [
+        _payment(ref, old, "9.00") for ref in (
+            "REFUNDED-IN-FILE", "SETTLED-WITH-WINDOW-REFUND", "SETTLED-ONLY", "NOT-IN-FILE")], [
         {"partner_refund_no": ref, "original_partner_reference_no": original, "refund_no": ref,
          "refund_amount": Decimal("1.00"), "status": "00",
          "refund_time": when or dt.datetime(2026, 10, 2, 12, tzinfo=WIB)}
@@ -189,9 +189,7 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     when = dt.datetime(2026, 11, 28, 12, tzinfo=WIB)
     insert_records(
         engine,
-        [{"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
-          "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
-          "transaction_time": when} for ref in ("P-FILE", "P-WINDOW", "P-OWNER")],
+        [_payment(ref, when) for ref in ("P-FILE", "P-WINDOW", "P-OWNER")],
         [{"partner_refund_no": "RF-REC", "original_partner_reference_no": "P-OWNER",
           "refund_no": "OVR-REC", "refund_amount": Decimal("0.50"), "status": "00",
           "refund_time": when}])
@@ -234,12 +232,9 @@ def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says
     engine = make_engine(database_url)
     init_db(engine)
     insert_records(engine, [
-        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
-         "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
-         "transaction_time": when}
-        for ref, when in (("P-OPEN", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
-                          ("P-OLD-FILE", dt.datetime(2026, 10, 2, 12, tzinfo=WIB)),
-                          ("P-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)))])
+        _payment("P-OPEN", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
+        _payment("P-OLD-FILE", dt.datetime(2026, 10, 2, 12, tzinfo=WIB)),
+        _payment("P-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB))])
     opened, later = dt.date(2026, 10, 2), dt.date(2026, 12, 2)
     with engine.begin() as conn:
         conn.execute(insert(recon_exceptions).values(
@@ -270,11 +265,8 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
     engine = make_engine(database_url)
     init_db(engine)
     insert_records(engine, [
-        {"partner_reference_no": ref, "reference_no": ref, "merchant_id": "M001",
-         "amount": Decimal("1.00"), "pay_option": "OVO_CASH", "status": "00",
-         "transaction_time": when}
-        for ref, when in (("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
-                          ("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)))],
+        _payment("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+        _payment("OLD-IN-FILE", dt.datetime(2026, 10, 1, 12, tzinfo=WIB))],
         [{"partner_refund_no": "RF-1", "original_partner_reference_no": "IN-WINDOW",
           "refund_no": "OVR-1", "refund_amount": Decimal("0.50"), "status": "00",
           "refund_time": dt.datetime(2026, 11, 28, 15, tzinfo=WIB)}])
