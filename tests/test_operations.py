@@ -89,7 +89,7 @@ from recon.locks import hold_run_lock
 engine = make_engine(sys.argv[1])
 with hold_run_lock(engine, "M001", dt.date(2026, 11, 30), wait_seconds=0):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.read()  # held until the test closes this process's input
 """
 
 
@@ -99,29 +99,33 @@ def test_two_processes_on_the_same_date(database_url: str, tmp_path: Path,
     shutil.copytree(CARRY / "inbox", tmp_path / "inbox")
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
 
-    def recon_run(wait: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def recon_run(wait: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, "-m", "recon.cli", "run", "--date", "2026-11-30", "--merchant",
              "M001", "--database", database_url, "--source", str(tmp_path / "inbox"),
              "--report-dir", str(tmp_path / "reports"), "--outbox", str(tmp_path / "out")],
             env={**env, "RECON_LOCK_WAIT_SECONDS": wait,
                  "RECON_ARCHIVE_DIR": str(tmp_path / "archive")},
-            capture_output=True, text=True, timeout=300)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, database_url, "6"],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    # The holder keeps the lock until told to let go, however slowly the runs start.
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, database_url],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         refused = recon_run("1")
-        assert refused.returncode == 6, refused.stdout[-1500:]
-        assert refused.stderr.splitlines() == [
+        out, err = refused.communicate(timeout=300)
+        assert refused.returncode == 6, out[-1500:]
+        assert err.splitlines() == [
             "recon: RUN_LOCKED: another run of M001 2026-11-30 is in progress (waited 1 s); "
             "try again when it has finished"]
-        started = time.monotonic()
-        waited = recon_run("60")
-        assert waited.returncode == 0, waited.stderr
+        waiting = recon_run("60")
+        time.sleep(3)  # the run starts and waits for the lock meanwhile
+        assert holder.stdin is not None
+        holder.stdin.close()
+        out, err = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, err
         assert holder.wait(30) == 0
-        assert time.monotonic() - started < 60
     finally:
         holder.kill()
 
