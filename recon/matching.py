@@ -32,6 +32,7 @@ from recon.schemas import (
     REFUNDS,
     SETTLEMENT_ROWS,
     conform,
+    positions_in,
     text_array,
     text_isin,
 )
@@ -191,21 +192,12 @@ def _match_refunds(
             pd.Series(rule, index=rows.index, dtype="str"))
 
 
-def _positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """For each value: whether `within` holds it, and the position of its first
-    occurrence there (-1 where it does not)."""
-    position = pc.index_in(values, value_set=within)
-    found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    return found, np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False),
-                             dtype=np.intp)
-
-
 def _aligned(keys: pd.Series, table: pd.DataFrame, key: str,
              columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """`table`'s `columns` for each of `keys`, from the first row with that key (missing
     values where there is none), and where one was found: one Arrow lookup instead of a
     drop_duplicates, an isin and a reindex."""
-    found, take = _positions(text_array(keys), text_array(table[key]))
+    found, take = positions_in(text_array(keys), text_array(table[key]))
     return pd.DataFrame({name: table[name].array.take(take, allow_fill=True)
                          for name in columns}, index=keys.index), found
 
@@ -219,7 +211,7 @@ def _settle_keys(rows: pd.DataFrame) -> pd.Series:
 
 def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
                   rules: FeeRules) -> _Finding:
-    """FEE_MISMATCH reasons ('' when fees agree) for the rows where `applies`.
+    """FEE_MISMATCH reasons, for the rows among those where `applies` whose fees disagree.
 
     Expected MDR and Tax are computed only for payment rows whose source has a contracted
     rate (MDR) or for every payment row (Tax); the Net arithmetic is checked on all rows.
@@ -294,7 +286,7 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
     if not prior.empty:
         earliest = prior.loc[:, ["kind", "settle_key", "settlement_date", "line_no"]].sort_values(
             ["settlement_date", "line_no"], kind="stable")
-        before, take = _positions(pair, _pairs(earliest["kind"], earliest["settle_key"]))
+        before, take = positions_in(pair, _pairs(earliest["kind"], earliest["settle_key"]))
         dates = earliest["settlement_date"].to_numpy(dtype=object)[take]
         prior_lines = earliest["line_no"].to_numpy(dtype=np.int64)[take]
         found = np.flatnonzero(before)

@@ -125,6 +125,24 @@ def text_isin(values: pd.Series, keys: pd.Series | Iterable[str]) -> pd.Series:
                      index=values.index)
 
 
+def positions_in(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `values`: whether `within` holds it, and the position of its first
+    occurrence there (-1 where it does not). One Arrow hash lookup, no Python objects."""
+    position = pc.index_in(values, value_set=within.cast(values.type))
+    found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return found, np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False),
+                             dtype=np.intp)
+
+
+def found_in(values: pa.Array, many: pa.Array) -> np.ndarray:
+    """Whether each of the distinct `values` is one of `many`: the few values are hashed
+    and the many probed, not the other way round."""
+    found, at = positions_in(many, values)
+    hit = np.zeros(len(values), dtype=bool)
+    hit[at[found]] = True
+    return hit
+
+
 def joined_values(values: pa.Array) -> memoryview:
     """The values of a text or binary array (none null) one after another, as they lie in
     its data buffer: no Python object per value, no copy."""

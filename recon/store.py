@@ -62,7 +62,9 @@ from recon.schemas import (
     arrow_frame,
     conform,
     empty_frame,
+    found_in,
     joined_values,
+    positions_in,
     text_array,
 )
 from recon.tables import (
@@ -403,7 +405,7 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     # A ledger entry whose settle key is a file key is found through that key already.
     named = pa.concat_arrays(list(file_keys.values()))
     lookups.add_keys({"rec_only": pa.concat_arrays([
-        unnamed, refund_keys.filter(pa.array(~_found_in(refund_keys, named)))])})
+        unnamed, refund_keys.filter(pa.array(~found_in(refund_keys, named)))])})
     # Both are primary keys; a key in both is harmless in a key set.
     records = pa.concat_arrays([text_array(payments["partner_reference_no"]), refund_keys])
     ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
@@ -428,16 +430,6 @@ def _payment_columns(lookups: _Lookups) -> list[Any]:
                                             "transaction_time")]
 
 
-def _found_in(values: pa.Array, many: pa.Array) -> np.ndarray:
-    """Whether each of the distinct `values` is one of `many`: the few values are hashed
-    and the many probed, not the other way round."""
-    found = np.zeros(len(values), dtype=bool)
-    if len(values) and len(many):
-        at = pc.index_in(many.cast(values.type), value_set=values).drop_null()
-        found[np.asarray(at.to_numpy(zero_copy_only=False), dtype=np.intp)] = True
-    return found
-
-
 def _payment_frame(raw: pd.DataFrame) -> pd.DataFrame:
     """Payments as the database gave them -> the PAYMENTS column types (the window's in
     the thread that loads them)."""
@@ -460,30 +452,27 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     One lookup of the window's payments among the file's invoices (a million each) tells
     both which invoices to look for elsewhere and which payments the file does not name."""
     columns = _payment_columns(lookups)
-    window_keys = text_array(window["partner_reference_no"]) if not window.empty else pa.array(
-        [], pa.large_string())
-    invoices = file_keys["inv"].cast(window_keys.type)  # distinct
-    at = pc.index_in(window_keys, value_set=invoices)
-    in_file = np.asarray(at.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    window_keys = text_array(window["partner_reference_no"])
+    invoices = file_keys["inv"]  # distinct
+    in_file, at = positions_in(window_keys, invoices)
     seen = np.zeros(len(invoices), dtype=bool)
-    seen[np.asarray(at.drop_null().to_numpy(zero_copy_only=False), dtype=np.intp)] = True
+    seen[at[in_file]] = True
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
-        open_payments.filter(pa.array(~_found_in(open_payments, window_keys)))])})
+        open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
     extra = lookups.fetch(select(*columns).where(
         _keyed(ovo_payments.c.partner_reference_no, "pay")), [c.name for c in columns])
-    extra_keys = pa.array([], pa.large_string())
     if not extra.empty:  # a key the database compares without case may find a window row
         keys = text_array(extra["partner_reference_no"])
         again = window_keys.filter(pc.is_in(window_keys, value_set=keys))
         extra = extra.loc[~np.asarray(pc.is_in(keys, value_set=again))].drop_duplicates(
             "partner_reference_no")
-        extra_keys = text_array(extra["partner_reference_no"])
+    extra_keys = text_array(extra["partner_reference_no"])
     others = window_keys.filter(pa.array(~in_file))
-    refund_keys = pa.concat_arrays([file_keys["rinv"], file_keys["rno"]]).cast(others.type)
     unnamed = pa.concat_arrays([
-        others.filter(pc.invert(pc.is_in(others, value_set=refund_keys))),
-        extra_keys.filter(pa.array(~_found_in(extra_keys, pa.concat_arrays(
+        others.filter(pc.invert(pc.is_in(others, value_set=pa.concat_arrays(
+            [file_keys["rinv"], file_keys["rno"]])))),
+        extra_keys.filter(pa.array(~found_in(extra_keys, pa.concat_arrays(
             list(file_keys.values())))))])
     frames = [frame for frame in (window, _payment_frame(extra)) if not frame.empty]
     if not frames:
