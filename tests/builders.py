@@ -1,4 +1,5 @@
-"""Small frame builders for engine tests: money as decimal text, times as WIB text."""
+"""Small frame builders for engine tests (money as decimal text, times as WIB text), and
+what a store holds after a run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from recon.matching import MatchContext
 from recon.money import to_minor
 from recon.reader import wib_dates
 from recon.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, SETTLEMENT_ROWS, conform
+from recon.tables import recon_exceptions, recon_ledger, recon_runs
 
 S = dt.date(2026, 11, 30)
 CASH_RATE = Decimal("0.007")
@@ -132,3 +134,18 @@ def context(day: dt.date = S, rates: dict[str, Decimal] | None = None,
                         fee_rules=FeeRules(mdr_rates={"OVO_CASH": CASH_RATE}
                                            if rates is None else rates),
                         refund_window_days=window)
+
+
+def stored_state(engine: Any) -> tuple[list, list, list]:
+    """The ledger and the exceptions without their ids, and each run's attempt and whether
+    it is the current one, in run order."""
+    with engine.connect() as conn:
+        ledger = sorted(tuple(r) for r in conn.execute(recon_ledger.select().with_only_columns(
+            *[c for c in recon_ledger.c if c.name not in {"ledger_id", "run_id"}])))
+        exceptions = sorted(tuple(str(v) for v in r) for r in conn.execute(
+            recon_exceptions.select().with_only_columns(
+                *[c for c in recon_exceptions.c if c.name not in {"exception_id", "run_id"}])))
+        runs = [tuple(r) for r in conn.execute(
+            recon_runs.select().with_only_columns(recon_runs.c.attempt, recon_runs.c.is_current)
+            .order_by(recon_runs.c.run_id))]
+    return ledger, exceptions, runs

@@ -17,7 +17,6 @@ from recon.calendar import WIB, WorkingCalendar
 from recon.matching import MatchContext, match_settlement
 from recon.records import insert_records
 from recon.store import RunRecord, init_db, load_run_inputs, make_engine, persist_run
-from recon.tables import recon_exceptions, recon_ledger, recon_runs
 from tests.builders import (
     S,
     context,
@@ -28,6 +27,7 @@ from tests.builders import (
     refund_row,
     refunds_frame,
     rows_frame,
+    stored_state,
 )
 
 TIMES = ["2026-11-26 10:00", "2026-11-27 00:00", "2026-11-28 12:00", "2026-11-29 23:59:59",
@@ -108,19 +108,6 @@ def test_a_record_is_settled_or_missing_never_both(data: dict[str, Any]) -> None
     assert not settled & missing
 
 
-def _state(engine: Any) -> tuple[list, list, list]:
-    with engine.connect() as conn:
-        ledger = sorted(tuple(r) for r in conn.execute(recon_ledger.select().with_only_columns(
-            *[c for c in recon_ledger.c if c.name not in {"ledger_id", "run_id"}])))
-        exceptions = sorted(tuple(str(v) for v in r) for r in conn.execute(
-            recon_exceptions.select().with_only_columns(
-                *[c for c in recon_exceptions.c if c.name not in {"exception_id", "run_id"}])))
-        runs = [tuple(r) for r in conn.execute(
-            recon_runs.select().with_only_columns(recon_runs.c.attempt, recon_runs.c.is_current)
-            .order_by(recon_runs.c.run_id))]
-    return ledger, exceptions, runs
-
-
 def _to_records(data: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     def moment(text: str) -> dt.datetime:
         return pd.Timestamp(text).tz_localize(WIB).to_pydatetime()
@@ -154,9 +141,9 @@ def test_a_rerun_changes_nothing(tmp_path_factory: Any, data: dict[str, Any]) ->
         return result.counts
 
     first_counts = run_once()
-    first = _state(engine)
+    first = stored_state(engine)
     assert run_once() == first_counts
-    second = _state(engine)
+    second = stored_state(engine)
     assert second[0] == first[0] and second[1] == first[1]
     assert second[2] == [(1, False), (2, True)]
     engine.dispose()
