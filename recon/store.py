@@ -400,10 +400,11 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     refunds = _load_refunds(lookups, window_refunds, _refunded_payments(
         refund_rows, window_refunds, file_keys["inv"]))
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
-    payments, unnamed = _load_payments(lookups, window_payments, file_keys, open_payments)
-    refund_keys = text_array(refunds["partner_refund_no"])  # distinct already
     # A ledger entry whose settle key is a file key is found through that key already.
     named = pa.concat_arrays(list(file_keys.values()))
+    payments, unnamed = _load_payments(lookups, window_payments, file_keys, named,
+                                       open_payments)
+    refund_keys = text_array(refunds["partner_refund_no"])  # distinct already
     lookups.add_keys({"rec_only": pa.concat_arrays([
         unnamed, refund_keys.filter(pa.array(~found_in(refund_keys, named)))])})
     # Both are primary keys; a key in both is harmless in a key set.
@@ -445,9 +446,9 @@ def _payment_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str, pa.Array],
-                   open_payments: pa.Array) -> tuple[pd.DataFrame, pa.Array]:
+                   named: pa.Array, open_payments: pa.Array) -> tuple[pd.DataFrame, pa.Array]:
     """The window's payments, plus those the file or the open items name elsewhere; and
-    the keys of those no key of the file names.
+    the keys of those no key of the file (`named`: all of them) names.
 
     One lookup of the window's payments among the file's invoices (a million each) tells
     both which invoices to look for elsewhere and which payments the file does not name."""
@@ -472,8 +473,7 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     unnamed = pa.concat_arrays([
         others.filter(pc.invert(pc.is_in(others, value_set=pa.concat_arrays(
             [file_keys["rinv"], file_keys["rno"]])))),
-        extra_keys.filter(pa.array(~found_in(extra_keys, pa.concat_arrays(
-            list(file_keys.values())))))])
+        extra_keys.filter(pa.array(~found_in(extra_keys, named)))])
     frames = [frame for frame in (window, _payment_frame(extra)) if not frame.empty]
     if not frames:
         return empty_frame(PAYMENTS), unnamed
