@@ -271,6 +271,14 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return result, result.isna()
 
 
+def parse_pay_option(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Payment sources -> pay options ('' where unknown), and a mask of the unknown ones."""
+    option = pd.Series([normalise_pay_option(text) for text in values.tolist()],
+                       index=values.index, dtype=object)
+    bad = option.isna()
+    return option.where(~bad, "").astype("str"), bad
+
+
 def parse_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = values.astype(str).str.strip()
     # A spreadsheet date cell arrives as a midnight datetime; accept it as the date.
@@ -407,13 +415,10 @@ def read_settlement_file(
             reasons = _add_reason(reasons, ~ok,
                                   _described(col.header, values, "is not PAYMENT or REFUND"))
         elif col.kind == PAYMENT_SOURCE:
-            codes, distinct = pd.factorize(values)  # a few sources over millions of rows
-            option = pd.Series(np.array([normalise_pay_option(text) for text in distinct],
-                                        dtype=object)[codes], index=values.index)
-            ok = option.notna()
-            frame[col.field] = option.where(ok, "").astype("str")
+            parsed, bad = _per_distinct(values, parse_pay_option)
+            frame[col.field] = parsed
             reasons = _add_reason(
-                reasons, ~ok, _described(col.header, values, "is not OVO Cash or OVO Points"))
+                reasons, bad, _described(col.header, values, "is not OVO Cash or OVO Points"))
         else:
             frame[col.field] = values
             if col.mandatory_value:

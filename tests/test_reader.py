@@ -24,6 +24,7 @@ from recon.reader import (
     parse_date,
     parse_datetime,
     parse_money,
+    parse_pay_option,
     read_settlement_file,
 )
 
@@ -411,11 +412,12 @@ def test_parse_money_agrees_with_the_rule_written_out(texts: list[str]) -> None:
 
 _REPEATED = st.lists(st.sampled_from(
     ["10000.00", "1.5", "", "x", " 7 ", "2026-11-30", "2026-11-27 10:00:00",
-     "2026-11-27T10:00:00+07:00", "2026-11-30 00:00"]), min_size=1, max_size=30)
+     "2026-11-27T10:00:00+07:00", "2026-11-30 00:00", "OVO Cash", "ovo points", "GoPay"]),
+    min_size=1, max_size=30)
 
 
 @settings(max_examples=200, deadline=None)
-@given(_REPEATED, st.sampled_from([parse_money, parse_datetime, parse_date]))
+@given(_REPEATED, st.sampled_from([parse_money, parse_datetime, parse_date, parse_pay_option]))
 def test_parsing_each_distinct_text_once_gives_what_parsing_all_gives(
         texts: list[str], parse: Callable[[pd.Series], tuple[pd.Series, pd.Series]]) -> None:
     values = pd.Series(texts, dtype="str", index=range(5, 5 + len(texts)))
