@@ -141,6 +141,29 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
     engine.dispose()
 
 
+def test_each_window_payment_is_loaded_once_wherever_it_falls(database_url: str) -> None:
+    """On PostgreSQL the window comes in two halves split at the middle of its covered
+    days (28 Nov 12:00 WIB here): a payment there, at either end and in each half is
+    loaded once, with the merchant its query fixes."""
+    from recon.calendar import WIB
+    from recon.records import insert_records
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    at = {"FIRST": dt.datetime(2026, 11, 27, 0, 0, tzinfo=WIB),
+          "BEFORE-MIDDLE": dt.datetime(2026, 11, 28, 11, 59, 59, tzinfo=WIB),
+          "MIDDLE": dt.datetime(2026, 11, 28, 12, 0, tzinfo=WIB),
+          "AFTER-MIDDLE": dt.datetime(2026, 11, 28, 12, 0, 1, tzinfo=WIB),
+          "LAST": dt.datetime(2026, 11, 29, 23, 59, 59, tzinfo=WIB)}
+    insert_records(engine, [_payment(ref, when) for ref, when in at.items()])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame([]))
+    loaded = inputs.payments.set_index("partner_reference_no")
+    assert sorted(loaded.index) == sorted(at)
+    assert set(loaded["merchant_id"]) == {"M001"}
+    assert loaded["transaction_time"].to_dict() == at
+    engine.dispose()
+
+
 def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
         database_url: str) -> None:
     """Refunds outside the window: all of a payment's when a refund row of the file names
