@@ -220,14 +220,14 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
     tolerance = int(rules.tolerance * 100)
     if not applies.any():
         return _Finding(np.zeros(0, dtype=np.intp), [])
-    subset = rows.loc[applies, ["gross", "mdr", "tax", "net", "payment_source"]]
-    gross = subset["gross"].to_numpy(dtype=np.int64)
-    mdr = subset["mdr"].to_numpy(dtype=np.int64)
-    tax = subset["tax"].to_numpy(dtype=np.int64)
-    net = subset["net"].to_numpy(dtype=np.int64)
-    payment = is_payment.loc[subset.index].to_numpy(dtype=bool)
-    source = subset["payment_source"].to_numpy(dtype=object)
-    size = len(subset)
+    taken = applies.to_numpy(dtype=bool)
+    # One column at a time, as integers; the payment source only as a mask per rate (a
+    # million rows of it as Python strings were the match's largest allocation).
+    gross, mdr, tax, net = (rows[name].to_numpy(dtype=np.int64, na_value=0)[taken]
+                            for name in ("gross", "mdr", "tax", "net"))  # valid rows: none NA
+    payment = is_payment.to_numpy(dtype=bool)[taken]
+    source = rows["payment_source"]
+    size = len(gross)
 
     def off_rate(actual: np.ndarray, base: np.ndarray, mask: np.ndarray,
                  rate: Decimal) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +239,8 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
 
     mdr_text = np.full(size, "", dtype=object)
     for name, rate in rules.mdr_rates.items():
-        where, expected = off_rate(mdr, gross, payment & (source == name), rate)
+        of_source = (source == name).to_numpy(dtype=bool)[taken]
+        where, expected = off_rate(mdr, gross, payment & of_source, rate)
         mdr_text[where] = [
             f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of {format_amount(int(g))} = "
             f"{format_amount(int(e))}"
@@ -351,8 +352,7 @@ def match_settlement(
 
     # ---- records
     p, named = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
-                        ["amount", "status", "transaction_time", "transaction_date",
-                         "pay_option"])
+                        ["amount", "status", "transaction_date"])
     found_payment = pd.Series(named, index=rows.index) & valid
 
     taken = set(prior.loc[prior["kind"] == cat.REFUND, "record_key"]) - {""}
@@ -376,40 +376,40 @@ def match_settlement(
     if on_ledger is not None:
         on_ledger(new_ledger)
     r, _ = _aligned(refund_key.where(found_refund, "\x00"), refunds, "partner_refund_no",
-                    ["refund_no", "refund_amount", "status", "refund_time", "refund_date",
-                     "original_partner_reference_no"])
+                    ["refund_amount", "status", "refund_date", "original_partner_reference_no"])
 
     out = rows.copy(deep=False)  # copy-on-write: the new columns do not touch `rows`
-    out["payment_amount"] = p["amount"].astype("Int64")
-    out["payment_status"] = p["status"].fillna("").astype("str")
-    out["payment_time"] = p["transaction_time"]
-    out["payment_date"] = p["transaction_date"]
-    out["payment_pay_option"] = p["pay_option"].fillna("").astype("str")
+    is_payment_row = rows["transaction_type"] == cat.PAYMENT
+    # The records' side of each row. `out` keeps what the result shows (the record's key,
+    # amount, status and date, how it was found, the delta); the rest are working columns
+    # of the checks below, in `record` beside it, let go once those checks are done.
+    record = pd.DataFrame({
+        "payment_amount": p["amount"].astype("Int64"),
+        "payment_status": p["status"].fillna("").astype("str"),
+        "payment_date": p["transaction_date"],
+        "refund_amount": r["refund_amount"].astype("Int64"),
+        "refund_status": r["status"].fillna("").astype("str"),
+        "refund_date": r["refund_date"],
+        "refund_original": r["original_partner_reference_no"].fillna("").astype("str"),
+    }, index=rows.index)
+    del p, r  # a million rows each: not kept to the end of the run
     out["refund_record"] = refund_key
     # How the record was found: the workbook's "Matched by" column.
     out["match_rule"] = refund_rule.where(
         rows["transaction_type"] == cat.REFUND,
         pd.Series("MerchantInvoice", index=rows.index).where(found_payment, ""))
-    out["refund_record_no"] = r["refund_no"].fillna("").astype("str")
-    out["refund_amount"] = r["refund_amount"].astype("Int64")
-    out["refund_status"] = r["status"].fillna("").astype("str")
-    out["refund_time"] = r["refund_time"]
-    out["refund_date"] = r["refund_date"]
-    out["refund_original"] = r["original_partner_reference_no"].fillna("").astype("str")
-    del p, r  # a million rows each: not kept to the end of the run
-
-    # Record-side view per row: what the workbook shows as "the record".
     out["record_key"] = record_key
-    out["record_amount"] = out["payment_amount"].where(rows["transaction_type"] == cat.PAYMENT,
-                                                       out["refund_amount"])
-    out["record_status"] = out["payment_status"].where(
-        rows["transaction_type"] == cat.PAYMENT, out["refund_status"])
-    out["record_date"] = out["payment_date"].where(rows["transaction_type"] == cat.PAYMENT,
-                                                   out["refund_date"])
+    out["record_amount"] = record["payment_amount"].where(is_payment_row,
+                                                          record["refund_amount"])
+    out["record_status"] = record["payment_status"].where(is_payment_row,
+                                                          record["refund_status"])
+    out["record_date"] = record["payment_date"].where(is_payment_row, record["refund_date"])
     gross = out["gross"]
-    out["delta"] = (gross - out["payment_amount"]).where(
-        rows["transaction_type"] == cat.PAYMENT, gross.abs() - out["refund_amount"]
-    ).astype("Int64")
+    out["delta"] = (gross - record["payment_amount"]).where(
+        is_payment_row, gross.abs() - record["refund_amount"]).astype("Int64")
+    # The checks read the file's columns and the records' side together.
+    checks = pd.concat([out, record], axis=1)
+    del record
 
     findings: dict[str, _Finding] = {}
     findings[cat.INVALID_ROW] = _Finding.of(rows["invalid_reason"])
@@ -420,11 +420,11 @@ def match_settlement(
     ref_rows = settled & is_refund
     missing_payment = settled & ~found_payment
     findings[cat.MISSING_IN_RECORDS] = (
-        _text(out, pay_rows & missing_payment, ["merchant_invoice"],
+        _text(checks, pay_rows & missing_payment, ["merchant_invoice"],
               lambda t: f"no payment with partnerReferenceNo {t.merchant_invoice}")
-        + _text(out, ref_rows & missing_payment, ["merchant_invoice"],
+        + _text(checks, ref_rows & missing_payment, ["merchant_invoice"],
                 lambda t: f"no payment {t.merchant_invoice} to refund")
-        + _text(out, ref_rows & found_payment & ~found_refund,
+        + _text(checks, ref_rows & found_payment & ~found_refund,
                 ["refund_invoice", "ovo_reference_no", "gross", "merchant_invoice"],
                 lambda t: "no refund record for "
                 + (f"RefundInvoice {t.refund_invoice}, " if t.refund_invoice else "")
@@ -436,21 +436,21 @@ def match_settlement(
     ref_ok = ref_rows & found_payment & found_refund
 
     # ---- status
-    payment_unpaid = ~out["payment_status"].isin(cat.PAID_STATUSES)
-    refund_undone = ~out["refund_status"].isin(cat.DONE_REFUND_STATUSES)
+    payment_unpaid = ~checks["payment_status"].isin(cat.PAID_STATUSES)
+    refund_undone = ~checks["refund_status"].isin(cat.DONE_REFUND_STATUSES)
     findings[cat.STATUS_MISMATCH] = (
-        _text(out, pay_ok & payment_unpaid, ["payment_status"],
+        _text(checks, pay_ok & payment_unpaid, ["payment_status"],
               lambda t: f"payment status {cat.status_label(t.payment_status)}, "
               "expected 00 Success or 04 Refunded")
-        + _text(out, ref_ok & refund_undone, ["refund_status"],
+        + _text(checks, ref_ok & refund_undone, ["refund_status"],
                 lambda t: f"refund status {cat.status_label(t.refund_status)}, expected 00 Success")
-        + _text(out, ref_ok & ~refund_undone & payment_unpaid, ["payment_status"],
+        + _text(checks, ref_ok & ~refund_undone & payment_unpaid, ["payment_status"],
                 lambda t: f"original payment status {cat.status_label(t.payment_status)}")
     )
 
     # ---- amount
     findings[cat.AMOUNT_MISMATCH] = _text(
-        out, pay_ok & (gross != out["payment_amount"]).fillna(False).astype(bool),
+        checks, pay_ok & (gross != checks["payment_amount"]).fillna(False).astype(bool),
         ["gross", "payment_amount", "delta"],
         lambda t: f"GrossAmount {_amount(t.gross)} ≠ payment amount {_amount(t.payment_amount)}"
         f" (delta {_amount(t.delta)})",
@@ -469,7 +469,7 @@ def match_settlement(
                                                                          fill_value=0)
     cumulative = pd.Series(pd.NA, index=rows.index, dtype="Int64")
     cumulative.loc[ref_rows] = totals.reindex(refund_invoices.to_numpy()).to_numpy(np.int64)
-    out["refunded_cumulative"] = cumulative
+    checks["refunded_cumulative"] = cumulative
     window = ctx.refund_window_days
 
     def refund_problems(t: Any) -> str:
@@ -493,17 +493,19 @@ def match_settlement(
         return "; ".join(found)
 
     # Texts only where a check fails; the checks themselves run on whole columns.
-    refund_amount = out["refund_amount"]
-    days_after = (pd.to_datetime(out["refund_date"]) - pd.to_datetime(out["payment_date"])).dt.days
+    refund_amount = checks["refund_amount"]
+    days_after = (pd.to_datetime(checks["refund_date"])
+                  - pd.to_datetime(checks["payment_date"])).dt.days
     suspect = ref_ok & (
         (gross.abs() != refund_amount).fillna(True).astype(bool)
-        | (out["refund_original"] != out["merchant_invoice"])
-        | (cumulative > out["payment_amount"]).fillna(False).astype(bool)
+        | (checks["refund_original"] != checks["merchant_invoice"])
+        | (cumulative > checks["payment_amount"]).fillna(False).astype(bool)
         | (days_after > window).fillna(False).astype(bool))
     findings[cat.REFUND_MISMATCH] = _text(
-        out, suspect, ["gross", "refund_amount", "refund_original", "merchant_invoice",
+        checks, suspect, ["gross", "refund_amount", "refund_original", "merchant_invoice",
                        "refund_record", "refunded_cumulative", "payment_amount",
                        "refund_date", "payment_date"], refund_problems)
+    del checks, refund_amount, days_after, cumulative
 
     # ---- timing
     record_date = out["record_date"]
