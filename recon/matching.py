@@ -547,8 +547,8 @@ def match_settlement(
     out["flags"] = flags
 
     # ---- missing in settlement: covered records no file settled
-    settled_keys = pd.concat([new_ledger[["kind", "record_key"]], prior[["kind", "record_key"]]])
-    settled_keys = settled_keys.loc[settled_keys["record_key"] != ""]
+    settled_keys = {kind: pa.concat_arrays([_keys_of(new_ledger, kind), _keys_of(prior, kind)])
+                    for kind in (cat.PAYMENT, cat.REFUND)}
     later_first = later.loc[later["record_key"] != ""].sort_values(
         "settlement_date", kind="stable").drop_duplicates(["kind", "record_key"])
     missing = _missing_in_settlement(payments, refunds, covered, settled_keys, later_first)
@@ -614,25 +614,31 @@ MISSING_COLUMNS = ("kind", "record_key", "reference_no", "original_reference_no"
                    "closed_by_date")
 
 
+def _keys_of(ledger: pd.DataFrame, kind: str) -> pa.Array:
+    """The non-empty record keys of `ledger`'s entries of `kind`, taken by Arrow: the
+    ledger this file writes has a row per settled line."""
+    keys = text_array(ledger["record_key"])
+    return keys.filter(pc.and_(pc.equal(text_array(ledger["kind"]), kind),
+                               pc.not_equal(keys, "")))
+
+
 def _missing_in_settlement(
     payments: pd.DataFrame,
     refunds: pd.DataFrame,
     covered: Iterable[dt.date],
-    settled: pd.DataFrame,
+    settled: dict[str, pa.Array],
     settled_after: pd.DataFrame,
 ) -> pd.DataFrame:
-    """`settled`: kind and record_key of every record a file settled (this one or earlier);
+    """`settled`: per kind, the record keys a file settled (this one or earlier);
     `settled_after`: kind, record_key and the first later settlement_date that settled it."""
     covered = list(covered)
     # One mask per table, then one take: the tables have a million rows.
     pay = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
                        & payments["transaction_date"].isin(covered)
-                       & ~text_isin(payments["partner_reference_no"],
-                                    settled.loc[settled["kind"] == cat.PAYMENT, "record_key"])]
+                       & ~text_isin(payments["partner_reference_no"], settled[cat.PAYMENT])]
     ref = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
                       & refunds["refund_date"].isin(covered)
-                      & ~text_isin(refunds["partner_refund_no"],
-                                   settled.loc[settled["kind"] == cat.REFUND, "record_key"])]
+                      & ~text_isin(refunds["partner_refund_no"], settled[cat.REFUND])]
     frames = [
         pd.DataFrame({
             "kind": cat.PAYMENT,

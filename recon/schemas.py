@@ -108,16 +108,18 @@ TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
 _TEXT_TYPES = {pa.string(): TEXT, pa.large_string(): TEXT}
 
 
-def text_array(values: pd.Series | Iterable[str]) -> pa.Array:
+def text_array(values: pd.Series | pa.Array | Iterable[str]) -> pa.Array:
     """A text column (or any strings) as one Arrow large_string array; a pandas "str"
-    column is taken without copying through Python."""
+    column or an Arrow array is taken without copying through Python."""
+    if isinstance(values, pa.Array):
+        return values.cast(pa.large_string())
     if not isinstance(values, pd.Series):
         values = pd.Series(list(values), dtype="str")
     array = pa.array(values.astype("str")).cast(pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def text_isin(values: pd.Series, keys: pd.Series | Iterable[str]) -> pd.Series:
+def text_isin(values: pd.Series, keys: pd.Series | pa.Array | Iterable[str]) -> pd.Series:
     """values.isin(keys) for text columns, computed by Arrow without Python objects
     (pandas' own isin turns a large key list into Python strings first)."""
     found = pc.is_in(text_array(values), value_set=text_array(keys))
