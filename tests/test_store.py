@@ -142,9 +142,10 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
 
 
 def test_each_window_payment_is_loaded_once_wherever_it_falls(database_url: str) -> None:
-    """On PostgreSQL the window comes in two halves split at the middle of its covered
-    days (28 Nov 12:00 WIB here): a payment there, at either end and in each half is
-    loaded once, with the merchant its query fixes."""
+    """Loaded without a window ahead, PostgreSQL fetches the window's payments in two
+    halves split at the middle of the covered days (28 Nov 12:00 WIB here): a payment
+    there, at either end and in each half is loaded once, with the merchant its query
+    fixes."""
     from recon.calendar import WIB
     from recon.records import insert_records
 
