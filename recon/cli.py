@@ -362,13 +362,35 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+#: Seconds a temporary Prefect server may take to start. Its first start on a machine
+#: creates its database (about 17 s here, and over Prefect's own 20 s on a slow day, which
+#: failed a fresh machine's first `recon demo`).
+EPHEMERAL_STARTUP_SECONDS = 120
+
+
+@contextlib.contextmanager
+def prefect_defaults() -> Iterator[None]:
+    """Prefect settings the commands need unless the environment or profile sets them."""
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    with temporary_settings(set_defaults={
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     args = _parser().parse_args(argv)
-    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "backfill": _cmd_backfill,
-                "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo}
+    handlers = {"run": _cmd_run, "backfill": _cmd_backfill, "serve": _cmd_serve,
+                "notify": _cmd_notify, "demo": _cmd_demo}
     try:
-        return handlers[args.command](args)
+        if args.command == "init-db":  # no flow: Prefect is not imported
+            return _cmd_init_db(args)
+        with prefect_defaults():
+            return handlers[args.command](args)
     except ReconError as exc:
         print(f"recon: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

@@ -179,3 +179,20 @@ def test_malloc_arenas_are_limited_unless_the_environment_says(
     assert limit_malloc_arenas() is False
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert limit_malloc_arenas() is (sys.platform == "linux")
+
+
+def test_a_temporary_prefect_server_gets_time_for_its_first_start_unless_configured() -> None:
+    """Prefect's own 20 s failed a fresh machine's first `recon demo` (the server creates
+    its database then); the environment still wins."""
+    script = ("from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as T\n"
+              "from recon.cli import prefect_defaults\n"
+              "with prefect_defaults():\n    print(T.value())\nprint(T.value())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    default = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, check=True)
+    assert default.stdout.split() == ["120", "20"]
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "45"
+    configured = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, check=True)
+    assert configured.stdout.split() == ["45", "45"]
