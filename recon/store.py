@@ -342,10 +342,8 @@ def _load_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
     with engine.connect() as conn:
         lookups = _SqlLookups(conn)
         lo, hi = start.replace(tzinfo=None), end.replace(tzinfo=None)
-        columns = _window_payment_columns(lookups)
-        payments = lookups.fetch(_window_payments(columns, merchant_id, lo, hi),
-                                 [c.name for c in columns])
-        return (_payment_frame(payments, merchant_id),
+        return (_payment_frame(lookups.fetch(*_window_payments(lookups, merchant_id, lo, hi)),
+                               merchant_id),
                 _window_refunds(lookups, merchant_id, lo, hi))
 
 
@@ -355,44 +353,37 @@ def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
     """The window through ADBC. With `halves` the payments come in two halves of the
     covered days, on two connections at once: each server process scans and sends its
     half (at 1M rows, about a third less time than one connection for the whole)."""
-    first_day, last_day = min(covered), max(covered) + dt.timedelta(days=1)
-    middle = (dt.datetime.combine(first_day, dt.time(), WIB)
-              + (last_day - first_day) / 2).astimezone(dt.UTC) if halves else end
-    later: Future[pa.Table] = Future()
+    middle, later = end, None
     if halves:
+        first_day, last_day = min(covered), max(covered) + dt.timedelta(days=1)
+        middle = (dt.datetime.combine(first_day, dt.time(), WIB)
+                  + (last_day - first_day) / 2).astimezone(dt.UTC)
+        later = Future[pa.Table]()
         threading.Thread(target=_settle_future, name="recon-window-half", daemon=True,
                          args=(later, partial(_arrow_payments, engine, merchant_id, middle,
                                               end))).start()
     with _ArrowLookups(engine) as arrow:
-        earlier = _fetch_payments(arrow, merchant_id, start, middle)
+        table = arrow.fetch_table(*_window_payments(arrow, merchant_id, start, middle))
         refunds = _window_refunds(arrow, merchant_id, start, end)
-    # Both halves are waited for: the other's connection closes when its query ends.
-    table = pa.concat_tables([earlier, later.result()]) if halves else earlier
+    if later is not None:  # waited for: its connection closes when its query ends
+        table = pa.concat_tables([table, later.result()])
     return _payment_frame(arrow_frame(table), merchant_id), refunds
 
 
 def _arrow_payments(engine: Engine, merchant_id: str, lo: dt.datetime,
                     hi: dt.datetime) -> pa.Table:
     with _ArrowLookups(engine) as arrow:
-        return _fetch_payments(arrow, merchant_id, lo, hi)
+        return arrow.fetch_table(*_window_payments(arrow, merchant_id, lo, hi))
 
 
-def _fetch_payments(arrow: _ArrowLookups, merchant_id: str, lo: dt.datetime,
-                    hi: dt.datetime) -> pa.Table:
-    columns = _window_payment_columns(arrow)
-    return arrow.fetch_table(_window_payments(columns, merchant_id, lo, hi),
-                             [c.name for c in columns])
-
-
-def _window_payment_columns(lookups: _Lookups) -> list[Any]:
-    """The payment columns but the merchant, which the window's query fixes."""
-    return [c for c in _payment_columns(lookups) if c.name != "merchant_id"]
-
-
-def _window_payments(columns: list[Any], merchant_id: str, lo: Any, hi: Any) -> Any:
+def _window_payments(lookups: _Lookups, merchant_id: str, lo: Any,
+                     hi: Any) -> tuple[Any, list[str]]:
+    """The query of the window's payments from `lo` to `hi`, and its column names: the
+    payment columns but the merchant, which the query fixes."""
     t = ovo_payments
-    return select(*columns).where(t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
-                                  t.c.transaction_time < hi)
+    columns = [c for c in _payment_columns(lookups) if c.name != "merchant_id"]
+    return (select(*columns).where(t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
+                                   t.c.transaction_time < hi), [c.name for c in columns])
 
 
 def _window_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd.DataFrame:
