@@ -366,6 +366,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 #: creates its database (about 17 s here, and over Prefect's own 20 s on a slow day, which
 #: failed a fresh machine's first `recon demo`).
 EPHEMERAL_STARTUP_SECONDS = 120
+FLOW_COMMANDS = frozenset({"run", "backfill", "serve", "demo"})
 
 
 @contextlib.contextmanager
@@ -384,12 +385,11 @@ def prefect_defaults() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "backfill": _cmd_backfill, "serve": _cmd_serve,
-                "notify": _cmd_notify, "demo": _cmd_demo}
+    handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "backfill": _cmd_backfill,
+                "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo}
     try:
-        if args.command == "init-db":  # no flow: Prefect is not imported
-            return _cmd_init_db(args)
-        with prefect_defaults():
+        # Only the commands that run flows import Prefect.
+        with prefect_defaults() if args.command in FLOW_COMMANDS else contextlib.nullcontext():
             return handlers[args.command](args)
     except ReconError as exc:
         print(f"recon: {exc.one_line()}", file=sys.stderr)
