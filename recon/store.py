@@ -281,8 +281,12 @@ def _dates(values: pd.Series) -> pd.Series:
 
 def _distinct(column: pd.Series) -> pa.Array:
     """The distinct non-empty texts of `column`, as an Arrow array."""
-    distinct = pc.unique(text_array(column))
-    return distinct.filter(pc.not_equal(distinct, ""))
+    return _named(pc.unique(text_array(column)))
+
+
+def _named(keys: pa.Array) -> pa.Array:
+    """The non-empty `keys`."""
+    return keys.filter(pc.not_equal(keys, ""))
 
 
 class WindowLoad:
@@ -433,15 +437,21 @@ def load_run_inputs(
 def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
                   settlement_date: dt.date, rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What does not depend on the window is looked up while it loads: the keys go in,
+    then the refunds and ledger entries the file's keys name."""
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
-    file_keys = {"inv": _distinct(rows["merchant_invoice"]),
+    # The invoices as they are: a million keys, of which a handful repeat, where a set
+    # of them would take a hash of every key (a key table may hold one twice).
+    file_keys = {"inv": _named(text_array(rows["merchant_invoice"])),
                  "rinv": _distinct(refund_rows["refund_invoice"]),
                  "rno": _distinct(refund_rows["ovo_reference_no"])}
     lookups.add_keys({**file_keys, "oref": _distinct(
         open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
+    named_refunds = _named_refunds(lookups)
+    named_ledger = _named_ledger(lookups, merchant_id, settlement_date)
     window_payments, window_refunds = window.result()
     refunds = _load_refunds(lookups, window_refunds, _refunded_payments(
-        refund_rows, window_refunds, file_keys["inv"]))
+        refund_rows, window_refunds, file_keys["inv"]), named_refunds)
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
     # A ledger entry whose settle key is a file key is found through that key already.
     named = pa.concat_arrays(list(file_keys.values()))
@@ -452,7 +462,7 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
         unnamed, refund_keys.filter(pa.array(~found_in(refund_keys, named)))])})
     # Both are primary keys; a key in both is harmless in a key set.
     records = pa.concat_arrays([text_array(payments["partner_reference_no"]), refund_keys])
-    ledger = _load_ledger(lookups, merchant_id, settlement_date, records)
+    ledger = _load_ledger(lookups, merchant_id, settlement_date, records, named_ledger)
     return payments, refunds, ledger
 
 
@@ -496,14 +506,14 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     """The window's payments, plus those the file or the open items name elsewhere; and
     the keys of those no key of the file (`named`: all of them) names.
 
-    One lookup of the window's payments among the file's invoices (a million each) tells
+    One lookup of the file's invoices among the window's payments (a million each) tells
     both which invoices to look for elsewhere and which payments the file does not name."""
     columns = _payment_columns(lookups)
-    window_keys = text_array(window["partner_reference_no"])
-    invoices = file_keys["inv"]  # distinct
-    in_file, at = positions_in(window_keys, invoices)
-    seen = np.zeros(len(invoices), dtype=bool)
-    seen[at[in_file]] = True
+    window_keys = text_array(window["partner_reference_no"])  # primary keys: distinct
+    invoices = file_keys["inv"]
+    seen, at = positions_in(invoices, window_keys)
+    in_file = np.zeros(len(window_keys), dtype=bool)
+    in_file[at[seen]] = True
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
         open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
@@ -546,20 +556,27 @@ def _refunded_payments(refund_rows: pd.DataFrame, window: pd.DataFrame,
         invoices.filter(pc.is_in(invoices, value_set=in_window))]))
 
 
-def _load_refunds(lookups: _Lookups, window: pd.DataFrame,
-                  refunded: pa.Array) -> pd.DataFrame:
-    """The window's refunds, plus those elsewhere of the `refunded` payments, of the
-    file's refund numbers and of the open items."""
+def _named_refunds(lookups: _Lookups) -> list[pd.DataFrame]:
+    """The refunds of the file's refund numbers and of the open items (those the window
+    holds too are dropped in `_load_refunds`)."""
     t = ovo_refunds
     columns = _refund_columns(lookups)
-    names = [c.name for c in columns]
+    return [lookups.fetch(select(*columns).where(_keyed(column, *tags)), [c.name for c in columns])
+            for column, tags in ((t.c.partner_refund_no, ("rinv", "oref")),
+                                 (t.c.refund_no, ("rno",)))]
+
+
+def _load_refunds(lookups: _Lookups, window: pd.DataFrame, refunded: pa.Array,
+                  named: list[pd.DataFrame]) -> pd.DataFrame:
+    """The window's refunds, plus those elsewhere of the `refunded` payments, and the
+    `named` ones (`_named_refunds`)."""
+    t = ovo_refunds
+    columns = _refund_columns(lookups)
     lookups.add_keys({"rorig": refunded})
-    frames = [window]
-    for column, tags in ((t.c.original_partner_reference_no, ("rorig",)),
-                         (t.c.partner_refund_no, ("rinv", "oref")),
-                         (t.c.refund_no, ("rno",))):
-        frames.append(lookups.fetch(select(*columns).where(_keyed(column, *tags)), names))
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates("partner_refund_no")
+    by_payment = lookups.fetch(select(*columns).where(
+        _keyed(t.c.original_partner_reference_no, "rorig")), [c.name for c in columns])
+    frame = pd.concat([window, by_payment, *named],
+                      ignore_index=True).drop_duplicates("partner_refund_no")
     if frame.empty:
         return empty_frame(REFUNDS)
     frame["refund_amount"] = frame["refund_amount"].astype("Int64")
@@ -569,33 +586,50 @@ def _load_refunds(lookups: _Lookups, window: pd.DataFrame,
     return conform(frame, REFUNDS, "refunds")
 
 
-def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
-                 records: pa.Array) -> pd.DataFrame:
+_LEDGER_COLUMNS = [*(recon_ledger.c[name] for name in (
+    "ledger_id", "settlement_date", "kind", "settle_key", "record_key", "original_reference_no")),
+    _minor(recon_ledger.c.amount).label("amount"), recon_ledger.c.line_no]
+
+
+def _ledger_of(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+               condition: Any) -> pd.DataFrame:
+    """The ledger entries of the merchant's other dates that meet `condition`."""
     t = recon_ledger
-    columns = [t.c.ledger_id, t.c.settlement_date, t.c.kind, t.c.settle_key, t.c.record_key,
-               t.c.original_reference_no, _minor(t.c.amount).label("amount"), t.c.line_no]
-    names = [c.name for c in columns]
-    base = and_(t.c.merchant_id == merchant_id, t.c.settlement_date != settlement_date)
-    # Entries whose settle key, record key or original payment the file names. A record
-    # key or original payment equal to the settle key is found through the settle key's
-    # index; the partial indexes hold only the entries where they differ (see tables.py).
-    conditions = [
-        _keyed(t.c.settle_key, "inv", "rinv", "rno"),
-        and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key),
-        # A record key that is one of the records: those are the file's keys and the
-        # records it does not name, both loaded already; other keys are dropped below.
-        and_(_keyed(t.c.record_key, "inv", "rinv", "rno", "rec_only"),
-             t.c.record_key != t.c.settle_key),
-        and_(_keyed(t.c.original_reference_no, "inv"),
-             t.c.original_reference_no != t.c.settle_key),
-    ]
-    frames = [lookups.fetch(select(*columns).where(base, condition), names)
-              for condition in conditions]
-    by_record = frames[2]
-    if not by_record.empty:
-        frames[2] = by_record.loc[np.asarray(pc.is_in(
+    return lookups.fetch(select(*_LEDGER_COLUMNS).where(
+        t.c.merchant_id == merchant_id, t.c.settlement_date != settlement_date, condition),
+        [c.name for c in _LEDGER_COLUMNS])
+
+
+def _named_ledger(lookups: _Lookups, merchant_id: str,
+                  settlement_date: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The entries whose settle key or original payment is one of the file's keys. An
+    original payment equal to the settle key is found through the settle key's index; the
+    partial indexes hold only the entries where they differ (see tables.py)."""
+    t = recon_ledger
+    return (_ledger_of(lookups, merchant_id, settlement_date,
+                       _keyed(t.c.settle_key, "inv", "rinv", "rno")),
+            _ledger_of(lookups, merchant_id, settlement_date,
+                       and_(_keyed(t.c.original_reference_no, "inv"),
+                            t.c.original_reference_no != t.c.settle_key)))
+
+
+def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                 records: pa.Array, named: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
+    """The `named` entries (`_named_ledger`), plus those of the records the file does
+    not name and those whose record key is one of the records."""
+    t = recon_ledger
+    by_settle_key, by_original = named
+    by_record = _ledger_of(lookups, merchant_id, settlement_date, and_(
+        _keyed(t.c.record_key, "inv", "rinv", "rno", "rec_only"),
+        t.c.record_key != t.c.settle_key))
+    if not by_record.empty:  # record keys of other entries are not records: dropped
+        by_record = by_record.loc[np.asarray(pc.is_in(
             text_array(by_record["record_key"]), value_set=records.cast(pa.large_string())))]
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates("ledger_id")
+    frame = pd.concat([
+        by_settle_key,
+        _ledger_of(lookups, merchant_id, settlement_date,
+                   and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key)),
+        by_record, by_original], ignore_index=True).drop_duplicates("ledger_id")
     if frame.empty:
         return empty_frame(LEDGER)
     frame["settlement_date"] = _dates(frame["settlement_date"])

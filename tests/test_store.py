@@ -141,6 +141,23 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
     engine.dispose()
 
 
+def test_a_key_the_file_repeats_loads_its_record_once(database_url: str) -> None:
+    """The file's invoices go to the lookups as they are, repeats and all: a payment in
+    the window and one elsewhere, each named twice, are each loaded once."""
+    from recon.calendar import WIB
+    from recon.records import insert_records
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    insert_records(engine, [_payment("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+                            _payment("OLD", dt.datetime(2026, 10, 1, 12, tzinfo=WIB))])
+    rows = rows_frame([payment_row(ref, "1.00") for ref in ("OLD", "IN-WINDOW", "OLD",
+                                                            "IN-WINDOW")])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows)
+    assert sorted(inputs.payments["partner_reference_no"]) == ["IN-WINDOW", "OLD"]
+    engine.dispose()
+
+
 def test_each_window_payment_is_loaded_once_wherever_it_falls(database_url: str) -> None:
     """Loaded without a window ahead, PostgreSQL fetches the window's payments in two
     halves split at the middle of the covered days (28 Nov 12:00 WIB here): a payment
