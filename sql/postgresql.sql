@@ -76,7 +76,7 @@ CREATE TABLE recon_ledger (
 	PRIMARY KEY (ledger_id)
 );
 
-CREATE INDEX ix_recon_ledger_date ON recon_ledger (merchant_id, settlement_date);
+CREATE INDEX ix_recon_ledger_date ON recon_ledger USING brin (merchant_id, settlement_date);
 
 CREATE INDEX ix_recon_ledger_key ON recon_ledger (merchant_id, settle_key);
 
