@@ -46,6 +46,10 @@ _MONEY_RE = r"^\s*[+-]?\d{1,15}(?:\.\d{0,2}0*)?\s*$"
 _MONEY_EXTRA_ZEROS = r"^([^.]*\.\d{0,2})0*$"  # on a trimmed, valid amount
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_WIB_TIME_RE = (r"^(?:19[7-9]\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]) "
+                r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d$")
+#: Times a nanosecond timestamp holds whatever the offset (pandas' own bounds are 1677-2262).
+_TIME_RANGE = (pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31"))
 PROGRESS_EVERY = 500_000
 
 
@@ -256,7 +260,33 @@ def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """ISO-like times -> UTC timestamps; a time without an offset is WIB."""
+    """ISO-like times -> UTC timestamps; a time without an offset is WIB.
+
+    The shape the files carry, 'YYYY-MM-DD HH:MM:SS' in WIB, is parsed by Arrow (a fixed
+    +07:00: Jakarta's offset since 1964, and the shape takes the years 1970-2199); any other
+    text as `_parse_times` does, each distinct text once."""
+    text = pa.array(values.astype("str"))
+    common = pc.fill_null(pc.match_substring_regex(text, _WIB_TIME_RE), False)
+    times = text.filter(common)
+    local = pc.strptime(times, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    # strptime rolls a day past the month's end into the next month (30 February is
+    # 2 March): such a text keeps its day, which the parsed time does not.
+    same_day = pc.fill_null(pc.equal(pc.day(local), pc.cast(
+        pc.utf8_slice_codeunits(times, 8, 10), pa.int64())), False)
+    fast = np.asarray(common.to_numpy(zero_copy_only=False), dtype=bool)
+    fast[fast] = np.asarray(same_day.to_numpy(zero_copy_only=False), dtype=bool)
+    utc = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    utc[fast] = (pc.filter(local, same_day).cast(pa.timestamp("ns")).to_numpy(zero_copy_only=False)
+                 - np.timedelta64(7, "h"))
+    if not fast.all():
+        parsed, _ = _per_distinct(values[~fast], _parse_times)
+        utc[~fast] = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    result = pd.Series(utc, index=values.index).dt.tz_localize("UTC")
+    return result, result.isna()
+
+
+def _parse_times(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """`parse_datetime` for any shape, through pandas."""
     text = values.astype(str).str.strip()
     shaped = text.str.match(_DATETIME_RE)
     has_offset = shaped & text.str.contains(_OFFSET_RE, regex=True)
@@ -264,9 +294,11 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if naive.any():
         local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+        local = local.where(local.between(*_TIME_RANGE))  # a time the result can hold
         result.loc[naive] = local.dt.tz_localize(WIB).dt.tz_convert("UTC").astype(result.dtype)
     if has_offset.any():
         aware = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce", utc=True)
+        aware = aware.where(aware.between(*(t.tz_localize("UTC") for t in _TIME_RANGE)))
         result.loc[has_offset] = aware.astype(result.dtype)
     return result, result.isna()
 
@@ -398,7 +430,7 @@ def read_settlement_file(
             reasons = _add_reason(reasons, bad & ~empty,
                                   _described(col.header, values, "is not a decimal amount"))
         elif col.kind == DATETIME:
-            parsed, bad = _per_distinct(values, parse_datetime)
+            parsed, bad = parse_datetime(values)
             frame[col.field] = parsed
             frame["transaction_date"] = wib_dates(parsed)
             reasons = _add_reason(reasons, bad,

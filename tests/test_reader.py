@@ -19,6 +19,7 @@ from recon.reader import (
     _fast_csv_grid,
     _first_line,
     _grid_from_table,
+    _parse_times,
     _per_distinct,
     _read_csv_table,
     parse_date,
@@ -77,6 +78,10 @@ def test_parse_money(text: str, minor: int | None) -> None:
         ("2026-11-27 10:00", "2026-11-27T03:00:00+00:00"),
         ("2026-11-27", None), ("27/11/2026 10:00", None), ("2026-13-01 10:00:00", None),
         ("", None), ("yesterday", None),
+        ("2026-02-30 10:00:00", None), ("2023-02-29 00:00:00", None),
+        ("2024-02-29 23:59:59", "2024-02-29T16:59:59+00:00"),
+        ("1963-01-01 00:00:00", "1962-12-31T16:30:00+00:00"),  # Jakarta was +07:30 then
+        ("3000-01-01 00:00:00", None),  # past what a timestamp holds
     ],
 )
 def test_parse_datetime(text: str, utc: str | None) -> None:
@@ -85,6 +90,24 @@ def test_parse_datetime(text: str, utc: str | None) -> None:
         assert bool(bad.iloc[0])
     else:
         assert values.iloc[0].isoformat() == utc
+
+
+_FIELD = st.integers(0, 99).map(lambda n: f"{n:02d}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1960, 2300), st.integers(0, 13), st.integers(0, 32),
+                          st.integers(0, 25), _FIELD, _FIELD), min_size=1, max_size=20))
+def test_times_in_the_files_shape_parse_as_the_general_path_parses_them(
+        fields: list[tuple[int, int, int, int, str, str]]) -> None:
+    """Arrow's parse of 'YYYY-MM-DD HH:MM:SS' (days past the month's end, hours, minutes
+    and seconds out of range, years outside 1970-2199 included) gives what pandas does."""
+    texts = pd.Series([f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi}:{s}"
+                       for y, mo, d, h, mi, s in fields], dtype="str")
+    values, bad = parse_datetime(texts)
+    expected, expected_bad = _parse_times(texts)
+    pd.testing.assert_series_equal(values, expected, check_exact=True)
+    assert bad.tolist() == expected_bad.tolist()
 
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
