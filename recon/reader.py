@@ -507,23 +507,27 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
-    """Arrow's CSV reader for the common file: LF line ends, no blank lines, no quoted
-    field across lines, every data row as wide as the header. Anything else returns None
-    and takes the general path, so line numbers and row-level findings are the same.
+    """Arrow's CSV reader for the common file: LF or CRLF line ends, no blank lines, no
+    quoted field across lines, every data row as wide as the header. Anything else returns
+    None and takes the general path, so line numbers and row-level findings are the same.
 
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
     the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if (b"\r" in data or not data.endswith(b"\n") or b"\n\n" in data
-            or data.startswith(b"\n", start)):
+    if not data.endswith(b"\n") or b"\n\n" in data or data.startswith(b"\n", start):
+        return None
+    # A CR only as part of CRLF, which ends a line for both readers (a lone CR would
+    # end one for Arrow alone); then no blank CRLF line either.
+    if b"\r" in data and (data.count(b"\r") != data.count(b"\r\n") or b"\n\r\n" in data
+                          or data.startswith(b"\r\n", start)):
         return None
     quoted = b'"' in data  # only a quoted field can span lines
     end = len(data)  # the body: every line but a trailer
     trailer: Trailer | None = None
     last_start = max(data.rfind(b"\n", 0, len(data) - 1) + 1, start)
     try:
-        last_text = data[last_start:].decode("utf-8").rstrip("\n")
-        header_text = data[start:data.find(b"\n", start)].decode("utf-8")
+        last_text = data[last_start:].decode("utf-8").removesuffix("\n").removesuffix("\r")
+        header_text = data[start:data.find(b"\n", start)].decode("utf-8").removesuffix("\r")
     except UnicodeDecodeError:
         return None  # the general path reports where
     last = next(csv.reader([last_text], delimiter=delimiter), [""])

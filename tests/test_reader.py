@@ -112,9 +112,13 @@ def test_times_in_the_files_shape_parse_as_the_general_path_parses_them(
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
 @pytest.mark.parametrize("bom", [False, True])
-def test_csv_variants_read_the_same(tmp_path: Path, delimiter: str, bom: bool) -> None:
+@pytest.mark.parametrize("crlf", [False, True])
+def test_csv_variants_read_the_same(tmp_path: Path, delimiter: str, bom: bool,
+                                    crlf: bool) -> None:
     path = write_settlement_csv([row(), row(MerchantInvoice="INV-2")], tmp_path / "f.csv",
                                 delimiter=delimiter, bom=bom)
+    if crlf:  # as a Windows program writes it
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     parsed = read(path)
     assert parsed.rows["merchant_invoice"].tolist() == ["INV-1", "INV-2"]
     assert parsed.rows["gross"].tolist() == [1_000_000, 1_000_000]
@@ -316,14 +320,15 @@ CELL = st.text(alphabet=st.sampled_from(list('AZaz09 .-+:_/@=",;')), max_size=12
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(CELL, min_size=13, max_size=13), max_size=8),
-       st.sampled_from([",", ";"]), st.booleans(), st.booleans())
+       st.sampled_from([",", ";"]), st.booleans(), st.booleans(), st.sampled_from(["\n", "\r\n"]))
 def test_the_arrow_path_reads_exactly_like_the_general_path(
-        rows: list[list[str]], delimiter: str, trailer: bool, shuffle_header: bool) -> None:
+        rows: list[list[str]], delimiter: str, trailer: bool, shuffle_header: bool,
+        line_end: str) -> None:
     header = list(HEADER)
     if shuffle_header:
         header = header[::-1]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=line_end)
     writer.writerow(header)
     kept = [row for row in rows if any(c.strip() for c in row)]
     writer.writerows(kept)
@@ -350,7 +355,10 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
 
 
 @pytest.mark.parametrize("text", [
-    'a,"b\nc"\n', "a,b\n\nc\n", "a,b\r\nc\n", "a,b", "x,y,z\n1,2\n", "," * 12 + "\n",
+    'a,"b\nc"\n', "a,b\n\nc\n", "a,b", "x,y,z\n1,2\n", "," * 12 + "\n",
+    "," * 12 + "\r" + "," * 12 + "\n",  # a lone CR ends a line for Arrow alone
+    "," * 12 + "\r\n\r\n" + "," * 12 + "\r\n",  # a blank CRLF line
+    '"a\r\nb"' + "," * 12 + "\r\n",  # a quoted CRLF
 ])
 def test_other_layouts_take_the_general_path(text: str) -> None:
     header = ",".join(HEADER)
@@ -371,16 +379,17 @@ _ODD = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_PLAIN, min_size=13, max_size=13), min_size=1, max_size=5),
-       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 12), _ODD), max_size=3))
+       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 12), _ODD), max_size=3),
+       st.sampled_from(["\n", "\r\n"]))
 def test_stray_and_spanning_quotes_read_like_the_general_path(
-        rows: list[list[str]], odd: list[tuple[int, int, str]]) -> None:
+        rows: list[list[str]], odd: list[tuple[int, int, str]], line_end: str) -> None:
     """Lines written by hand, not by a CSV writer: odd quotes, quotes inside fields,
     quoted line breaks and delimiters. Whenever the Arrow path takes such a file, it reads
     it exactly as the general path does (lines numbered the same)."""
     for row, column, cell in odd:
         if row < len(rows):
             rows[row][column] = cell
-    text = "\n".join([",".join(HEADER), *(",".join(row) for row in rows)]) + "\n"
+    text = line_end.join([",".join(HEADER), *(",".join(row) for row in rows)]) + line_end
     try:
         general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, ","), OVO_V1)
     except FileRejected as rejected:
