@@ -507,14 +507,15 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
-    """Arrow's CSV reader for the common file: LF or CRLF line ends, no blank lines, no
-    quoted field across lines, every data row as wide as the header. Anything else returns
-    None and takes the general path, so line numbers and row-level findings are the same.
+    """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
+    be missing), no blank lines, no quoted field across lines, every data row as wide as
+    the header. Anything else returns None and takes the general path, so line numbers
+    and row-level findings are the same.
 
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
     the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if not data.endswith(b"\n") or b"\n\n" in data or data.startswith(b"\n", start):
+    if b"\n\n" in data or data.startswith(b"\n", start):
         return None
     # A CR only as part of CRLF, which ends a line for both readers (a lone CR would
     # end one for Arrow alone); then no blank CRLF line either.
@@ -527,17 +528,23 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     last_start = max(data.rfind(b"\n", 0, len(data) - 1) + 1, start)
     try:
         last_text = data[last_start:].decode("utf-8").removesuffix("\n").removesuffix("\r")
-        header_text = data[start:data.find(b"\n", start)].decode("utf-8").removesuffix("\r")
+        header_end = data.find(b"\n", start)
+        header_text = data[start:header_end if header_end >= 0 else len(data)].decode(
+            "utf-8").removesuffix("\r")
     except UnicodeDecodeError:
         return None  # the general path reports where
+    if not header_text.strip():
+        return None  # a blank first line: the general path skips it
+    header = next(csv.reader([header_text], delimiter=delimiter))
+    table = _Table(header, 1, [], [], f"csv ({delimiter})")
+    positions = _map_header(name, table, fmt)
+    if last_start == start:  # the header is the only line
+        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     last = next(csv.reader([last_text], delimiter=delimiter), [""])
     if last and last[0].strip().upper() == fmt.trailer_marker.upper():
         line_no = data.count(b"\n", start, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
         end = last_start
-    header = next(csv.reader([header_text], delimiter=delimiter))
-    table = _Table(header, 1, [], [], f"csv ({delimiter})")
-    positions = _map_header(name, table, fmt)
     try:
         parsed = pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
@@ -549,7 +556,10 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None  # a row of another width: the general path reports it per line
-    if quoted and parsed.num_rows != data.count(b"\n", start, end) - 1:
+    # The body's lines: a last one without its line end counts too.
+    body_lines = data.count(b"\n", start, end) + (end == len(data)
+                                                  and not data.endswith(b"\n"))
+    if quoted and parsed.num_rows != body_lines - 1:
         return None  # a field spans lines: only the general path numbers them
     rows = parsed.num_rows
     columns_read = parsed.columns

@@ -320,10 +320,11 @@ CELL = st.text(alphabet=st.sampled_from(list('AZaz09 .-+:_/@=",;')), max_size=12
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(CELL, min_size=13, max_size=13), max_size=8),
-       st.sampled_from([",", ";"]), st.booleans(), st.booleans(), st.sampled_from(["\n", "\r\n"]))
+       st.sampled_from([",", ";"]), st.booleans(), st.booleans(), st.sampled_from(["\n", "\r\n"]),
+       st.booleans())
 def test_the_arrow_path_reads_exactly_like_the_general_path(
         rows: list[list[str]], delimiter: str, trailer: bool, shuffle_header: bool,
-        line_end: str) -> None:
+        line_end: str, last_line_end: bool) -> None:
     header = list(HEADER)
     if shuffle_header:
         header = header[::-1]
@@ -335,6 +336,8 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
     if trailer:
         writer.writerow(["TOTAL", str(len(kept)), "0", "0"])
     text = buffer.getvalue()
+    if not last_line_end:
+        text = text.removesuffix(line_end)
     decoded, found = _decode_csv("f.csv", text.encode(), OVO_V1)
     assert found == delimiter
     try:
@@ -365,6 +368,15 @@ def test_other_layouts_take_the_general_path(text: str) -> None:
     assert _fast_csv_grid("f.csv", (header + "\n" + text).encode(), ",", OVO_V1) is None
 
 
+def test_a_blank_first_line_takes_the_general_path(tmp_path: Path) -> None:
+    """Spaces before the header: the general path skips that line, as it does an empty
+    one, and numbers the rows after it."""
+    text = "   \n" + ",".join(HEADER) + "\n" + ",".join(row().values()) + "\n"
+    assert _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1) is None
+    (tmp_path / "f.csv").write_text(text)
+    assert read(tmp_path / "f.csv").rows["line_no"].tolist() == [3]
+
+
 LINE_TEXT = st.text(st.sampled_from(['"', "\n", "\r", " ", "a", ",", "é"]), max_size=40)
 
 
@@ -380,16 +392,18 @@ _ODD = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_PLAIN, min_size=13, max_size=13), min_size=1, max_size=5),
        st.lists(st.tuples(st.integers(0, 4), st.integers(0, 12), _ODD), max_size=3),
-       st.sampled_from(["\n", "\r\n"]))
+       st.sampled_from(["\n", "\r\n"]), st.booleans())
 def test_stray_and_spanning_quotes_read_like_the_general_path(
-        rows: list[list[str]], odd: list[tuple[int, int, str]], line_end: str) -> None:
+        rows: list[list[str]], odd: list[tuple[int, int, str]], line_end: str,
+        last_line_end: bool) -> None:
     """Lines written by hand, not by a CSV writer: odd quotes, quotes inside fields,
     quoted line breaks and delimiters. Whenever the Arrow path takes such a file, it reads
     it exactly as the general path does (lines numbered the same)."""
     for row, column, cell in odd:
         if row < len(rows):
             rows[row][column] = cell
-    text = line_end.join([",".join(HEADER), *(",".join(row) for row in rows)]) + line_end
+    text = line_end.join([",".join(HEADER), *(",".join(row) for row in rows)])
+    text += line_end if last_line_end else ""
     try:
         general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, ","), OVO_V1)
     except FileRejected as rejected:
