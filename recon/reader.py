@@ -508,28 +508,31 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
-    be missing), no blank lines, no quoted field across lines, every data row as wide as
-    the header. Anything else returns None and takes the general path, so line numbers
-    and row-level findings are the same.
+    be missing), no blank lines but at the end, no quoted field across lines, every data
+    row as wide as the header. Anything else returns None and takes the general path, so
+    line numbers and row-level findings are the same.
 
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
     the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if b"\n\n" in data or data.startswith(b"\n", start):
-        return None
     # A CR only as part of CRLF, which ends a line for both readers (a lone CR would
-    # end one for Arrow alone); then no blank CRLF line either.
-    if b"\r" in data and (data.count(b"\r") != data.count(b"\r\n") or b"\n\r\n" in data
-                          or data.startswith(b"\r\n", start)):
+    # end one for Arrow alone).
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return None
-    quoted = b'"' in data  # only a quoted field can span lines
-    end = len(data)  # the body: every line but a trailer
+    limit = len(data)  # the end of the last line that is not blank, without its line end
+    while limit > start and data[limit - 1] in b"\r\n":
+        limit -= 1
+    if (data.find(b"\n\n", start, limit) >= 0 or data.find(b"\n\r\n", start, limit) >= 0
+            or data.startswith((b"\n", b"\r\n"), start)):
+        return None  # a blank line before the last: the general path skips it
+    quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
+    end = limit  # the body: every line but a trailer
     trailer: Trailer | None = None
-    last_start = max(data.rfind(b"\n", 0, len(data) - 1) + 1, start)
+    last_start = max(data.rfind(b"\n", start, limit) + 1, start)
     try:
-        last_text = data[last_start:].decode("utf-8").removesuffix("\n").removesuffix("\r")
-        header_end = data.find(b"\n", start)
-        header_text = data[start:header_end if header_end >= 0 else len(data)].decode(
+        last_text = data[last_start:limit].decode("utf-8")
+        header_end = data.find(b"\n", start, limit)
+        header_text = data[start:header_end if header_end >= 0 else limit].decode(
             "utf-8").removesuffix("\r")
     except UnicodeDecodeError:
         return None  # the general path reports where
@@ -557,8 +560,7 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     except pa.ArrowInvalid:
         return None  # a row of another width: the general path reports it per line
     # The body's lines: a last one without its line end counts too.
-    body_lines = data.count(b"\n", start, end) + (end == len(data)
-                                                  and not data.endswith(b"\n"))
+    body_lines = data.count(b"\n", start, end) + (end == limit)
     if quoted and parsed.num_rows != body_lines - 1:
         return None  # a field spans lines: only the general path numbers them
     rows = parsed.num_rows
