@@ -619,10 +619,12 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     not name and those whose record key is one of the records."""
     t = recon_ledger
     by_settle_key, by_original = named
+    # A record key that is one of the records: those are the file's keys and the records
+    # it does not name, both loaded already; other keys are dropped below.
     by_record = _ledger_of(lookups, merchant_id, settlement_date, and_(
         _keyed(t.c.record_key, "inv", "rinv", "rno", "rec_only"),
         t.c.record_key != t.c.settle_key))
-    if not by_record.empty:  # record keys of other entries are not records: dropped
+    if not by_record.empty:
         by_record = by_record.loc[np.asarray(pc.is_in(
             text_array(by_record["record_key"]), value_set=records.cast(pa.large_string())))]
     frame = pd.concat([
