@@ -3,7 +3,9 @@ Prefect test harness per session. With CI=true a missing service fails, never sk
 
 from __future__ import annotations
 
+import importlib
 import os
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,25 @@ from sqlalchemy import create_engine, text
 from pipelines.logs import prepare_prefect_environment
 
 prepare_prefect_environment()
+
+#: Modules that draw from the global `random` in background threads: websockets' keepalive
+#: pings and reconnect delays, Prefect's retry and service-loop jitter. Hypothesis takes a
+#: change of the global state while it generates data for a strategy's own use of `random`
+#: and warns ("Do not use the random module inside strategies") at random, as a ping falls.
+BACKGROUND_RANDOM_USERS = ("websockets.asyncio.connection", "websockets.client",
+                           "prefect.utilities.math", "prefect._internal._observation_delivery")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each of BACKGROUND_RANDOM_USERS draws from a generator of its own."""
+    for name in BACKGROUND_RANDOM_USERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # another version of the library
+            continue
+        if getattr(module, "random", None) is random:
+            module.random = random.Random()  # type: ignore[attr-defined]
+
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("RECON_TEST_PG_URL",
