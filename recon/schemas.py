@@ -139,10 +139,16 @@ def positions_in(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.nda
 def found_in(values: pa.Array, many: pa.Array) -> np.ndarray:
     """Whether each of the distinct `values` is one of `many`: the few values are hashed
     and the many probed, not the other way round."""
+    return found_both_ways(values, many)[0]
+
+
+def found_both_ways(values: pa.Array, many: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each of the distinct `values` is one of `many`, and whether each of `many`
+    is one of `values`: one hash of `values`, `many` probed once."""
     found, at = positions_in(many, values)
     hit = np.zeros(len(values), dtype=bool)
     hit[at[found]] = True
-    return hit
+    return hit, found
 
 
 def joined_values(values: pa.Array) -> memoryview:

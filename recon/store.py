@@ -63,9 +63,9 @@ from recon.schemas import (
     arrow_frame,
     conform,
     empty_frame,
+    found_both_ways,
     found_in,
     joined_values,
-    positions_in,
     text_array,
 )
 from recon.tables import (
@@ -511,9 +511,7 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     columns = _payment_columns(lookups)
     window_keys = text_array(window["partner_reference_no"])  # primary keys: distinct
     invoices = file_keys["inv"]
-    seen, at = positions_in(invoices, window_keys)
-    in_file = np.zeros(len(window_keys), dtype=bool)
-    in_file[at[seen]] = True
+    in_file, seen = found_both_ways(window_keys, invoices)
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
         open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
@@ -556,25 +554,27 @@ def _refunded_payments(refund_rows: pd.DataFrame, window: pd.DataFrame,
         invoices.filter(pc.is_in(invoices, value_set=in_window))]))
 
 
+def _refunds_of(lookups: _Lookups, column: Any, *tags: str) -> pd.DataFrame:
+    """The refunds whose `column` is one of the loaded keys with one of `tags`."""
+    columns = _refund_columns(lookups)
+    return lookups.fetch(select(*columns).where(_keyed(column, *tags)),
+                         [c.name for c in columns])
+
+
 def _named_refunds(lookups: _Lookups) -> list[pd.DataFrame]:
     """The refunds of the file's refund numbers and of the open items (those the window
     holds too are dropped in `_load_refunds`)."""
     t = ovo_refunds
-    columns = _refund_columns(lookups)
-    return [lookups.fetch(select(*columns).where(_keyed(column, *tags)), [c.name for c in columns])
-            for column, tags in ((t.c.partner_refund_no, ("rinv", "oref")),
-                                 (t.c.refund_no, ("rno",)))]
+    return [_refunds_of(lookups, t.c.partner_refund_no, "rinv", "oref"),
+            _refunds_of(lookups, t.c.refund_no, "rno")]
 
 
 def _load_refunds(lookups: _Lookups, window: pd.DataFrame, refunded: pa.Array,
                   named: list[pd.DataFrame]) -> pd.DataFrame:
     """The window's refunds, plus those elsewhere of the `refunded` payments, and the
     `named` ones (`_named_refunds`)."""
-    t = ovo_refunds
-    columns = _refund_columns(lookups)
     lookups.add_keys({"rorig": refunded})
-    by_payment = lookups.fetch(select(*columns).where(
-        _keyed(t.c.original_partner_reference_no, "rorig")), [c.name for c in columns])
+    by_payment = _refunds_of(lookups, ovo_refunds.c.original_partner_reference_no, "rorig")
     frame = pd.concat([window, by_payment, *named],
                       ignore_index=True).drop_duplicates("partner_refund_no")
     if frame.empty:
