@@ -522,8 +522,7 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     limit = len(data)  # the end of the last line that is not blank, without its line end
     while limit > start and data[limit - 1] in b"\r\n":
         limit -= 1
-    if (data.find(b"\n\n", start, limit) >= 0 or data.find(b"\n\r\n", start, limit) >= 0
-            or data.startswith((b"\n", b"\r\n"), start)):
+    if data.find(b"\n\n", start, limit) >= 0 or data.find(b"\n\r\n", start, limit) >= 0:
         return None  # a blank line before the last: the general path skips it
     quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
     end = limit  # the body: every line but a trailer
@@ -537,11 +536,12 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     except UnicodeDecodeError:
         return None  # the general path reports where
     if not header_text.strip():
-        return None  # a blank first line: the general path skips it
+        return None  # a blank first line (empty or spaces): the general path skips it
     header = next(csv.reader([header_text], delimiter=delimiter))
     table = _Table(header, 1, [], [], f"csv ({delimiter})")
     positions = _map_header(name, table, fmt)
-    if last_start == start:  # the header is the only line
+    # The header alone: any further line is a trailer, a row, or a file Arrow refuses.
+    if last_start == start:
         raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     last = next(csv.reader([last_text], delimiter=delimiter), [""])
     if last and last[0].strip().upper() == fmt.trailer_marker.upper():
@@ -573,8 +573,6 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in trimmed))
     if pc.any(blank).as_py():
         return None  # a row of empty cells: the general path skips it as a blank line
-    if rows == 0 and trailer is None:
-        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     columns = {}
     for col in fmt.columns:
         index = positions.get(col.field)
