@@ -508,9 +508,11 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
-    be missing), no blank lines but at the end, no quoted field across lines, every data
-    row as wide as the header. Anything else returns None and takes the general path, so
-    line numbers and row-level findings are the same.
+    be missing), no quoted field across lines, every data row as many cells wide as the
+    first (as wide as the header, or wider with empty cells past it: a delimiter at the end
+    of each row). Empty lines are skipped and rows keep their physical line numbers.
+    Anything else returns None and takes the general path, so line numbers and row-level
+    findings are the same.
 
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
     the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
@@ -522,8 +524,6 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     limit = len(data)  # the end of the last line that is not blank, without its line end
     while limit > start and data[limit - 1] in b"\r\n":
         limit -= 1
-    if data.find(b"\n\n", start, limit) >= 0 or data.find(b"\n\r\n", start, limit) >= 0:
-        return None  # a blank line before the last: the general path skips it
     quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
     end = limit  # the body: every line but a trailer
     trailer: Trailer | None = None
@@ -548,21 +548,18 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
         line_no = data.count(b"\n", start, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
         end = last_start
-    try:
-        parsed = pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
-            read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))],
-                                           skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f"c{i}": pa.string() for i in range(len(header))},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except pa.ArrowInvalid:
-        return None  # a row of another width: the general path reports it per line
-    # The body's lines: a last one without its line end counts too.
-    body_lines = data.count(b"\n", start, end) + (end == limit)
-    if quoted and parsed.num_rows != body_lines - 1:
-        return None  # a field spans lines: only the general path numbers them
+    # The rows' physical line numbers: every line after the header but the empty ones,
+    # which Arrow skips (a quoted field across lines makes Arrow's count differ: below).
+    body_lines = data.count(b"\n", start, end) + (end == limit)  # a last line without its end
+    lines = np.delete(np.arange(2, body_lines + 1, dtype=np.int64),
+                      _blank_lines(data, start, end) - 2)
+    width = len(header)
+    parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
+    if parsed is None:  # rows of another width: wider ones may end in empty cells
+        wider = _first_row_width(data, header_end + 1, end, delimiter)
+        parsed = _arrow_csv(data, start, end, delimiter, wider, quoted) if wider > width else None
+    if parsed is None or parsed.num_rows != len(lines):
+        return None  # rows of several widths, or a field across lines: the general path
     rows = parsed.num_rows
     columns_read = parsed.columns
     del parsed
@@ -570,9 +567,30 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
         trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
         columns_read[i] = None
+    shape_errors = np.full(rows, "", dtype=object)
+    wide = np.zeros(rows, dtype=bool)
+    if len(trimmed) > width:
+        # The general path drops a row's empty cells past the header; what is left past
+        # it makes the row too wide, as wide as its last cell that is not empty.
+        cells = np.zeros(rows, dtype=np.int64)
+        for i in range(width, len(trimmed)):
+            filled = np.asarray(pc.not_equal(trimmed[i], "").to_numpy(zero_copy_only=False),
+                                dtype=bool)
+            cells[filled] = i + 1
+        wide = cells > 0
+        if wide.any():
+            shape_errors[wide] = [f"line has {n} fields, the header has {width}"
+                                  for n in cells[wide].tolist()]
+        del trimmed[width:]
     blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in trimmed))
-    if pc.any(blank).as_py():
-        return None  # a row of empty cells: the general path skips it as a blank line
+    blank_rows = np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool) & ~wide
+    if blank_rows.any():  # a row of empty cells: skipped like an empty line
+        keep = ~blank_rows
+        trimmed = [column.filter(pa.array(keep)) for column in trimmed]
+        lines, shape_errors = lines[keep], shape_errors[keep]
+        rows = len(lines)
+        if rows == 0 and trailer is None:
+            raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     columns = {}
     for col in fmt.columns:
         index = positions.get(col.field)
@@ -580,12 +598,64 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
             columns[col.field] = pd.Series([""] * rows, dtype="str")
         else:
             columns[col.field] = arrow_text(trimmed[index])
-    lines = np.arange(2, 2 + rows, dtype=np.int64)
     if rows and rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, rows)
-    return _Grid(pd.DataFrame(columns), lines,
-                 pd.Series(np.full(rows, "", dtype=object), dtype="str"),
-                 trailer, f"csv ({delimiter})")
+    return _Grid(pd.DataFrame(columns), lines, pd.Series(shape_errors, dtype="str"), trailer,
+                 f"csv ({delimiter})")
+
+
+def _arrow_csv(data: bytes, start: int, end: int, delimiter: str, width: int,
+               quoted: bool) -> pa.Table | None:
+    """data[start:end] after its header line as `width` text columns; None when a row is
+    of another width (or the bytes are not UTF-8: the general path says where)."""
+    try:
+        return pacsv.read_csv(
+            pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
+            read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(width)],
+                                           skip_rows=1, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f"c{i}": pa.string() for i in range(width)},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        return None
+
+
+def _blank_lines(data: bytes, start: int, end: int) -> np.ndarray:
+    """The physical line numbers of the empty lines (LF or CRLF) in data[start:end], whose
+    first line is line 1 and not empty. Two `find` scans, and the line ends before each
+    empty line counted once."""
+    found = []
+    for pattern in (b"\n\n", b"\n\r\n"):
+        at = data.find(pattern, start, end)
+        while at >= 0:
+            found.append(at)
+            at = data.find(pattern, at + 1, end)
+    numbers = np.empty(len(found), dtype=np.int64)
+    counted, before = start, 0
+    for i, at in enumerate(sorted(found)):
+        before += data.count(b"\n", counted, at + 1)
+        counted = at + 1
+        numbers[i] = before + 1  # the empty line follows the `before`-th line end
+    return numbers
+
+
+def _first_row_width(data: bytes, start: int, end: int, delimiter: str) -> int:
+    """How many cells the first line in data[start:end] that is not empty has; 0 when the
+    first lines are all empty or it is not UTF-8."""
+    for _ in range(64):
+        stop = data.find(b"\n", start, end)
+        stop = end if stop < 0 else stop
+        line = data[start:stop].removesuffix(b"\r")
+        if line:
+            try:
+                return len(next(csv.reader([line.decode("utf-8")], delimiter=delimiter)))
+            except UnicodeDecodeError:
+                return 0
+        if stop >= end:
+            break
+        start = stop + 1
+    return 0
 
 
 def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
