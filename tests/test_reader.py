@@ -82,6 +82,9 @@ def test_parse_money(text: str, minor: int | None) -> None:
         ("2024-02-29 23:59:59", "2024-02-29T16:59:59+00:00"),
         ("1963-01-01 00:00:00", "1962-12-31T16:30:00+00:00"),  # Jakarta was +07:30 then
         ("3000-01-01 00:00:00", None),  # past what a timestamp holds
+        ("2026-02-30T10:00:00+07:00", None), ("2026-11-27T10:00:00+07", None),
+        ("2026-11-27 10:00:00-03:30", "2026-11-27T13:30:00+00:00"),
+        ("2026-11-30T23:30:00+07:00", "2026-11-30T16:30:00+00:00"),
     ],
 )
 def test_parse_datetime(text: str, utc: str | None) -> None:
@@ -95,15 +98,22 @@ def test_parse_datetime(text: str, utc: str | None) -> None:
 _FIELD = st.integers(0, 99).map(lambda n: f"{n:02d}")
 
 
+_OFFSET = st.one_of(st.just(""), st.just("Z"), st.builds(
+    lambda sign, h, m, colon: f"{sign}{h:02d}{colon}{m:02d}", st.sampled_from("+-"),
+    st.integers(0, 25), st.integers(0, 70), st.sampled_from(["", ":"])))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(1960, 2300), st.integers(0, 13), st.integers(0, 32),
-                          st.integers(0, 25), _FIELD, _FIELD), min_size=1, max_size=20))
+                          st.sampled_from(" T"), st.integers(0, 25), _FIELD, _FIELD, _OFFSET),
+                min_size=1, max_size=20))
 def test_times_in_the_files_shape_parse_as_the_general_path_parses_them(
-        fields: list[tuple[int, int, int, int, str, str]]) -> None:
-    """Arrow's parse of 'YYYY-MM-DD HH:MM:SS' (days past the month's end, hours, minutes
-    and seconds out of range, years outside 1970-2199 included) gives what pandas does."""
-    texts = pd.Series([f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi}:{s}"
-                       for y, mo, d, h, mi, s in fields], dtype="str")
+        fields: list[tuple[int, int, int, str, int, str, str, str]]) -> None:
+    """Arrow's parse of 'YYYY-MM-DD HH:MM:SS', with a T or an offset or both (days past
+    the month's end, hours, minutes, seconds and offsets out of range, years outside
+    1970-2199 included) gives what pandas does."""
+    texts = pd.Series([f"{y:04d}-{mo:02d}-{d:02d}{t}{h:02d}:{mi}:{s}{offset}"
+                       for y, mo, d, t, h, mi, s, offset in fields], dtype="str")
     values, bad = parse_datetime(texts)
     expected, expected_bad = _parse_times(texts)
     pd.testing.assert_series_equal(values, expected, check_exact=True)
