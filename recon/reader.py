@@ -569,13 +569,18 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     body_lines = data.count(b"\n", start, end) + (end == limit)  # a last line without its end
     lines = np.delete(np.arange(2, body_lines + 1, dtype=np.int64),
                       _blank_lines(data, start, end) - 2)
-    width = len(header)
+    width = read_width = len(header)
+    odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
     if parsed is None:  # rows of another width: wider ones may end in empty cells
-        wider = _first_row_width(data, header_end + 1, end, delimiter)
-        parsed = _arrow_csv(data, start, end, delimiter, wider, quoted) if wider > width else None
-    if parsed is None or parsed.num_rows != len(lines):
-        return None  # rows of several widths, or a field across lines: the general path
+        read_width = max(width, _first_row_width(data, header_end + 1, end, delimiter))
+        if read_width > width:
+            parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
+    if parsed is None:  # a few rows of other widths: set aside, read as the general path does
+        parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
+    if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
+            2 <= number < 2 + len(lines) for number, _ in odd):
+        return None  # many rows of other widths, or a field across lines: the general path
     rows = parsed.num_rows
     columns_read = parsed.columns
     del parsed
@@ -598,6 +603,10 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
             shape_errors[wide] = [f"line has {n} fields, the header has {width}"
                                   for n in cells[wide].tolist()]
         del trimmed[width:]
+    if odd:
+        trimmed, shape_errors, wide = _with_odd_rows(odd, delimiter, width, trimmed,
+                                                     shape_errors, wide)
+        rows = len(wide)
     blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in trimmed))
     blank_rows = np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool) & ~wide
     if blank_rows.any():  # a row of empty cells: skipped like an empty line
@@ -620,21 +629,69 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
                  f"csv ({delimiter})")
 
 
-def _arrow_csv(data: bytes, start: int, end: int, delimiter: str, width: int,
-               quoted: bool) -> pa.Table | None:
+#: At most this many rows of another width are set aside on Arrow's path (each is read
+#: by Python's `csv`); a file with more takes the general path.
+ODD_ROWS = 100_000
+
+
+def _arrow_csv(data: bytes, start: int, end: int, delimiter: str, width: int, quoted: bool,
+               odd: list[tuple[int, str]] | None = None) -> pa.Table | None:
     """data[start:end] after its header line as `width` text columns; None when a row is
-    of another width (or the bytes are not UTF-8: the general path says where)."""
+    of another width (or the bytes are not UTF-8: the general path says where).
+
+    With `odd`, rows of another width are skipped and kept there instead, with their
+    number among the lines that are not empty (the header is 1), up to ODD_ROWS of them.
+    Arrow numbers rows only when it reads on one thread."""
+    def set_aside(row: pacsv.InvalidRow) -> str:
+        if odd is None or row.number is None or len(odd) >= ODD_ROWS:
+            return "error"
+        odd.append((row.number, row.text))
+        return "skip"
+
     try:
         return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
             read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(width)],
-                                           skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
+                                           skip_rows=1, block_size=1 << 24,
+                                           use_threads=odd is None),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted,
+                                             invalid_row_handler=None if odd is None
+                                             else set_aside),
             convert_options=pacsv.ConvertOptions(
                 column_types={f"c{i}": pa.string() for i in range(width)},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None
+
+
+def _with_odd_rows(odd: list[tuple[int, str]], delimiter: str, width: int,
+                   trimmed: list[pa.ChunkedArray], shape_errors: np.ndarray, wide: np.ndarray
+                   ) -> tuple[list[pa.ChunkedArray], np.ndarray, np.ndarray]:
+    """The rows Arrow set aside (`_arrow_csv`) read as the general path reads a row (empty
+    cells past the header dropped, a short row's missing cells empty), put back in their
+    places among Arrow's rows."""
+    cells: list[list[str]] = [[] for _ in range(width)]
+    errors, too_wide = [], []
+    for _, text in odd:
+        row = next(csv.reader([text], delimiter=delimiter), [])
+        while len(row) > width and not row[-1].strip():
+            row = row[:-1]
+        too_wide.append(len(row) > width)
+        errors.append(f"line has {len(row)} fields, the header has {width}" if too_wide[-1]
+                      else "")
+        for i in range(width):
+            cells[i].append(row[i].strip() if i < len(row) else "")
+    total = len(wide) + len(odd)
+    at = np.array([number - 2 for number, _ in odd], dtype=np.int64)  # the header is 1
+    order = np.empty(total, dtype=np.int64)  # Arrow's rows, then the odd ones, in line order
+    order[np.setdiff1d(np.arange(total), at, assume_unique=True)] = np.arange(len(wide))
+    order[at] = np.arange(len(wide), total)
+    placed = pa.array(order)
+    columns = [pa.chunked_array([*column.chunks, pa.array(cells[i], pa.string())],
+                                pa.string()).take(placed)
+               for i, column in enumerate(trimmed)]
+    return (columns, np.concatenate([shape_errors, np.array(errors, dtype=object)])[order],
+            np.concatenate([wide, np.array(too_wide, dtype=bool)])[order])
 
 
 def _blank_lines(data: bytes, start: int, end: int) -> np.ndarray:
