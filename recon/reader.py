@@ -524,9 +524,10 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
-    be missing), no quoted field across lines, every data row as many cells wide as the
-    first (as wide as the header, or wider with empty cells past it: a delimiter at the end
-    of each row). Empty lines are skipped and rows keep their physical line numbers.
+    be missing), no quoted field across lines, data rows as wide as the first (as wide as
+    the header, or wider with empty cells past it: a delimiter at the end of each row), and
+    a few rows of other widths, set aside (`_arrow_csv`). Empty lines and rows of empty
+    cells are skipped, before the header too, and rows keep their physical line numbers.
     Anything else returns None and takes the general path, so line numbers and row-level
     findings are the same.
 
@@ -540,35 +541,45 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     limit = len(data)  # the end of the last line that is not blank, without its line end
     while limit > start and data[limit - 1] in b"\r\n":
         limit -= 1
+    # Lines of blank cells before the header are skipped, as the general path skips them;
+    # `skipped` of them: the header is line skipped + 1 and `start` its first byte.
+    skipped = 0
+    while True:
+        header_end = data.find(b"\n", start, limit)
+        try:
+            header_text = data[start:header_end if header_end >= 0 else limit].decode(
+                "utf-8").removesuffix("\r")
+        except UnicodeDecodeError:
+            return None  # the general path reports where
+        header = next(csv.reader([header_text], delimiter=delimiter), [])
+        if any(cell.strip() for cell in header):
+            break
+        if header_end < 0 or '"' in header_text or skipped == 1000:
+            return None  # nothing but blank lines, or a quote that may span lines
+        start, skipped = header_end + 1, skipped + 1
     quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
     end = limit  # the body: every line but a trailer
     trailer: Trailer | None = None
     last_start = max(data.rfind(b"\n", start, limit) + 1, start)
     try:
         last_text = data[last_start:limit].decode("utf-8")
-        header_end = data.find(b"\n", start, limit)
-        header_text = data[start:header_end if header_end >= 0 else limit].decode(
-            "utf-8").removesuffix("\r")
     except UnicodeDecodeError:
         return None  # the general path reports where
-    if not header_text.strip():
-        return None  # a blank first line (empty or spaces): the general path skips it
-    header = next(csv.reader([header_text], delimiter=delimiter))
-    table = _Table(header, 1, [], [], f"csv ({delimiter})")
+    table = _Table(header, skipped + 1, [], [], f"csv ({delimiter})")
     positions = _map_header(name, table, fmt)
     # The header alone: any further line is a trailer, a row, or a file Arrow refuses.
     if last_start == start:
         raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
     last = next(csv.reader([last_text], delimiter=delimiter), [""])
     if last and last[0].strip().upper() == fmt.trailer_marker.upper():
-        line_no = data.count(b"\n", start, last_start) + 1
+        line_no = skipped + data.count(b"\n", start, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
         end = last_start
     # The rows' physical line numbers: every line after the header but the empty ones,
     # which Arrow skips (a quoted field across lines makes Arrow's count differ: below).
     body_lines = data.count(b"\n", start, end) + (end == limit)  # a last line without its end
-    lines = np.delete(np.arange(2, body_lines + 1, dtype=np.int64),
-                      _blank_lines(data, start, end) - 2)
+    lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64),
+                                _blank_lines(data, start, end) - 2)
     width = read_width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)

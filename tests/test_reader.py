@@ -354,16 +354,18 @@ def _same_grid(text: str, delimiter: str) -> None:
        st.sampled_from(["no line end", "line end", "blank lines"]), st.integers(0, 2),
        st.lists(st.sampled_from(["", " ", "x", 'y"']), max_size=8),
        st.lists(st.tuples(st.integers(0, 8), st.sampled_from(["empty", "cells"])), max_size=3),
-       st.lists(st.tuples(st.integers(0, 7), st.integers(1, 17), CELL), max_size=3))
+       st.lists(st.tuples(st.integers(0, 7), st.integers(1, 17), CELL), max_size=3),
+       st.lists(st.sampled_from(["", " ", "\t "]), max_size=2))
 def test_the_arrow_path_reads_exactly_like_the_general_path(
         rows: list[list[str]], delimiter: str, trailer: bool, shuffle_header: bool,
         line_end: str, ending: str, extra: int, filled: list[str],
-        gaps: list[tuple[int, str]], odd: list[tuple[int, int, str]]) -> None:
+        gaps: list[tuple[int, str]], odd: list[tuple[int, int, str]],
+        before: list[str]) -> None:
     """Files as a CSV writer makes them, with either line end, the last line's missing or
-    blank lines after it, empty lines and rows of empty cells between the rows, a
-    delimiter at the end of every row (`extra` more cells, the last of a few rows filled),
-    and a few rows of another width: the Arrow path takes every one and reads it as the
-    general path does."""
+    blank lines after it, blank lines before the header, empty lines and rows of empty
+    cells between the rows, a delimiter at the end of every row (`extra` more cells, the
+    last of a few rows filled), and a few rows of another width: the Arrow path takes
+    every one and reads it as the general path does."""
     header = list(HEADER)
     if shuffle_header:
         header = header[::-1]
@@ -380,6 +382,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
     for at, kind in gaps:  # None: an empty line
         lines.insert(min(at, len(lines)), None if kind == "empty" else [""] * width)
     buffer = io.StringIO()
+    buffer.write("".join(blank + line_end for blank in before))
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator=line_end)
     writer.writerow(header)
     for line in lines:
@@ -449,13 +452,24 @@ def test_many_rows_of_another_width_take_the_general_path(
     assert _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1) is None
 
 
-def test_a_blank_first_line_takes_the_general_path(tmp_path: Path) -> None:
-    """Spaces before the header: the general path skips that line, as it does an empty
-    one, and numbers the rows after it."""
-    text = "   \n" + ",".join(HEADER) + "\n" + ",".join(row().values()) + "\n"
-    assert _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1) is None
+@pytest.mark.parametrize("before", ["   \n", "\n\n", "\r\n \r\n", ",,,\n", " , \t\n"])
+def test_blank_lines_before_the_header_are_skipped(tmp_path: Path, before: str) -> None:
+    """Empty lines, spaces or empty cells before the header: both paths skip those lines
+    and number the rows after them. A first line of empty cells was read as the header on
+    Arrow's path, and the file refused for missing columns."""
+    text = before + ",".join(HEADER) + "\n" + CELLS + "\nTOTAL,1,10000,9922.30\n"
+    _same_grid(text, ",")
     (tmp_path / "f.csv").write_text(text)
-    assert read(tmp_path / "f.csv").rows["line_no"].tolist() == [3]
+    parsed = read(tmp_path / "f.csv")
+    assert parsed.rows["line_no"].tolist() == [before.count("\n") + 2]
+    assert parsed.trailer is not None and parsed.trailer.line_no == before.count("\n") + 3
+
+
+def test_a_missing_column_names_the_header_line_after_blank_lines() -> None:
+    text = "\n\n" + ",".join(HEADER[:-1]) + "\n" + CELLS + "\n"
+    with pytest.raises(FileRejected, match=r"NetAmount \(line 3\)"):
+        _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1)
+    _same_grid(text, ",")
 
 
 LINE_TEXT = st.text(st.sampled_from(['"', "\n", "\r", " ", "a", ",", "é"]), max_size=40)
