@@ -524,10 +524,11 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
-    be missing), no quoted field across lines, data rows as wide as the first (as wide as
-    the header, or wider with empty cells past it: a delimiter at the end of each row), and
-    a few rows of other widths, set aside (`_arrow_csv`). Empty lines and rows of empty
-    cells are skipped, before the header too, and rows keep their physical line numbers.
+    be missing), data rows as wide as the first (as wide as the header, or wider with empty
+    cells past it: a delimiter at the end of each row), and a few rows of other widths, set
+    aside (`_arrow_csv`). Empty lines and rows of empty cells are skipped, before the header
+    too, and rows keep their physical line numbers. Quoted fields may span lines in a file
+    without empty lines or rows of other widths (`_spanned_lines`).
     Anything else returns None and takes the general path, so line numbers and row-level
     findings are the same.
 
@@ -576,10 +577,10 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
         trailer = _parse_trailer(name, line_no, last)
         end = last_start
     # The rows' physical line numbers: every line after the header but the empty ones,
-    # which Arrow skips (a quoted field across lines makes Arrow's count differ: below).
+    # which Arrow skips (fields across lines: `_spanned_lines`).
     body_lines = data.count(b"\n", start, end) + (end == limit)  # a last line without its end
-    lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64),
-                                _blank_lines(data, start, end) - 2)
+    blank_lines = _blank_lines(data, start, end)
+    lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64), blank_lines - 2)
     width = read_width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
@@ -589,9 +590,15 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
             parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
     if parsed is None:  # a few rows of other widths: set aside, read as the general path does
         parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
+    if (parsed is not None and quoted and not odd and not len(blank_lines)
+            and parsed.num_rows != len(lines)):
+        spanned = _spanned_lines(parsed, len(lines), skipped)
+        if spanned is None:
+            return None
+        lines = spanned
     if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
             2 <= number < 2 + len(lines) for number, _ in odd):
-        return None  # many rows of other widths, or a field across lines: the general path
+        return None  # many rows of other widths, or fields across lines among empty lines
     rows = parsed.num_rows
     columns_read = parsed.columns
     del parsed
@@ -703,6 +710,21 @@ def _with_odd_rows(odd: list[tuple[int, str]], delimiter: str, width: int,
                for i, column in enumerate(trimmed)]
     return (columns, np.concatenate([shape_errors, np.array(errors, dtype=object)])[order],
             np.concatenate([wide, np.array(too_wide, dtype=bool)])[order])
+
+
+def _spanned_lines(parsed: pa.Table, data_lines: int, skipped: int) -> np.ndarray | None:
+    """The physical line numbers of rows some of whose quoted fields span lines, in a body
+    of `data_lines` lines after the header and no empty line: a row begins on the line
+    after the previous row's last, which is as many lines further as the line ends inside
+    its fields. Arrow keeps those line ends in the values. None when the lines do not add
+    up (the general path then reads the file)."""
+    inside = np.zeros(parsed.num_rows, dtype=np.int64)
+    for column in parsed.columns:
+        inside += np.asarray(pc.count_substring(column, "\n").to_numpy(), dtype=np.int64)
+    if not parsed.num_rows or parsed.num_rows + int(inside.sum()) != data_lines:
+        return None
+    before = np.concatenate([[0], np.cumsum(inside)[:-1]])
+    return skipped + 2 + np.arange(parsed.num_rows, dtype=np.int64) + before
 
 
 def _blank_lines(data: bytes, start: int, end: int) -> np.ndarray:

@@ -403,6 +403,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
 
 
 CELLS = ",".join(row().values())
+SPANNING = ",".join(row(StoreID='"A\nB\n"').values())  # its StoreID spans three lines
 
 
 @pytest.mark.parametrize("body", [
@@ -421,6 +422,8 @@ CELLS = ",".join(row().values())
     ",,\n" + CELLS + "\n",  # a short row of empty cells
     "a,b\n\nc\n", "a,b", "x,y,z\n1,2\n",  # every row short
     CELLS + "\n   \n" + CELLS + "\n",  # a line of spaces
+    '"a\r\nb"' + "," * 12 + "\r\n",  # a quoted CRLF
+    SPANNING + "\n" + CELLS + "\n" + SPANNING + "\nTOTAL,3,0,0\n",  # quoted line breaks
     "," * 12 + "\n",  # rows of empty cells only: no data rows
     "," * 12 + "\r\n\r\n" + "," * 12 + "\r\n",
 ])
@@ -432,9 +435,9 @@ def test_these_layouts_take_the_arrow_path(body: str) -> None:
 
 
 @pytest.mark.parametrize("text", [
-    'a,"b\nc"\n',  # a quoted line break
+    'a,"b\nc"\n',  # a quoted line break in a row of another width
+    SPANNING + "\n\n" + CELLS + "\n",  # a quoted line break and an empty line
     "," * 12 + "\r" + "," * 12 + "\n",  # a lone CR ends a line for Arrow alone
-    '"a\r\nb"' + "," * 12 + "\r\n",  # a quoted CRLF
 ])
 def test_other_layouts_take_the_general_path(text: str) -> None:
     header = ",".join(HEADER)
