@@ -285,6 +285,69 @@ def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -
     return results
 
 
+#: The generated file rewritten in other layouts a settlement file may come in; each is
+#: read by the project's reader in a process of its own (its own peak memory).
+LAYOUTS = ("as generated", "CRLF line ends", "a delimiter at the end of each row",
+           "an empty line after every 1,000th row", "ISO 8601 times with an offset",
+           "every 1,000th row a cell short", "a quoted line break in one cell")
+
+
+def _layout(data: bytes, name: str) -> bytes:
+    lines = data.split(b"\n")
+    head, body = lines[0], lines[1:]
+    if name == "CRLF line ends":
+        return data.replace(b"\n", b"\r\n")
+    if name == "a delimiter at the end of each row":
+        return b"\n".join([head, *(line + b"," if line else line for line in body)])
+    if name == "an empty line after every 1,000th row":
+        return b"\n".join([head, *(line + b"\n" if i % 1000 == 999 and line else line
+                                   for i, line in enumerate(body))])
+    if name == "ISO 8601 times with an offset":
+        return re.sub(rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)", rb"\1T\2+07:00", data)
+    if name == "every 1,000th row a cell short":
+        return b"\n".join([head, *(line.rsplit(b",", 1)[0] if i % 1000 == 999 and line
+                                   else line for i, line in enumerate(body))])
+    if name == "a quoted line break in one cell":  # StoreID of the first row
+        cells = body[0].split(b",")
+        cells[3] = b'"A\nB"'
+        return b"\n".join([head, b",".join(cells), *body[1:]])
+    return data
+
+
+_READ_ONE = """
+import sys, time, datetime as dt
+from pathlib import Path
+from recon.formats import OVO_V1
+from recon.reader import read_settlement_file
+started = time.perf_counter()
+parsed = read_settlement_file(Path(sys.argv[1]), OVO_V1, dt.date.fromisoformat(sys.argv[2]))
+seconds = time.perf_counter() - started
+peak = next(int(line.split()[1]) for line in open("/proc/self/status")
+            if line.startswith("VmHWM:")) // 1024
+print(seconds, peak, len(parsed.rows), int((parsed.rows["invalid_reason"] != "").sum()))
+"""
+
+
+def read_layouts(folder: Path) -> list[str]:
+    """Each layout's read: seconds, the reading process's peak memory, rows and unreadable
+    rows (a short row is unreadable: its NetAmount is empty)."""
+    data = next((folder / "inbox").glob("*.csv")).read_bytes()
+    out = folder / "layouts"
+    out.mkdir(exist_ok=True)
+    lines = ["| layout | read | peak memory | rows | unreadable |", "|---|---|---|---|---|"]
+    for number, name in enumerate(LAYOUTS):
+        path = out / f"layout{number}.csv"
+        path.write_bytes(_layout(data, name))
+        done = subprocess.run([sys.executable, "-c", _READ_ONE, str(path), S.isoformat()],
+                              capture_output=True, text=True, check=True)
+        seconds, peak, rows, bad = done.stdout.split()
+        lines.append(f"| {name} | {float(seconds):.2f} s | {peak} MiB | {int(rows):,} | "
+                     f"{int(bad):,} |")
+        path.unlink()
+        print(lines[-1], flush=True)
+    return lines
+
+
 FIRST_LOAD = "recon loader (PostgreSQL), the date's first run"
 RERUN_LOAD = "recon loader (PostgreSQL), the date re-run (its ledger already written)"
 
@@ -324,6 +387,8 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true",
                         help="PostgreSQL only (the 10M run)")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-layouts", action="store_true",
+                        help="do not time the reads of the file in other layouts")
     parser.add_argument("--pg", default=os.environ.get(
         "RECON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
@@ -400,6 +465,9 @@ def main() -> None:
         read_sql = compare["pandas.read_sql of the payments (PostgreSQL)"]
         lines.append(f"pandas.read_sql / recon loader: {read_sql / compare[FIRST_LOAD]:.1f}x "
                      f"(the date's first run), {read_sql / compare[RERUN_LOAD]:.1f}x (re-run)")
+    if not args.skip_layouts:
+        lines += ["", "The settlement file in other layouts, read alone:", "",
+                  *read_layouts(folder)]
     lines.append(f"benchmark process peak memory: "
                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     report = "\n".join(lines)
