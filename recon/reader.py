@@ -47,11 +47,15 @@ _MONEY_EXTRA_ZEROS = r"^([^.]*\.\d{0,2})0*$"  # on a trimmed, valid amount
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 #: The shapes Arrow parses: 'YYYY-MM-DD HH:MM:SS' (or with a T) for the years 1970-2199,
-#: in WIB or with an offset of up to 14 hours (Z, +07:00 or +0700).
-_SHAPED_TIME = (r"^(?:19[7-9]\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[ T]"
-                r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d")
-_WIB_TIME_RE = _SHAPED_TIME + "$"
-_OFFSET_TIME_RE = _SHAPED_TIME + r"(?:Z|[+-](?:0\d|1[0-4]):?[0-5]\d)$"
+#: in WIB or with an offset of up to 14 hours (Z, +07:00 or +0700); per shape its regular
+#: expression, its strptime format and whether it has an offset.
+_DAY_RE = r"^(?:19[7-9]\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_CLOCK_RE = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+_ZONE_RE = r"(?:Z|[+-](?:0\d|1[0-4]):?[0-5]\d)"
+_TIME_SHAPES = tuple(
+    (f"{_DAY_RE}{sep}{_CLOCK_RE}{_ZONE_RE if zone else ''}$",
+     f"%Y-%m-%d{sep}%H:%M:%S{'%z' if zone else ''}", zone)
+    for zone in (False, True) for sep in (" ", "T"))
 #: Times a nanosecond timestamp holds whatever the offset (pandas' own bounds are 1677-2262).
 _TIME_RANGE = (pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31"))
 PROGRESS_EVERY = 500_000
@@ -266,33 +270,33 @@ def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """ISO-like times -> UTC timestamps; a time without an offset is WIB.
 
-    The shapes the files carry, 'YYYY-MM-DD HH:MM:SS' in WIB (a fixed +07:00: Jakarta's
-    offset since 1964, and the shape takes the years 1970-2199) or with an offset, are
-    parsed by Arrow; any other text as `_parse_times` does, each distinct text once."""
+    The shapes the files carry (`_TIME_SHAPES`: in WIB, a fixed +07:00, Jakarta's offset
+    since 1964, or with an offset) are parsed by Arrow, each shape on the texts no earlier
+    shape took; any other text as `_parse_times` does, each distinct text once."""
     text = pa.array(values.astype("str"))
     utc = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
     fast = np.zeros(len(values), dtype=bool)
-    for shape, offset in ((_WIB_TIME_RE, False), (_OFFSET_TIME_RE, True)):
+    for shape, layout, zoned in _TIME_SHAPES:
         if fast.all():
             break
-        left = text if not fast.any() else text.filter(pa.array(~fast))  # the rest
+        left = text if not fast.any() else text.filter(pa.array(~fast))
         shaped = pc.fill_null(pc.match_substring_regex(left, shape), False)
         where = np.zeros(len(values), dtype=bool)
         where[~fast] = np.asarray(shaped.to_numpy(zero_copy_only=False), dtype=bool)
         if not where.any():
             continue
-        times = pc.utf8_replace_slice(left.filter(shaped), 10, 11, " ")  # T or a space
-        parsed = pc.strptime(times, format="%Y-%m-%d %H:%M:%S%z" if offset else
-                             "%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+        times = left.filter(shaped)
+        parsed = pc.strptime(times, format=layout, unit="s", error_is_null=True)
         # strptime rolls a day past the month's end into the next month (30 February
-        # is 2 March): such a text keeps its day, which its parsed date does not.
-        day = pc.strptime(pc.utf8_slice_codeunits(times, 0, 10), format="%Y-%m-%d",
-                          unit="s", error_is_null=True)
-        good = pc.fill_null(pc.and_(pc.is_valid(parsed), pc.equal(pc.day(day), pc.cast(
+        # is 2 March): such a text keeps its day, which its parsed date does not. A
+        # time in WIB is its own date; one with an offset has its date parsed alone.
+        date = (pc.strptime(pc.utf8_slice_codeunits(times, 0, 10), format="%Y-%m-%d",
+                            unit="s", error_is_null=True) if zoned else parsed)
+        good = pc.fill_null(pc.and_(pc.is_valid(parsed), pc.equal(pc.day(date), pc.cast(
             pc.utf8_slice_codeunits(times, 8, 10), pa.int64()))), False)
         moments = pc.filter(parsed, good).cast(pa.timestamp("ns")).to_numpy(zero_copy_only=False)
         where[where] = np.asarray(good.to_numpy(zero_copy_only=False), dtype=bool)
-        utc[where] = moments if offset else moments - np.timedelta64(7, "h")
+        utc[where] = moments if zoned else moments - np.timedelta64(7, "h")
         fast |= where
     if not fast.all():
         parsed_slowly, _ = _per_distinct(values[~fast], _parse_times)
