@@ -168,13 +168,13 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
     return text, _detect_delimiter(line, fmt.delimiters)
 
 
-def _first_line(data: bytes, look: int = 1 << 16) -> str | None:
-    """The first line that is not blank within a file's first `look` bytes; None when
-    there is none there (a line `look` cuts does not count). Splitting a whole large file
-    into lines only for this took most of a second. Bytes that are not UTF-8 are left to
-    the readers to report."""
-    lines = data[:look].decode("utf-8-sig", errors="ignore").splitlines()
-    if len(data) > look:
+def _first_line(data: bytes, look: int = 1 << 16, start: int = 0) -> str | None:
+    """The first line that is not blank within the `look` bytes of a file from `start`;
+    None when there is none there (a line `look` cuts does not count). Splitting a whole
+    large file into lines only for this took most of a second. Bytes that are not UTF-8
+    are left to the readers to report."""
+    lines = data[start:start + look].decode("utf-8-sig", errors="ignore").splitlines()
+    if len(data) > start + look:
         lines = lines[:-1]  # the last line of the head may go on past it
     return next((line for line in lines if line.strip()), None)
 
@@ -512,18 +512,28 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
     width = len(table.header)
     columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
     shape_errors: list[str] = []
-    for row in cells:
-        while len(row) > width and not row[-1].strip():
-            row = row[:-1]
-        shape_errors.append(
-            f"line has {len(row)} fields, the header has {width}" if len(row) > width else ""
-        )
+    for read in cells:
+        row = _fitted(read, width)
+        shape_errors.append(_too_wide(len(row), width))
         for col in fmt.columns:
             index = positions.get(col.field)
             columns[col.field].append(row[index].strip() if index is not None and index < len(row)
                                       else "")
     return _Grid(pd.DataFrame(columns, dtype="str"), lines, pd.Series(shape_errors, dtype="str"),
                  trailer, table.layout)
+
+
+def _fitted(row: list[str], width: int) -> list[str]:
+    """A row without the empty cells past the header's `width`: a delimiter at the end of
+    a line adds a cell, not a value."""
+    while len(row) > width and not row[-1].strip():
+        row = row[:-1]
+    return row
+
+
+def _too_wide(cells: int, width: int) -> str:
+    """The finding on a row of `cells` cells past `_fitted` ('' when it fits)."""
+    return f"line has {cells} fields, the header has {width}" if cells > width else ""
 
 
 def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
@@ -589,7 +599,7 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
     if parsed is None:  # rows of another width: wider ones may end in empty cells
-        read_width = max(width, _first_row_width(data, header_end + 1, end, delimiter))
+        read_width = max(width, _first_row_width(data, header_end + 1, delimiter))
         if read_width > width:
             parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
     if parsed is None:  # a few rows of other widths: set aside, read as the general path does
@@ -622,8 +632,7 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
             cells[filled] = i + 1
         wide = cells > 0
         if wide.any():
-            shape_errors[wide] = [f"line has {n} fields, the header has {width}"
-                                  for n in cells[wide].tolist()]
+            shape_errors[wide] = [_too_wide(n, width) for n in cells[wide].tolist()]
         del trimmed[width:]
     if odd:
         trimmed, shape_errors, wide = _with_odd_rows(odd, delimiter, width, trimmed,
@@ -695,12 +704,9 @@ def _with_odd_rows(odd: list[tuple[int, str]], delimiter: str, width: int,
     cells: list[list[str]] = [[] for _ in range(width)]
     errors, too_wide = [], []
     for _, text in odd:
-        row = next(csv.reader([text], delimiter=delimiter), [])
-        while len(row) > width and not row[-1].strip():
-            row = row[:-1]
+        row = _fitted(next(csv.reader([text], delimiter=delimiter), []), width)
         too_wide.append(len(row) > width)
-        errors.append(f"line has {len(row)} fields, the header has {width}" if too_wide[-1]
-                      else "")
+        errors.append(_too_wide(len(row), width))
         for i in range(width):
             cells[i].append(row[i].strip() if i < len(row) else "")
     total = len(wide) + len(odd)
@@ -750,22 +756,11 @@ def _blank_lines(data: bytes, start: int, end: int) -> np.ndarray:
     return numbers
 
 
-def _first_row_width(data: bytes, start: int, end: int, delimiter: str) -> int:
-    """How many cells the first line in data[start:end] that is not empty has; 0 when the
-    first lines are all empty or it is not UTF-8."""
-    for _ in range(64):
-        stop = data.find(b"\n", start, end)
-        stop = end if stop < 0 else stop
-        line = data[start:stop].removesuffix(b"\r")
-        if line:
-            try:
-                return len(next(csv.reader([line.decode("utf-8")], delimiter=delimiter)))
-            except UnicodeDecodeError:
-                return 0
-        if stop >= end:
-            break
-        start = stop + 1
-    return 0
+def _first_row_width(data: bytes, start: int, delimiter: str) -> int:
+    """How many cells the first line from `start` that is not blank has (0 when there is
+    none in the first bytes)."""
+    line = _first_line(data, start=start)
+    return 0 if line is None else len(next(csv.reader([line], delimiter=delimiter)))
 
 
 def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
