@@ -328,17 +328,23 @@ def test_fault_corrupt_xlsx(tmp_path: Path) -> None:
 CELL = st.text(alphabet=st.sampled_from(list('AZaz09 .-+:_/@=",;')), max_size=12)
 
 
-def _same_grid(text: str, delimiter: str) -> None:
+def _same_grid(text: str, delimiter: str, must_take: bool = True) -> None:
     """The Arrow path takes `text` and reads it as the general path does, or rejects it
-    for the same fault."""
+    for the same fault. Unless it `must_take` the file, it may leave it to the general
+    path instead (return None)."""
     try:
         general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, delimiter), OVO_V1)
     except FileRejected as rejected:
-        with pytest.raises(FileRejected) as again:
-            _fast_csv_grid("f.csv", text.encode(), delimiter, OVO_V1)
-        assert again.value.fault == rejected.fault
+        try:
+            taken = _fast_csv_grid("f.csv", text.encode(), delimiter, OVO_V1)
+        except FileRejected as again:
+            assert again.fault == rejected.fault
+        else:
+            assert taken is None and not must_take
         return
     fast = _fast_csv_grid("f.csv", text.encode(), delimiter, OVO_V1)
+    if fast is None and not must_take:
+        return
     assert fast is not None
     pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
                                   general.raw.reset_index(drop=True))
@@ -428,8 +434,8 @@ SPANNING = ",".join(row(StoreID='"A\nB\n"').values())  # its StoreID spans three
     "," * 12 + "\r\n\r\n" + "," * 12 + "\r\n",
 ])
 def test_these_layouts_take_the_arrow_path(body: str) -> None:
-    """Each of these took the general path before: at 1M rows it read in 9-12 s and
-    1.8 GB where Arrow's path takes 1-2 s and 0.5 GB. Rows of another width are set aside
+    """Each of these took the general path before: at 1M rows it read in 8-12 s and
+    1.8-2.2 GB where Arrow's path takes 1-2 s and 0.6-0.7 GB. Rows of another width are set aside
     and read by Python's `csv`, each where it stands."""
     _same_grid(",".join(HEADER) + "\n" + body, ",")
 
@@ -506,22 +512,7 @@ def test_stray_and_spanning_quotes_read_like_the_general_path(
         lines.insert(at, "")
     text = line_end.join(lines)
     text += line_end if last_line_end else ""
-    try:
-        general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, ","), OVO_V1)
-    except FileRejected as rejected:
-        try:
-            taken = _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1)
-        except FileRejected as again:
-            assert again.fault == rejected.fault
-        else:
-            assert taken is None
-        return
-    fast = _fast_csv_grid("f.csv", text.encode(), ",", OVO_V1)
-    if fast is not None:
-        pd.testing.assert_frame_equal(fast.raw.reset_index(drop=True),
-                                      general.raw.reset_index(drop=True))
-        assert list(fast.lines) == general.lines
-        assert fast.shape_errors.tolist() == general.shape_errors.tolist()
+    _same_grid(text, ",", must_take=False)
 
 
 @settings(max_examples=300, deadline=None)
