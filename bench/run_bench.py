@@ -293,17 +293,19 @@ LAYOUTS = ("as generated", "CRLF line ends", "a delimiter at the end of each row
 
 
 def _layout(data: bytes, name: str) -> bytes:
-    lines = data.split(b"\n")
-    head, body = lines[0], lines[1:]
+    if name == "as generated":
+        return data
     if name == "CRLF line ends":
         return data.replace(b"\n", b"\r\n")
+    if name == "ISO 8601 times with an offset":
+        return re.sub(rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)", rb"\1T\2+07:00", data)
+    lines = data.split(b"\n")  # the rest rewrite lines
+    head, body = lines[0], lines[1:]
     if name == "a delimiter at the end of each row":
         return b"\n".join([head, *(line + b"," if line else line for line in body)])
     if name == "an empty line after every 1,000th row":
         return b"\n".join([head, *(line + b"\n" if i % 1000 == 999 and line else line
                                    for i, line in enumerate(body))])
-    if name == "ISO 8601 times with an offset":
-        return re.sub(rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)", rb"\1T\2+07:00", data)
     if name == "every 1,000th row a cell short":
         return b"\n".join([head, *(line.rsplit(b",", 1)[0] if i % 1000 == 999 and line
                                    else line for i, line in enumerate(body))])
@@ -311,7 +313,7 @@ def _layout(data: bytes, name: str) -> bytes:
         cells = body[0].split(b",")
         cells[3] = b'"A\nB"'
         return b"\n".join([head, b",".join(cells), *body[1:]])
-    return data
+    raise ValueError(f"no layout {name!r}")
 
 
 _READ_ONE = """
