@@ -28,8 +28,11 @@ def _setup(root: Path) -> Path:
     shutil.copytree(CARRY / "inbox", root / "m001")
     (root / "m002").mkdir()
     config = root / "recon.toml"
+    # M002 has no files. On one of DAYS before its deadline (WIB), the day's missing file
+    # would be waited for until that deadline; a deadline at midnight has always passed.
     config.write_text(f"""
 [recon]
+file_deadline = "00:00"
 database_url = "{db}"
 report_dir = "{root / 'reports'}"
 archive_dir = "{root / 'archive'}"
