@@ -207,13 +207,13 @@ def _match_refunds(
 
 
 def _aligned(keys: pd.Series, table: pd.DataFrame, key: str,
-             columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+             columns: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """`table`'s `columns` for each of `keys`, from the first row with that key (missing
-    values where there is none), and where one was found: one Arrow lookup instead of a
-    drop_duplicates, an isin and a reindex."""
+    values where there is none), where one was found, and its position in `table` (-1
+    where none): one Arrow lookup instead of a drop_duplicates, an isin and a reindex."""
     found, take = positions_in(text_array(keys), text_array(table[key]))
     return pd.DataFrame({name: table[name].array.take(take, allow_fill=True)
-                         for name in columns}, index=keys.index), found
+                         for name in columns}, index=keys.index), found, take
 
 
 def _settle_keys(rows: pd.DataFrame) -> pd.Series:
@@ -367,7 +367,7 @@ def match_settlement(
     settled = valid & ~duplicate
 
     # ---- records
-    p, named = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
+    p, named, payment_at = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
                         ["amount", "status", "transaction_date"])
     found_payment = pd.Series(named, index=rows.index) & valid
 
@@ -391,7 +391,8 @@ def match_settlement(
     del ledger_rows
     if on_ledger is not None:
         on_ledger(new_ledger)
-    r, _ = _aligned(_pick(found_refund, refund_key, "\x00"), refunds, "partner_refund_no",
+    r, _, refund_at = _aligned(_pick(found_refund, refund_key, "\x00"), refunds,
+                               "partner_refund_no",
                     ["refund_amount", "status", "refund_date", "original_partner_reference_no"])
 
     out = rows.copy(deep=False)  # copy-on-write: the new columns do not touch `rows`
@@ -561,11 +562,18 @@ def match_settlement(
     out["flags"] = flags
 
     # ---- missing in settlement: covered records no file settled
-    settled_keys = {kind: pa.concat_arrays([_keys_of(new_ledger, kind), _keys_of(prior, kind)])
-                    for kind in (cat.PAYMENT, cat.REFUND)}
+    # A record is settled when this file's ledger names it (the settled rows that found
+    # it: their lookups above give its position, a record table having one row per key)
+    # or an earlier date's did.
+    names_record = (settled & (record_key != "")).to_numpy(dtype=bool)
+    settled_records = {
+        cat.PAYMENT: _settled(payments["partner_reference_no"], payment_at,
+                              names_record & is_payment.to_numpy(dtype=bool), prior, cat.PAYMENT),
+        cat.REFUND: _settled(refunds["partner_refund_no"], refund_at,
+                             names_record & is_refund.to_numpy(dtype=bool), prior, cat.REFUND)}
     later_first = later.loc[later["record_key"] != ""].sort_values(
         "settlement_date", kind="stable").drop_duplicates(["kind", "record_key"])
-    missing = _missing_in_settlement(payments, refunds, covered, settled_keys, later_first)
+    missing = _missing_in_settlement(payments, refunds, covered, settled_records, later_first)
 
     # ---- open items of earlier dates: closed when this file settles their record
     # Only the entries of the items' keys: the ledger has a million rows, the items few.
@@ -628,31 +636,37 @@ MISSING_COLUMNS = ("kind", "record_key", "reference_no", "original_reference_no"
                    "closed_by_date")
 
 
-def _keys_of(ledger: pd.DataFrame, kind: str) -> pa.Array:
-    """The non-empty record keys of `ledger`'s entries of `kind`, taken by Arrow: the
-    ledger this file writes has a row per settled line."""
-    keys = text_array(ledger["record_key"])
-    return keys.filter(pc.and_(pc.equal(text_array(ledger["kind"]), kind),
-                               pc.not_equal(keys, "")))
+def _settled(keys: pd.Series, at: np.ndarray, naming: np.ndarray, prior: pd.DataFrame,
+             kind: str) -> np.ndarray:
+    """Which of the records (`keys`, one per record) are settled: those at the positions
+    `at` of the rows `naming` them, and those whose key an entry of `kind` in `prior`
+    names. The million keys of this file's ledger are not hashed again."""
+    settled = np.zeros(len(keys), dtype=bool)
+    found = at[naming]
+    settled[found[found >= 0]] = True
+    earlier = prior.loc[(prior["kind"] == kind) & (prior["record_key"] != ""), "record_key"]
+    if len(earlier):
+        settled |= text_isin(keys, earlier).to_numpy(dtype=bool)
+    return settled
 
 
 def _missing_in_settlement(
     payments: pd.DataFrame,
     refunds: pd.DataFrame,
     covered: Iterable[dt.date],
-    settled: dict[str, pa.Array],
+    settled: dict[str, np.ndarray],
     settled_after: pd.DataFrame,
 ) -> pd.DataFrame:
-    """`settled`: per kind, the record keys a file settled (this one or earlier);
+    """`settled`: per kind, which records a file settled (this one or earlier);
     `settled_after`: kind, record_key and the first later settlement_date that settled it."""
     covered = list(covered)
     # One mask per table, then one take: the tables have a million rows.
     pay = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
                        & payments["transaction_date"].isin(covered)
-                       & ~text_isin(payments["partner_reference_no"], settled[cat.PAYMENT])]
+                       & ~settled[cat.PAYMENT]]
     ref = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
                       & refunds["refund_date"].isin(covered)
-                      & ~text_isin(refunds["partner_refund_no"], settled[cat.REFUND])]
+                      & ~settled[cat.REFUND]]
     frames = [
         pd.DataFrame({
             "kind": cat.PAYMENT,
