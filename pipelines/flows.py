@@ -47,6 +47,7 @@ from recon.formats import get_profile  # noqa: E402
 from recon.locks import hold_run_lock  # noqa: E402
 from recon.mail import build_alert_email, build_report_email  # noqa: E402
 from recon.matching import MatchContext, ReconResult, match_settlement  # noqa: E402
+from recon.memory import give_back_free_heap  # noqa: E402
 from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
 from recon.store import (  # noqa: E402
@@ -82,6 +83,8 @@ def peak_memory_mib() -> float:
 
 
 def _timed(label: str, started: float, detail: str) -> None:
+    """The step's log line; first, what the step freed goes back to the system."""
+    give_back_free_heap()
     peak = peak_memory_mib()
     get_run_logger().info("%s: %s (%.2f s, peak memory %.0f MiB)", label, detail,
                           time.perf_counter() - started, peak)

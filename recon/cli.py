@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import os
 import sys
@@ -27,6 +26,7 @@ from recon.errors import (
     SourceUnavailable,
     StoreError,
 )
+from recon.memory import limit_malloc_arenas
 
 EXIT_BY_CODE = {cls.reason_code: cls.exit_code for cls in (
     ConfigError, NotWorkingDay, FileMissing, FileRejected, RunLocked, NotificationFailed,
@@ -345,21 +345,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from recon.demo import run_demo
 
     return run_demo(args.dir)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """At most `arenas` glibc heaps. glibc gives each thread a heap of its own, and what a
-    thread frees stays in it; the run builds frames of millions of rows in worker threads
-    (the window's load, persist, the workbook), so the default (8 per core) kept freed
-    memory out of use: at 1M rows the match step peaked at 1.75 GiB instead of 1.5 GiB.
-    MALLOC_ARENA_MAX in the environment wins. True when applied."""
-    if sys.platform != "linux" or os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX; 1 on success
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 #: Seconds a temporary Prefect server may take to start. Its first start on a machine

@@ -173,7 +173,7 @@ def test_database_unreachable(workspace: Workspace) -> None:
 
 def test_malloc_arenas_are_limited_unless_the_environment_says(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recon.cli import limit_malloc_arenas
+    from recon.memory import limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False
