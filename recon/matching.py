@@ -368,7 +368,7 @@ def match_settlement(
 
     # ---- records
     p, named, payment_at = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
-                        ["amount", "status", "transaction_date"])
+                                    ["amount", "status", "transaction_date"])
     found_payment = pd.Series(named, index=rows.index) & valid
 
     taken = set(prior.loc[prior["kind"] == cat.REFUND, "record_key"]) - {""}
@@ -391,9 +391,9 @@ def match_settlement(
     del ledger_rows
     if on_ledger is not None:
         on_ledger(new_ledger)
-    r, _, refund_at = _aligned(_pick(found_refund, refund_key, "\x00"), refunds,
-                               "partner_refund_no",
-                    ["refund_amount", "status", "refund_date", "original_partner_reference_no"])
+    r, _, refund_at = _aligned(
+        _pick(found_refund, refund_key, "\x00"), refunds, "partner_refund_no",
+        ["refund_amount", "status", "refund_date", "original_partner_reference_no"])
 
     out = rows.copy(deep=False)  # copy-on-write: the new columns do not touch `rows`
     is_payment_row = rows["transaction_type"] == cat.PAYMENT
