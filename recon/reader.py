@@ -127,13 +127,31 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
+#: Why a file with a header and nothing else is refused.
+NO_ROWS = "no data rows and no TOTAL trailer (truncated file?)"
+
+
+def _is_blank(row: list[str]) -> bool:
+    """A row of empty (or blank) cells, skipped like an empty line."""
+    return not any(cell.strip() for cell in row)
+
+
+def _is_trailer(row: list[str], fmt: FileFormat) -> bool:
+    return bool(row) and row[0].strip().upper() == fmt.trailer_marker.upper()
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    """One line's cells, read as the general path reads them ([] for an empty line)."""
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
 def _split_rows(name: str, numbered: Iterator[tuple[int, list[str]]], layout: str) -> _Table:
     header: list[str] | None = None
     header_line = 0
     lines: list[int] = []
     cells: list[list[str]] = []
     for line_no, row in numbered:
-        if not any(cell.strip() for cell in row):
+        if _is_blank(row):
             continue
         if header is None:
             header, header_line = row, line_no
@@ -503,12 +521,11 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
     positions = _map_header(name, table, fmt)
     lines, cells = table.lines, table.cells
     trailer: Trailer | None = None
-    marker = fmt.trailer_marker.upper()
-    if cells and cells[-1] and cells[-1][0].strip().upper() == marker:
+    if cells and _is_trailer(cells[-1], fmt):
         trailer = _parse_trailer(name, lines[-1], cells[-1])
         lines, cells = lines[:-1], cells[:-1]
     if not cells and trailer is None:
-        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
+        raise FileRejected(name, NO_ROWS)
     width = len(table.header)
     columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
     shape_errors: list[str] = []
@@ -566,8 +583,8 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
                 "utf-8").removesuffix("\r")
         except UnicodeDecodeError:
             return None  # the general path reports where
-        header = next(csv.reader([header_text], delimiter=delimiter), [])
-        if any(cell.strip() for cell in header):
+        header = _cells(header_text, delimiter)
+        if not _is_blank(header):
             break
         if header_end < 0 or '"' in header_text or skipped == 1000:
             return None  # nothing but blank lines, or a quote that may span lines
@@ -584,9 +601,9 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     positions = _map_header(name, table, fmt)
     # The header alone: any further line is a trailer, a row, or a file Arrow refuses.
     if last_start == start:
-        raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
-    last = next(csv.reader([last_text], delimiter=delimiter), [""])
-    if last and last[0].strip().upper() == fmt.trailer_marker.upper():
+        raise FileRejected(name, NO_ROWS)
+    last = _cells(last_text, delimiter)
+    if _is_trailer(last, fmt):
         line_no = skipped + data.count(b"\n", start, last_start) + 1
         trailer = _parse_trailer(name, line_no, last)
         end = last_start
@@ -646,7 +663,7 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
         lines, shape_errors = lines[keep], shape_errors[keep]
         rows = len(lines)
         if rows == 0 and trailer is None:
-            raise FileRejected(name, "no data rows and no TOTAL trailer (truncated file?)")
+            raise FileRejected(name, NO_ROWS)
     columns = {}
     for col in fmt.columns:
         index = positions.get(col.field)
@@ -704,7 +721,7 @@ def _with_odd_rows(odd: list[tuple[int, str]], delimiter: str, width: int,
     cells: list[list[str]] = [[] for _ in range(width)]
     errors, too_wide = [], []
     for _, text in odd:
-        row = _fitted(next(csv.reader([text], delimiter=delimiter), []), width)
+        row = _fitted(_cells(text, delimiter), width)
         too_wide.append(len(row) > width)
         errors.append(_too_wide(len(row), width))
         for i in range(width):
@@ -760,7 +777,7 @@ def _first_row_width(data: bytes, start: int, delimiter: str) -> int:
     """How many cells the first line from `start` that is not blank has (0 when there is
     none in the first bytes)."""
     line = _first_line(data, start=start)
-    return 0 if line is None else len(next(csv.reader([line], delimiter=delimiter)))
+    return 0 if line is None else len(_cells(line, delimiter))
 
 
 def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
