@@ -18,13 +18,16 @@ glibc giving back its free heap pages after the read and after the load as well.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
 M_ARENA_MAX = -8
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (every step's end calls into it)."""
     if sys.platform != "linux":
         return None
     try:

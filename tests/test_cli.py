@@ -171,16 +171,6 @@ def test_database_unreachable(workspace: Workspace) -> None:
     assert len(lines) == 1 and lines[0].startswith("recon: DATABASE: database postgresql")
 
 
-def test_malloc_arenas_are_limited_unless_the_environment_says(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from recon.memory import limit_malloc_arenas
-
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False
-    monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert limit_malloc_arenas() is (sys.platform == "linux")
-
-
 def test_a_temporary_prefect_server_gets_time_for_its_first_start_unless_configured() -> None:
     """Prefect's own 20 s failed a fresh machine's first `recon demo` (the server creates
     its database then); the environment still wins."""

@@ -1,6 +1,6 @@
-"""What the process gives back to the system: Arrow's freed pages, and glibc's free heap
-pages between steps. Each check runs in a fresh interpreter, as the settings are read
-when Arrow loads."""
+"""How the process holds memory (recon/memory.py): glibc's heaps, and what goes back to
+the system (Arrow's freed pages, glibc's free heap pages between steps). The checks of
+what goes back run in a fresh interpreter, as Arrow reads its setting when it loads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from recon.memory import limit_malloc_arenas
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; glibc only")
 
@@ -65,3 +67,11 @@ def test_free_heap_pages_go_back_between_steps() -> None:
     done, before, after = _run(_HEAP)
     assert done == "True"
     assert int(before) - int(after) > 150  # the 200 MB of freed blocks were still resident
+
+
+def test_malloc_arenas_are_limited_unless_the_environment_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is (sys.platform == "linux")
