@@ -235,7 +235,12 @@ class _SqlLookups:
 
 
 class _ArrowLookups:
-    """The same on PostgreSQL through ADBC: keys go in by COPY, rows come back as Arrow."""
+    """The same on PostgreSQL through ADBC: keys go in by COPY, rows come back as Arrow.
+
+    A query goes to the server with its values written in (`fetch_table`): ADBC streams
+    the rows of a query without parameters through COPY, a batch at a time, but holds the
+    whole result of one with parameters in libpq's memory before it converts any of it.
+    At 10M payments that took 10.4 s and peaked at 2.9 GB, against 6.3 s and 0.9 GB."""
 
     def __init__(self, engine: Engine) -> None:
         import adbc_driver_postgresql.dbapi as adbc
@@ -244,6 +249,9 @@ class _ArrowLookups:
         url = engine.url.set(drivername="postgresql")
         self.connection = adbc.connect(url.render_as_string(hide_password=False))
         self.cursor = self.connection.cursor()
+        # The written-in texts double their quotes and nothing else: a backslash in a
+        # text literal is then a backslash, whatever the server's default.
+        self.cursor.execute("SET standard_conforming_strings = on")
         self.dialect = numbered(paramstyle="numeric_dollar")
 
     def __enter__(self) -> _ArrowLookups:
@@ -264,11 +272,16 @@ class _ArrowLookups:
         return arrow_frame(self.fetch_table(query, names))
 
     def fetch_table(self, query: Any, names: Sequence[str]) -> pa.Table:
-        compiled = query.compile(dialect=self.dialect,
-                                 compile_kwargs={"render_postcompile": True})
-        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        self.cursor.execute(str(compiled), params or None)
+        self.cursor.execute(_written_in(query, self.dialect))
         return self.cursor.fetch_arrow_table().rename_columns(list(names))
+
+
+def _written_in(query: Any, dialect: Any) -> str:
+    """`query` as SQL text with its values written in, for PostgreSQL with standard
+    conforming strings: texts quoted (quotes doubled), numbers, and times with their
+    offset. The values are the run's merchant, dates and bounds: the keys, which come from
+    the file, go in through key tables."""
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _dates(values: pd.Series) -> pd.Series:

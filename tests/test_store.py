@@ -261,6 +261,41 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     engine.dispose()
 
 
+
+def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
+        database_url: str) -> None:
+    """On PostgreSQL the merchant, dates and bounds are written into the query's text: a
+    merchant whose id holds a quote or a backslash gets its own payments, refunds and
+    earlier ledger entries, not those of a merchant whose id differs by an escape."""
+    from sqlalchemy import insert
+
+    from recon.calendar import WIB
+    from recon.records import insert_records
+    from recon.tables import recon_ledger
+
+    merchant, others = "M'0\\1", ("M''0\\1", "M'0\\\\1", "M'01")
+    engine = make_engine(database_url)
+    init_db(engine)
+    when = dt.datetime(2026, 11, 28, 12, tzinfo=WIB)
+    insert_records(engine, [_payment(f"P-{m}", when) | {"merchant_id": m}
+                            for m in (merchant, *others)],
+                   [{"partner_refund_no": f"RF-{m}", "original_partner_reference_no": f"P-{m}",
+                     "refund_no": f"RF-{m}", "refund_amount": Decimal("0.50"), "status": "00",
+                     "refund_time": when} for m in (merchant, *others)])
+    with engine.begin() as conn:
+        conn.execute(insert(recon_ledger), [
+            {"merchant_id": m, "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
+             "kind": "PAYMENT", "settle_key": "P-FILE", "record_key": "P-FILE",
+             "original_reference_no": "P-FILE", "amount": Decimal("1.00"), "line_no": line}
+            for line, m in enumerate((merchant, *others), start=1)])
+    inputs = load_run_inputs(engine, merchant, S, COVERED,
+                             rows_frame([payment_row("P-FILE", "1.00")]))
+    assert list(inputs.payments["partner_reference_no"]) == [f"P-{merchant}"]
+    assert list(inputs.payments["merchant_id"]) == [merchant]
+    assert list(inputs.refunds["partner_refund_no"]) == [f"RF-{merchant}"]
+    assert list(inputs.ledger["line_no"]) == [1]
+    engine.dispose()
+
 def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says_of_it(
         database_url: str) -> None:
     """A payment an open item names, outside the window and not in the file: loaded, and
