@@ -369,7 +369,7 @@ def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
                   halves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The window through ADBC. With `halves` the payments come in two halves of the
     covered days, on two connections at once: each server process scans and sends its
-    half (at 1M rows, about a third less time than one connection for the whole)."""
+    half (at 1M rows 0.77–0.89 s, against 0.90–0.91 s on one connection)."""
     middle, later = end, None
     if halves:
         first_day, last_day = min(covered), max(covered) + dt.timedelta(days=1)
@@ -452,7 +452,8 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """What does not depend on the window is looked up while it loads: the keys go in,
     then the refunds and ledger entries the file's keys name."""
-    refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND]
+    refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND,  # the columns read
+                           ["merchant_invoice", "refund_invoice", "ovo_reference_no"]]
     # The invoices as they are: a million keys, of which a handful repeat, where a set
     # of them would take a hash of every key (a key table may hold one twice).
     file_keys = {"inv": _named(text_array(rows["merchant_invoice"])),
