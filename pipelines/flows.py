@@ -22,7 +22,6 @@ from pipelines.logs import install_log_filters, prepare_prefect_environment
 
 prepare_prefect_environment()
 
-import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.blocks.system import Secret  # noqa: E402
@@ -46,7 +45,7 @@ from recon.errors import (  # noqa: E402
 from recon.formats import get_profile  # noqa: E402
 from recon.locks import hold_run_lock  # noqa: E402
 from recon.mail import build_alert_email, build_report_email  # noqa: E402
-from recon.matching import MatchContext, ReconResult, match_settlement  # noqa: E402
+from recon.matching import Ledger, MatchContext, ReconResult, match_settlement  # noqa: E402
 from recon.memory import give_back_free_heap  # noqa: E402
 from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
@@ -123,7 +122,7 @@ def load_task(engine: Engine, merchant_id: str, day: dt.date, covered: list[dt.d
 
 @task(name="match", **TASK_OPTIONS)
 def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext,
-               on_ledger: Callable[[pd.DataFrame], None] | None = None) -> ReconResult:
+               on_ledger: Callable[[Ledger], None] | None = None) -> ReconResult:
     started = time.perf_counter()
     result = match_settlement(parsed.rows, inputs.payments, inputs.refunds, inputs.ledger,
                               inputs.open_items, ctx, on_ledger)

@@ -52,7 +52,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from recon import categories as cat
 from recon.calendar import WIB
 from recon.errors import ConfigError, StoreError
-from recon.matching import ReconResult
+from recon.matching import Ledger, ReconResult
 from recon.money import minor_text
 from recon.reader import date_objects, wib_dates
 from recon.schemas import (
@@ -782,7 +782,7 @@ class RunWriter:
         self._stop = threading.Event()  # set when the run fails: the COPY ends between batches
         self.ledger_seconds: float | None = None  # the ledger written alongside, how long
 
-    def write_ledger(self, ledger: pd.DataFrame, run: RunRecord) -> None:
+    def write_ledger(self, ledger: Ledger, run: RunRecord) -> None:
         """Begin the run's transaction and write `ledger`, while the caller goes on."""
         if self._begun is not None:
             raise RuntimeError("the run's ledger is being written already")
@@ -792,13 +792,13 @@ class RunWriter:
         threading.Thread(target=_settle_future, args=(self._begun, partial(
             self._timed_begin, ledger, run)), name="recon-ledger", daemon=True).start()
 
-    def _timed_begin(self, ledger: pd.DataFrame, run: RunRecord) -> tuple[int, int]:
+    def _timed_begin(self, ledger: Ledger, run: RunRecord) -> tuple[int, int]:
         started = time.perf_counter()
         begun = self._begin(ledger, run)
         self.ledger_seconds = time.perf_counter() - started
         return begun
 
-    def _begin(self, ledger: pd.DataFrame, run: RunRecord) -> tuple[int, int]:
+    def _begin(self, ledger: Ledger, run: RunRecord) -> tuple[int, int]:
         day, merchant, runs = run.settlement_date, run.merchant_id, recon_runs
         self._conn = conn = self._engine.connect()
         conn.begin()
@@ -882,21 +882,26 @@ class RunWriter:
 _WRITE_BATCH_ROWS = 100_000
 
 
-def _ledger_columns(ledger: pd.DataFrame) -> tuple[dict[str, pa.Array], pa.Array]:
-    """The ledger rows to write as Arrow columns (amounts in minor units), and the order to
-    write them in: by settle key, so that the key index takes them page by page instead of
-    at random (at 1M rows on PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file
-    order). Built in Arrow: at ten million rows, Python objects per value would cost
-    gigabytes. The columns are taken in that order by the writer, a batch at a time where
-    it writes in batches: the ledger is written while the match still holds every row."""
-    columns = {name: pc.fill_null(text_array(ledger[name]), "")
+def _ledger_columns(ledger: Ledger) -> tuple[dict[str, pa.Array], pa.Array]:
+    """The ledger's columns as Arrow arrays, a value per row of the file (amounts in minor
+    units), and the positions of its entries among them in the order to write them: by
+    settle key, so that the key index takes them page by page instead of at random (at 1M
+    rows on PostgreSQL, COPY took 6.4 s sorted against 10.4 s in file order). Built in
+    Arrow: at ten million rows, Python objects per value would cost gigabytes. The writer
+    takes the entries in that order, a batch at a time where it writes in batches: the
+    ledger is written while the match still holds every row, and the file's text columns
+    are read where they lie (one chunk each: `text_array` copies none of them)."""
+    columns = {name: pc.fill_null(text_array(getattr(ledger, name)), "")
                for name in ("kind", "settle_key", "record_key", "original_reference_no")}
-    columns["amount"] = pa.array(ledger["amount"].fillna(0), pa.int64())
-    columns["line_no"] = pa.array(ledger["line_no"], pa.int64())
-    return columns, pc.sort_indices(columns["settle_key"])
+    columns["amount"] = pa.array(ledger.amount.fillna(0), pa.int64())
+    columns["line_no"] = pa.array(ledger.line_no, pa.int64())
+    entry = np.zeros(len(ledger.line_no), dtype=bool)
+    entry[ledger.at] = True
+    by_key = np.asarray(pc.sort_indices(columns["settle_key"]), dtype=np.int64)
+    return columns, pa.array(by_key[entry[by_key]])
 
 
-def _ledger_table(ledger: pd.DataFrame, merchant: str, day: dt.date, run_id: int) -> pa.Table:
+def _ledger_table(ledger: Ledger, merchant: str, day: dt.date, run_id: int) -> pa.Table:
     """The ledger rows as database-ready text and numbers (money as exact text)."""
     unsorted, order = _ledger_columns(ledger)
     columns = {name: values.take(order) for name, values in unsorted.items()}
@@ -921,7 +926,7 @@ class LedgerAbandoned(Exception):
     """The run failed while its ledger was being written: the COPY was given up."""
 
 
-def _copy_ledger(conn: Any, ledger: pd.DataFrame, merchant: str, day: dt.date,
+def _copy_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
                  run_id: int, stop: Callable[[], bool] = lambda: False) -> None:
     """The ledger into PostgreSQL by binary COPY, inside the run's transaction: the server
     parses no text (at 1M rows about a fifth less of its time than CSV). Each row's bytes
