@@ -37,7 +37,7 @@ from recon.formats import (
     normalise_header,
 )
 from recon.money import MINOR_PER_UNIT, format_amount
-from recon.schemas import SETTLEMENT_ROWS, arrow_text, conform
+from recon.schemas import SETTLEMENT_ROWS, arrow_text, conform, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -665,12 +665,15 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
         if rows == 0 and trailer is None:
             raise FileRejected(name, NO_ROWS)
     columns = {}
+    joined: dict[int, pa.Array] = {}  # each column in one chunk, its blocks let go
     for col in fmt.columns:
         index = positions.get(col.field)
         if index is None:
             columns[col.field] = pd.Series([""] * rows, dtype="str")
         else:
-            columns[col.field] = arrow_text(trimmed[index])
+            if index not in joined:
+                joined[index], trimmed[index] = one_chunk(trimmed[index]), None
+            columns[col.field] = arrow_text(joined[index])
     if rows and rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, rows)
     return _Grid(pd.DataFrame(columns), lines, pd.Series(shape_errors, dtype="str"), trailer,

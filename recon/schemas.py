@@ -119,6 +119,17 @@ def text_array(values: pd.Series | pa.Array | Iterable[str]) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
+def one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`values` as one array (texts with 64-bit offsets, which hold more than 2 GB). A text
+    column of one chunk is read by `text_array` in place; one of several is copied at each
+    read (the file comes in blocks, the database in batches)."""
+    if pa.types.is_string(values.type):
+        values = values.cast(pa.large_string())
+    if isinstance(values, pa.ChunkedArray):
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
+
+
 def text_isin(values: pd.Series, keys: pd.Series | pa.Array | Iterable[str]) -> pd.Series:
     """values.isin(keys) for text columns, computed by Arrow without Python objects
     (pandas' own isin turns a large key list into Python strings first)."""

@@ -66,6 +66,7 @@ from recon.schemas import (
     found_both_ways,
     found_in,
     joined_values,
+    one_chunk,
     text_array,
 )
 from recon.tables import (
@@ -384,7 +385,13 @@ def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
         refunds = _window_refunds(arrow, merchant_id, start, end)
     if later is not None:  # waited for: its connection closes when its query ends
         table = pa.concat_tables([table, later.result()])
-    return _payment_frame(arrow_frame(table), merchant_id), refunds
+    # Each column in one chunk (ADBC sends a batch at a time), one column at a time.
+    names, columns = table.column_names, table.columns
+    del table
+    for i, column in enumerate(columns):
+        columns[i] = one_chunk(column)
+        del column
+    return _payment_frame(arrow_frame(pa.table(columns, names=names)), merchant_id), refunds
 
 
 def _arrow_payments(engine: Engine, merchant_id: str, lo: dt.datetime,
