@@ -447,13 +447,16 @@ def read_settlement_file(
         grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
     else:
         sniffed = _sniff_delimiter(data, fmt)
-        found = _fast_csv_grid(name, data, sniffed, fmt) if sniffed else None
-        if found is None:  # the general path, on the decoded text (empty files end here)
+        read = _fast_csv_parse(name, data, sniffed, fmt) if sniffed else None
+        if read is not None:
+            data = b""  # the rows are in Arrow's columns: at 10M rows the file is 1.5 GB
+            grid = _fast_csv_grid(name, read, fmt)
+        else:  # the general path, on the decoded text (empty files end here)
             text, delimiter = _decode_csv(name, data, fmt)
-            found = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
+            data = b""
+            grid = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
             del text
-        grid = found
-    del data  # the rows are in the grid now: at 10M rows the file is 1.5 GB
+    del data
     raw, lines, trailer = grid.raw, grid.lines, grid.trailer
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
     reasons = grid.shape_errors
@@ -553,7 +556,21 @@ def _too_wide(cells: int, width: int) -> str:
     return f"line has {cells} fields, the header has {width}" if cells > width else ""
 
 
-def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
+@dataclass
+class _ArrowRead:
+    """What `_fast_csv_parse` read, for `_fast_csv_grid`: no longer the file's bytes."""
+
+    table: pa.Table | None  # the rows' cells as Arrow read them (let go by the grid)
+    width: int  # the header's
+    lines: np.ndarray
+    odd: list[tuple[int, str]]  # rows of another width: (row number, text)
+    trailer: Trailer | None
+    positions: dict[str, int]
+    delimiter: str
+
+
+def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
+                    ) -> _ArrowRead | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
     be missing), data rows as wide as the first (as wide as the header, or wider with empty
     cells past it: a delimiter at the end of each row), and a few rows of other widths, set
@@ -564,7 +581,8 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     findings are the same.
 
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
-    the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB)."""
+    the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB), and once this
+    returns, the caller lets the bytes go before `_fast_csv_grid` makes the columns."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     # A CR only as part of CRLF, which ends a line for both readers (a lone CR would
     # end one for Arrow alone).
@@ -630,9 +648,19 @@ def _fast_csv_grid(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _
     if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
             2 <= number < 2 + len(lines) for number, _ in odd):
         return None  # many rows of other widths, or fields across lines among empty lines
-    rows = parsed.num_rows
-    columns_read = parsed.columns
-    del parsed
+    return _ArrowRead(parsed, width, lines, odd, trailer, positions, delimiter)
+
+
+def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
+    """The columns of what `_fast_csv_parse` read: cells trimmed, rows too wide found, rows
+    of another width put back in their place, rows of empty cells skipped."""
+    if read.table is None:
+        raise RuntimeError("this read was made a grid already")
+    width, lines, odd, trailer = read.width, read.lines, read.odd, read.trailer
+    delimiter, positions = read.delimiter, read.positions
+    rows = read.table.num_rows
+    columns_read: list[pa.ChunkedArray | None] = list(read.table.columns)
+    read.table = None
     trimmed = []
     for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
         trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
