@@ -13,7 +13,7 @@ import pandas as pd
 
 from recon import categories as cat
 from recon.config import FeeRules
-from recon.money import round_minor_array
+from recon.money import ROUND_BLOCK_ROWS, round_minor_array
 from recon.schemas import text_isin
 
 OPEN_ITEM_COLUMNS = ("opened_date", "kind", "record_key", "amount", "record_date",
@@ -30,21 +30,25 @@ def record_totals(payments: pd.DataFrame, refunds: pd.DataFrame, covered: Iterab
     paid payment (None when a payment's source has no rate); refunds carry no fee.
     """
     days = set(covered)
-    # Only the columns read: the payments are a million rows.
-    paid = payments.loc[payments["status"].isin(cat.PAID_STATUSES)
-                        & payments["transaction_date"].isin(days), ["amount", "pay_option"]]
+    # Masks and one array of amounts, no copy of the payments' rows: they are millions.
+    paid = (payments["status"].isin(cat.PAID_STATUSES)
+            & payments["transaction_date"].isin(days)).to_numpy(dtype=bool)
+    amount = payments["amount"].to_numpy(dtype=np.int64, na_value=0)
     done = refunds.loc[refunds["status"].isin(cat.DONE_REFUND_STATUSES)
-                       & refunds["refund_date"].isin(days), ["refund_amount"]]
-    gross = int(paid["amount"].sum()) - int(done["refund_amount"].sum())
-    options = paid["pay_option"]
-    if not options.isin(list(rules.mdr_rates)).all():
+                       & refunds["refund_date"].isin(days), "refund_amount"]
+    gross = int(amount[paid].sum()) - int(done.sum())
+    options = payments["pay_option"]
+    if not options.isin(list(rules.mdr_rates)).to_numpy(dtype=bool)[paid].all():
         return {"gross": gross, "mdr": None, "tax": None, "net": None}
     mdr = tax = 0
     for option, rate in rules.mdr_rates.items():
-        amounts = paid.loc[options == option, "amount"].to_numpy(dtype=np.int64)
-        fees = round_minor_array(amounts, rate, rules.rounding, rules.decimals)
-        mdr += int(fees.sum())
-        tax += int(round_minor_array(fees, rules.vat_rate, rules.rounding, rules.decimals).sum())
+        amounts = amount[paid & (options == option).to_numpy(dtype=bool)]
+        for start in range(0, len(amounts), ROUND_BLOCK_ROWS):  # the rounding's arrays
+            fees = round_minor_array(amounts[start:start + ROUND_BLOCK_ROWS], rate,
+                                     rules.rounding, rules.decimals)
+            mdr += int(fees.sum())
+            tax += int(round_minor_array(fees, rules.vat_rate, rules.rounding,
+                                         rules.decimals).sum())
     return {"gross": gross, "mdr": mdr, "tax": tax, "net": gross - mdr - tax}
 
 

@@ -24,7 +24,7 @@ from recon import categories as cat
 from recon.analysis import all_open_items, record_totals, refund_deltas
 from recon.calendar import WorkingCalendar
 from recon.config import FeeRules
-from recon.money import format_amount, round_minor_array
+from recon.money import ROUND_BLOCK_ROWS, format_amount, round_minor_array
 from recon.schemas import (
     LEDGER,
     OPEN_ITEMS,
@@ -169,14 +169,6 @@ def _pick(mask: pd.Series, then: pd.Series | str, other: pd.Series | str) -> pd.
     return pd.Series(arrow_text(chosen).array, index=mask.index)
 
 
-def _joined(*parts: np.ndarray) -> np.ndarray:
-    """Element-wise '; '.join of the non-empty texts of equally long object arrays."""
-    if not parts:
-        return np.array([], dtype=object)
-    return np.array(["; ".join(t for t in texts if t) for texts in zip(*parts, strict=True)],
-                    dtype=object)
-
-
 def _amount(value: object) -> str:
     return "?" if value is None or pd.isna(value) else format_amount(int(value))  # type: ignore[call-overload]
 
@@ -279,39 +271,46 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
                             for name in ("gross", "mdr", "tax", "net"))  # valid rows: none NA
     payment = is_payment.to_numpy(dtype=bool)[taken]
     source = rows["payment_source"]
-    size = len(gross)
 
     def off_rate(actual: np.ndarray, base: np.ndarray, mask: np.ndarray,
                  rate: Decimal) -> tuple[np.ndarray, np.ndarray]:
         """Positions where `actual` is further than the tolerance from rate × `base`
-        (rounded by the rules), and the expected values there."""
-        expected = round_minor_array(base[mask], rate, rules.rounding, rules.decimals)
-        bad = np.abs(actual[mask] - expected) > tolerance
-        return np.flatnonzero(mask)[bad], expected[bad]
+        (rounded by the rules), and the expected values there; a block of rows at a time,
+        as the rounding's working arrays are several times the rows' own."""
+        picked = np.flatnonzero(mask)
+        where, expected = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.int64)]
+        for start in range(0, len(picked), ROUND_BLOCK_ROWS):
+            at = picked[start:start + ROUND_BLOCK_ROWS]
+            due = round_minor_array(base[at], rate, rules.rounding, rules.decimals)
+            bad = np.abs(actual[at] - due) > tolerance
+            where.append(at[bad])
+            expected.append(due[bad])
+        return np.concatenate(where), np.concatenate(expected)
 
-    mdr_text = np.full(size, "", dtype=object)
+    # Each check's texts by position among the rows taken: few rows have any.
+    mdr_text: dict[int, str] = {}
     for name, rate in rules.mdr_rates.items():
         of_source = (source == name).to_numpy(dtype=bool)[taken]
         where, expected = off_rate(mdr, gross, payment & of_source, rate)
-        mdr_text[where] = [
+        mdr_text.update(zip(where.tolist(), [
             f"MDRAmount {format_amount(int(m))} ≠ {_pct(rate)} of {format_amount(int(g))} = "
             f"{format_amount(int(e))}"
-            for m, g, e in zip(mdr[where], gross[where], expected, strict=True)]
-    tax_text = np.full(size, "", dtype=object)
+            for m, g, e in zip(mdr[where], gross[where], expected, strict=True)], strict=True))
     vat = rules.vat_rate
     where, expected = off_rate(tax, mdr, payment, vat)
-    tax_text[where] = [
+    tax_text = dict(zip(where.tolist(), [
         f"TaxAmount {format_amount(int(t))} ≠ VAT {_pct(vat)} of MDR {format_amount(int(m))} = "
         f"{format_amount(int(e))}"
-        for t, m, e in zip(tax[where], mdr[where], expected, strict=True)]
-    net_text = np.full(size, "", dtype=object)
+        for t, m, e in zip(tax[where], mdr[where], expected, strict=True)], strict=True))
     where = np.flatnonzero(net != gross - mdr - tax)
-    net_text[where] = [
+    net_text = dict(zip(where.tolist(), [
         f"NetAmount {format_amount(int(n))} ≠ Gross − MDR − Tax = {format_amount(int(g - m - t))}"
-        for n, g, m, t in zip(net[where], gross[where], mdr[where], tax[where], strict=True)]
-    found = (mdr_text != "") | (tax_text != "") | (net_text != "")
-    return _Finding(np.flatnonzero(applies.to_numpy(dtype=bool))[found],
-                    list(_joined(mdr_text[found], tax_text[found], net_text[found])))
+        for n, g, m, t in zip(net[where], gross[where], mdr[where], tax[where], strict=True)],
+        strict=True))
+    found = sorted(mdr_text.keys() | tax_text.keys() | net_text.keys())
+    return _Finding(np.flatnonzero(taken)[np.array(found, dtype=np.intp)], [
+        "; ".join(text for text in (mdr_text.get(i), tax_text.get(i), net_text.get(i)) if text)
+        for i in found])
 
 
 def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame) -> pd.Series:

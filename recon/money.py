@@ -55,6 +55,11 @@ def round_minor(numerator: int, rate: Decimal, rounding: str, decimals: int) -> 
     return int(steps * quantum)
 
 
+#: Rows rounded at once where there are millions: each working array of
+#: `round_minor_array` is then 8 MB, not several times the rows' own column.
+ROUND_BLOCK_ROWS = 1 << 20
+
+
 def round_minor_array(numerators: np.ndarray, rate: Decimal, rounding: str,
                       decimals: int) -> np.ndarray:
     """`round_minor` over an array of minor-unit integers, exactly, in integer arithmetic.
