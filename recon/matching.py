@@ -188,11 +188,9 @@ def _match_refunds(
     RefundInvoice = partner_refund_no, else OVOReferenceNo = refund_no, else the earliest
     unmatched refund of the same payment with the same amount (done refunds first).
     """
-    record = np.full(len(rows), "", dtype=object)
-    rule = np.full(len(rows), "", dtype=object)
     if not settled_refund.any() or refunds.empty:
-        return (pd.Series(record, index=rows.index, dtype="str"),
-                pd.Series(rule, index=rows.index, dtype="str"))
+        nothing = _texts(rows.index, np.zeros(0, dtype=np.intp), [])
+        return nothing, nothing
     by_refund_no = refunds.loc[refunds["refund_no"] != ""].drop_duplicates("refund_no")
     by_refund_no = by_refund_no.set_index("refund_no")["partner_refund_no"]
     wanted = settled_refund.to_numpy(dtype=bool)
@@ -202,19 +200,19 @@ def _match_refunds(
         invoice, refunds["partner_refund_no"]).to_numpy()
     by_ovo = wanted & ~by_invoice & (ovo_ref != "").to_numpy() & text_isin(
         ovo_ref, by_refund_no.index.to_series()).to_numpy()
-    record[by_invoice] = invoice.to_numpy(dtype=object)[by_invoice]
-    rule[by_invoice] = "RefundInvoice"
-    record[by_ovo] = by_refund_no.reindex(ovo_ref.to_numpy(dtype=object)[by_ovo]).to_numpy(
-        dtype=object)
-    rule[by_ovo] = "OVOReferenceNo"
+    # Python objects only for the refund rows: a million of them per column would cost
+    # more than the match, and stay with the process.
+    at = [np.flatnonzero(by_invoice), np.flatnonzero(by_ovo)]
+    keys: list[str] = invoice.take(at[0]).tolist()
+    keys += by_refund_no.reindex(ovo_ref.take(at[1]).tolist()).tolist()
+    rules = ["RefundInvoice"] * len(at[0]) + ["OVOReferenceNo"] * len(at[1])
 
     unmatched = np.flatnonzero(wanted & ~by_invoice & ~by_ovo)
     if len(unmatched):
-        claimed = set(taken) | set(record[by_invoice | by_ovo].tolist())
-        invoices = rows["merchant_invoice"].to_numpy(dtype=object)
-        grosses = rows["gross"].to_numpy(dtype=object)
-        pool = refunds.loc[refunds["original_partner_reference_no"].isin(
-            set(invoices[unmatched].tolist()))]
+        claimed = set(taken) | set(keys)
+        invoices = rows["merchant_invoice"].take(unmatched).tolist()
+        grosses = rows["gross"].take(unmatched).tolist()
+        pool = refunds.loc[refunds["original_partner_reference_no"].isin(set(invoices))]
         pool = pool.assign(
             _pending=~pool["status"].isin(cat.DONE_REFUND_STATUSES)
         ).sort_values(["_pending", "refund_time", "partner_refund_no"], na_position="last")
@@ -225,15 +223,18 @@ def _match_refunds(
         ):
             if not pd.isna(amount):
                 by_payment.setdefault((original, int(amount)), []).append(key)
-        for position in unmatched:
-            options = by_payment.get((invoices[position], abs(int(grosses[position]))), [])
-            for key in options:
+        by_amount = []
+        for position, paid, gross in zip(unmatched.tolist(), invoices, grosses, strict=True):
+            for key in by_payment.get((paid, abs(int(gross))), []):
                 if key not in claimed:
-                    record[position], rule[position] = key, "payment and amount"
+                    by_amount.append(position)
+                    keys.append(key)
                     claimed.add(key)
                     break
-    return (pd.Series(record, index=rows.index, dtype="str"),
-            pd.Series(rule, index=rows.index, dtype="str"))
+        at.append(np.array(by_amount, dtype=np.intp))
+        rules += ["payment and amount"] * len(by_amount)
+    positions = np.concatenate(at)
+    return _texts(rows.index, positions, keys), _texts(rows.index, positions, rules)
 
 
 def _aligned(keys: pd.Series, table: pd.DataFrame, key: str,

@@ -900,12 +900,13 @@ def _ledger_columns(ledger: Ledger) -> tuple[dict[str, pa.Array], pa.Array]:
     are read where they lie (one chunk each: `text_array` copies none of them)."""
     columns = {name: pc.fill_null(text_array(getattr(ledger, name)), "")
                for name in ("kind", "settle_key", "record_key", "original_reference_no")}
-    columns["amount"] = pa.array(ledger.amount.fillna(0), pa.int64())
+    # A row that is no entry may have no amount; an entry always has one.
+    columns["amount"] = pa.array(ledger.amount, pa.int64(), from_pandas=True)
     columns["line_no"] = pa.array(ledger.line_no, pa.int64())
     entry = np.zeros(len(ledger.line_no), dtype=bool)
     entry[ledger.at] = True
-    by_key = np.asarray(pc.sort_indices(columns["settle_key"]), dtype=np.int64)
-    return columns, pa.array(by_key[entry[by_key]])
+    by_key = pc.sort_indices(columns["settle_key"])
+    return columns, by_key.filter(pa.array(entry[np.asarray(by_key)]))
 
 
 def _ledger_table(ledger: Ledger, merchant: str, day: dt.date, run_id: int) -> pa.Table:
