@@ -109,13 +109,16 @@ _TEXT_TYPES = {pa.string(): TEXT, pa.large_string(): TEXT}
 
 
 def text_array(values: pd.Series | pa.Array | Iterable[str]) -> pa.Array:
-    """A text column (or any strings) as one Arrow large_string array; a pandas "str"
-    column or an Arrow array is taken without copying through Python."""
+    """A text column (or any strings) as one Arrow large_string array; a pandas "str" or
+    categorical column or an Arrow array is taken without copying through Python."""
     if isinstance(values, pa.Array):
         return values.cast(pa.large_string())
     if not isinstance(values, pd.Series):
         values = pd.Series(list(values), dtype="str")
-    array = pa.array(values.astype("str")).cast(pa.large_string())
+    if isinstance(values.dtype, pd.CategoricalDtype):  # a dictionary, decoded by Arrow
+        array = pa.array(values).cast(pa.large_string())
+    else:
+        array = pa.array(values.astype("str")).cast(pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 

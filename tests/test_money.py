@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recon.money import format_amount, minor_text, round_minor, round_minor_array
-from recon.schemas import text_isin
+from recon.schemas import text_array, text_isin
 
 MODES = st.sampled_from(["half_up", "half_even", "down", "up"])
 RATES = st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=4)
@@ -51,3 +51,12 @@ def test_text_isin_is_isin(values: list[str], keys: list[str]) -> None:
 def test_minor_text_is_format_amount_with_nulls_kept(values: list[int | None]) -> None:
     got = minor_text(pd.Series(values, dtype="Int64")).to_pylist()
     assert got == [None if v is None else format_amount(v) for v in values]
+
+
+@given(st.lists(st.sampled_from(["MATCHED", "", "é ü", "MerchantInvoice"]), max_size=30))
+def test_a_categorical_text_column_reads_as_its_texts(values: list[str]) -> None:
+    """The match keeps a few labels over millions of rows as categoricals; the workbook and
+    the store read them as the texts they stand for."""
+    labels = pd.Series(values, dtype="str").astype("category")
+    assert text_array(labels).to_pylist() == values
+    assert text_isin(labels, ["MATCHED"]).tolist() == [v == "MATCHED" for v in values]
