@@ -597,12 +597,14 @@ def match_settlement(
         at = rank[findings[name].positions]
         hits[at, column] = True
         texts[at, column] = findings[name].texts
-    categories, reasons, extras = [], [], []
-    for row_hits, row_texts in zip(hits, texts, strict=True):
-        found = [i for i, hit in enumerate(row_hits) if hit]
-        categories.append(names[found[0]])
-        reasons.append(row_texts[found[0]])
-        extras.append("; ".join(f"{names[i]}: {row_texts[i]}" for i in found[1:]))
+    # Whole columns where each row has one value; a loop only over the rows with flags.
+    first = hits.argmax(axis=1)  # the first finding in precedence order
+    categories = np.array(names, dtype=object)[first].tolist()
+    reasons = texts[np.arange(len(first)), first].tolist()
+    extras = [""] * len(first)
+    for at in np.flatnonzero(hits.sum(axis=1) > 1).tolist():
+        extras[at] = "; ".join(f"{names[i]}: {texts[at, i]}"
+                               for i in np.flatnonzero(hits[at])[1:].tolist())
     category = _label_column(rows.index, flagged, categories, other=cat.MATCHED)
     reason = _texts(rows.index, flagged, reasons)
     flags = _texts(rows.index, flagged, extras)
