@@ -37,7 +37,7 @@ from recon.formats import (
     normalise_header,
 )
 from recon.money import MINOR_PER_UNIT, format_amount
-from recon.schemas import SETTLEMENT_ROWS, arrow_text, conform, one_chunk
+from recon.schemas import SETTLEMENT_LABELS, SETTLEMENT_ROWS, arrow_text, conform, one_chunk
 
 log = logging.getLogger(__name__)
 
@@ -497,6 +497,8 @@ def read_settlement_file(
             if col.mandatory_value:
                 reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
     frame["invalid_reason"] = reasons
+    for field in SETTLEMENT_LABELS:
+        frame[field] = frame[field].astype("category")
 
     stated = frame["settlement_date"]
     wrong_date = (stated.notna() & (stated != settlement_date)).astype(bool)

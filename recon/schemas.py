@@ -33,6 +33,11 @@ SETTLEMENT_ROWS: Mapping[str, str] = {
     "invalid_reason": "str",
 }
 
+#: Text columns of the rows that hold a few distinct values over millions of rows (one
+#: merchant, its stores, two payment sources): the reader makes them categoricals, a byte
+#: per row instead of the text and its 8-byte offset, and `conform` keeps them so.
+SETTLEMENT_LABELS = ("merchant_id", "store_id", "payment_source")
+
 #: Payment records (ovo_payments), as the store loads them.
 PAYMENTS: Mapping[str, str] = {
     "partner_reference_no": "str",
@@ -97,11 +102,22 @@ def conform(frame: pd.DataFrame, schema: Mapping[str, str], stage: str) -> pd.Da
         raise SchemaError(f"{stage}: missing column(s) {', '.join(missing)}")
     out = frame.loc[:, list(schema)]  # copy-on-write: no column is copied until changed
     for name, dtype in schema.items():
-        if dtype == "str":
+        if dtype == "str" and isinstance(out[name].dtype, pd.CategoricalDtype):
+            out[name] = _filled_labels(out[name])
+        elif dtype == "str":
             out[name] = out[name].fillna("").astype(str)
         elif str(out[name].dtype) != dtype and dtype != "object":
             out[name] = out[name].astype(dtype)
     return out.reset_index(drop=True)
+
+
+def _filled_labels(values: pd.Series) -> pd.Series:
+    """A categorical text column with '' where a value is missing, still categorical."""
+    if not values.isna().any():
+        return values
+    if "" not in values.cat.categories:
+        values = values.cat.add_categories([""])
+    return values.fillna("")
 
 
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype

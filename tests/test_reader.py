@@ -30,6 +30,7 @@ from recon.reader import (
     parse_pay_option,
     read_settlement_file,
 )
+from recon.schemas import SETTLEMENT_ROWS, conform
 
 S = dt.date(2026, 11, 30)
 
@@ -143,6 +144,25 @@ def test_csv_variants_read_the_same(tmp_path: Path, delimiter: str, bom: bool,
     assert parsed.rows["line_no"].tolist() == [2, 3]
     assert parsed.trailer is not None and parsed.trailer.rows == 2
     assert (parsed.rows["invalid_reason"] == "").all()
+
+
+def test_a_few_distinct_texts_are_read_as_categoricals(tmp_path: Path) -> None:
+    """The merchant, store and payment source hold a few values over millions of rows: the
+    reader keeps them as categoricals, which the match and `conform` keep as they are."""
+    path = write_settlement_csv([row(), row(MerchantInvoice="INV-2", StoreID="",
+                                            PaymentSource="OVO Points"),
+                                 row(MerchantInvoice="INV-3", PaymentSource="Gopay")],
+                                tmp_path / "f.csv")
+    rows = read(path).rows
+    for field in ("merchant_id", "store_id", "payment_source"):
+        assert isinstance(rows[field].dtype, pd.CategoricalDtype), field
+    assert rows["store_id"].tolist() == ["ST01", "", "ST01"]
+    assert rows["payment_source"].tolist() == ["OVO_CASH", "OVO_POINTS", ""]
+    assert rows["invalid_reason"].iloc[2].startswith("PaymentSource")
+    kept = conform(rows.assign(store_id=rows["store_id"].cat.set_categories(["ST01"])),
+                   SETTLEMENT_ROWS, "test")
+    assert isinstance(kept["store_id"].dtype, pd.CategoricalDtype)
+    assert kept["store_id"].tolist() == ["ST01", "", "ST01"]
 
 
 def test_headers_match_loosely_and_in_any_order(tmp_path: Path) -> None:
