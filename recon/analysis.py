@@ -13,7 +13,7 @@ import pandas as pd
 
 from recon import categories as cat
 from recon.config import FeeRules
-from recon.money import ROUND_BLOCK_ROWS, round_minor_array
+from recon.money import round_minor_array
 from recon.schemas import text_isin
 
 OPEN_ITEM_COLUMNS = ("opened_date", "kind", "record_key", "amount", "record_date",
@@ -43,12 +43,9 @@ def record_totals(payments: pd.DataFrame, refunds: pd.DataFrame, covered: Iterab
     mdr = tax = 0
     for option, rate in rules.mdr_rates.items():
         amounts = amount[paid & (options == option).to_numpy(dtype=bool)]
-        for start in range(0, len(amounts), ROUND_BLOCK_ROWS):  # the rounding's arrays
-            fees = round_minor_array(amounts[start:start + ROUND_BLOCK_ROWS], rate,
-                                     rules.rounding, rules.decimals)
-            mdr += int(fees.sum())
-            tax += int(round_minor_array(fees, rules.vat_rate, rules.rounding,
-                                         rules.decimals).sum())
+        fees = round_minor_array(amounts, rate, rules.rounding, rules.decimals)
+        mdr += int(fees.sum())
+        tax += int(round_minor_array(fees, rules.vat_rate, rules.rounding, rules.decimals).sum())
     return {"gross": gross, "mdr": mdr, "tax": tax, "net": gross - mdr - tax}
 
 

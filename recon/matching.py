@@ -24,7 +24,7 @@ from recon import categories as cat
 from recon.analysis import all_open_items, record_totals, refund_deltas
 from recon.calendar import WorkingCalendar
 from recon.config import FeeRules
-from recon.money import ROUND_BLOCK_ROWS, format_amount, round_minor_array
+from recon.money import format_amount, round_minor_array
 from recon.schemas import (
     LEDGER,
     OPEN_ITEMS,
@@ -290,17 +290,10 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
     def off_rate(actual: np.ndarray, base: np.ndarray, mask: np.ndarray,
                  rate: Decimal) -> tuple[np.ndarray, np.ndarray]:
         """Positions where `actual` is further than the tolerance from rate × `base`
-        (rounded by the rules), and the expected values there; a block of rows at a time,
-        as the rounding's working arrays are several times the rows' own."""
-        picked = np.flatnonzero(mask)
-        where, expected = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.int64)]
-        for start in range(0, len(picked), ROUND_BLOCK_ROWS):
-            at = picked[start:start + ROUND_BLOCK_ROWS]
-            due = round_minor_array(base[at], rate, rules.rounding, rules.decimals)
-            bad = np.abs(actual[at] - due) > tolerance
-            where.append(at[bad])
-            expected.append(due[bad])
-        return np.concatenate(where), np.concatenate(expected)
+        (rounded by the rules), and the expected values there."""
+        expected = round_minor_array(base[mask], rate, rules.rounding, rules.decimals)
+        bad = np.abs(actual[mask] - expected) > tolerance
+        return np.flatnonzero(mask)[bad], expected[bad]
 
     # Each check's texts by position among the rows taken: few rows have any.
     mdr_text: dict[int, str] = {}

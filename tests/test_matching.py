@@ -123,11 +123,10 @@ def test_fee_rounding_half_up_and_configurable() -> None:
     assert result.rows["reason"].tolist() == ["MDRAmount 70.53 ≠ 0.7% of 10075.00 = 70.52"]
 
 
-
 def test_fees_rounded_a_block_at_a_time_find_and_total_the_same(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Millions of rows are rounded a block of rows at a time: blocks of two rows give
-    the same findings, texts and records' totals as one block."""
+    """Millions of values are rounded a block at a time (`round_minor_array`): blocks of
+    two give the same findings, texts and records' totals as one block."""
     rates = {"OVO_CASH": Decimal("0.007"), "OVO_POINTS": Decimal("0.005")}
     rows, payments = [], []
     for i, (gross, mdr, tax) in enumerate([("10075.00", "70.53", "7.76"),
@@ -141,8 +140,7 @@ def test_fees_rounded_a_block_at_a_time_find_and_total_the_same(
                                 payment_source=source))
         payments.append((f"INV-{i}", gross, "00", "2026-11-27 10:00:00"))
     whole = classify(rows, payments=payments, rates=rates)
-    for module in ("recon.matching", "recon.analysis"):
-        monkeypatch.setattr(f"{module}.ROUND_BLOCK_ROWS", 2)
+    monkeypatch.setattr("recon.money.ROUND_BLOCK_ROWS", 2)
     blocks = classify(rows, payments=payments, rates=rates)
     assert whole.rows["category"].tolist() == [cat.MATCHED, cat.FEE_MISMATCH,
                                                cat.FEE_MISMATCH, cat.FEE_MISMATCH,
@@ -152,6 +150,7 @@ def test_fees_rounded_a_block_at_a_time_find_and_total_the_same(
     assert blocks.record_totals == whole.record_totals
     # The records' payments are all OVO Cash (0.7%), whatever the file says.
     assert whole.record_totals["mdr"] == 7053 + 7000 + 14000 + 233 + 3500
+
 
 def test_lower_findings_become_flags() -> None:
     row = payment_row("INV-1", "5.00", net="1.00")

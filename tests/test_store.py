@@ -264,7 +264,6 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     engine.dispose()
 
 
-
 def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
         database_url: str) -> None:
     """On PostgreSQL the merchant, dates and bounds are written into the query's text: a
@@ -298,6 +297,7 @@ def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
     assert list(inputs.refunds["partner_refund_no"]) == [f"RF-{merchant}"]
     assert list(inputs.ledger["line_no"]) == [1]
     engine.dispose()
+
 
 def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says_of_it(
         database_url: str) -> None:
