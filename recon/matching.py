@@ -155,16 +155,10 @@ def _texts(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
     return pd.Series(arrow_text(values.take(pa.array(at))).array, index=index)
 
 
-def _labels(values: pd.Series) -> pd.Series:
-    """A text column of a few distinct values (a rule, a status) as a categorical column:
-    a byte per row instead of the text and its 8-byte offset (at 10M rows, "MerchantInvoice"
-    in every row is 0.2 GB)."""
-    return values.astype(pd.CategoricalDtype(pd.Index(values.unique(), dtype="str")))
-
-
 def _label_column(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
                   other: str) -> pd.Series:
-    """`_texts` as a categorical column (`_labels`), made from its codes."""
+    """`_texts` as a categorical column, made from its codes: a byte per row instead of
+    the text and its 8-byte offset, for a column of a few distinct values."""
     names = sorted({*texts, other})
     code = {name: i for i, name in enumerate(names)}
     codes = np.full(len(index), code[other], dtype=np.int8 if len(names) < 128 else np.int32)
@@ -449,14 +443,16 @@ def match_settlement(
     }, index=rows.index)
     del p, r  # a million rows each: not kept to the end of the run
     out["refund_record"] = refund_key
-    # How the record was found: the workbook's "Matched by" column.
-    out["match_rule"] = _labels(_pick(rows["transaction_type"] == cat.REFUND, refund_rule,
-                                      _pick(found_payment, "MerchantInvoice", "")))
+    # How the record was found: the workbook's "Matched by" column. It and the record's
+    # status hold a few values each: categoricals (at 10M rows "MerchantInvoice" in every
+    # row is 0.2 GB as text).
+    out["match_rule"] = _pick(rows["transaction_type"] == cat.REFUND, refund_rule,
+                              _pick(found_payment, "MerchantInvoice", "")).astype("category")
     out["record_key"] = record_key
     out["record_amount"] = record["payment_amount"].where(is_payment_row,
                                                           record["refund_amount"])
-    out["record_status"] = _labels(_pick(is_payment_row, record["payment_status"],
-                                         record["refund_status"]))
+    out["record_status"] = _pick(is_payment_row, record["payment_status"],
+                                 record["refund_status"]).astype("category")
     out["record_date"] = record["payment_date"].where(is_payment_row, record["refund_date"])
     gross = out["gross"]
     out["delta"] = (gross - record["payment_amount"]).where(

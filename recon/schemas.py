@@ -132,10 +132,8 @@ def text_array(values: pd.Series | pa.Array | Iterable[str]) -> pa.Array:
     if not isinstance(values, pd.Series):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values.dtype, pd.CategoricalDtype):  # a dictionary, decoded by Arrow
-        array = pa.array(values).cast(pa.large_string())
-    else:
-        array = pa.array(values.astype("str")).cast(pa.large_string())
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        return one_chunk(pa.array(values).cast(pa.large_string()))
+    return one_chunk(pa.array(values.astype("str")))
 
 
 def one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -46,6 +46,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -245,7 +246,6 @@ class _ArrowLookups:
 
     def __init__(self, engine: Engine) -> None:
         import adbc_driver_postgresql.dbapi as adbc
-        from sqlalchemy.dialects.postgresql.asyncpg import dialect as numbered
 
         url = engine.url.set(drivername="postgresql")
         self.connection = adbc.connect(url.render_as_string(hide_password=False))
@@ -253,7 +253,7 @@ class _ArrowLookups:
         # The written-in texts double their quotes and nothing else: a backslash in a
         # text literal is then a backslash, whatever the server's default.
         self.cursor.execute("SET standard_conforming_strings = on")
-        self.dialect = numbered(paramstyle="numeric_dollar")
+        self.dialect = postgresql.dialect()  # compiles only: never connected
 
     def __enter__(self) -> _ArrowLookups:
         return self
