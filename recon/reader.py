@@ -630,8 +630,6 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
     # The rows' physical line numbers: every line after the header but the empty ones,
     # which Arrow skips (fields across lines: `_spanned_lines`).
     body_lines = data.count(b"\n", start, end) + (end == limit)  # a last line without its end
-    blank_lines = _blank_lines(data, start, end)
-    lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64), blank_lines - 2)
     width = read_width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
@@ -641,6 +639,12 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
             parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
     if parsed is None:  # a few rows of other widths: set aside, read as the general path does
         parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
+    # Each row Arrow read, or set aside, took one line at least, and an empty line none:
+    # as many rows as lines leave no empty line to look for (a scan of the whole file).
+    blank_lines = (np.zeros(0, dtype=np.int64)
+                   if parsed is not None and parsed.num_rows + len(odd) == body_lines - 1
+                   else _blank_lines(data, start, end))
+    lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64), blank_lines - 2)
     if (parsed is not None and quoted and not odd and not len(blank_lines)
             and parsed.num_rows != len(lines)):
         spanned = _spanned_lines(parsed, len(lines), skipped)
