@@ -608,7 +608,7 @@ def _load_refunds(lookups: _Lookups, window: pd.DataFrame, refunded: pa.Array,
 
 
 _LEDGER_COLUMNS = [*(recon_ledger.c[name] for name in (
-    "ledger_id", "settlement_date", "kind", "settle_key", "record_key", "original_reference_no")),
+    "settlement_date", "kind", "settle_key", "record_key", "original_reference_no")),
     _minor(recon_ledger.c.amount).label("amount"), recon_ledger.c.line_no]
 
 
@@ -652,7 +652,8 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
         by_settle_key,
         _ledger_of(lookups, merchant_id, settlement_date,
                    and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key)),
-        by_record, by_original], ignore_index=True).drop_duplicates("ledger_id")
+        by_record, by_original], ignore_index=True).drop_duplicates(
+            ["settlement_date", "line_no"])  # an entry: a date's line (its one run's)
     if frame.empty:
         return empty_frame(LEDGER)
     frame["settlement_date"] = _dates(frame["settlement_date"])

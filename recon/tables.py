@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -90,7 +91,6 @@ recon_runs = Table(
 recon_ledger = Table(
     "recon_ledger",
     metadata,
-    Column("ledger_id", Id, primary_key=True, autoincrement=True),
     Column("merchant_id", String(32), nullable=False),
     Column("settlement_date", Date, nullable=False),
     Column("run_id", Id, nullable=False),
@@ -100,11 +100,16 @@ recon_ledger = Table(
     Column("original_reference_no", String(64), nullable=False),
     Column("amount", Money, nullable=False),
     Column("line_no", Integer, nullable=False),
+    # The primary key is the key index: a merchant's entries by settle key, then the date
+    # and line that settled it (a date's ledger is one run's, a line settles once). A
+    # surrogate id beside it cost a second B-tree per row: at 1M rows on PostgreSQL the
+    # COPY took 2.2-2.5 s with this key against 3.1 s with an id and a key index.
+    PrimaryKeyConstraint("merchant_id", "settle_key", "settlement_date", "line_no",
+                         name="pk_recon_ledger"),
     # Read only to replace an earlier run of a date. A day's ledger goes in by one COPY,
     # so a merchant's date lies in adjacent pages, which a BRIN index summarises per
     # range of pages: at 1M rows it cost the COPY 0.3 s against 1.9 s as a B-tree.
     Index("ix_recon_ledger_date", "merchant_id", "settlement_date", postgresql_using="brin"),
-    Index("ix_recon_ledger_key", "merchant_id", "settle_key"),
 )
 
 
@@ -113,7 +118,7 @@ def _where_differs(column: Column[str]) -> dict[str, Any]:
     no partial indexes and indexes every row). A payment's record key and original
     payment are its settle key, so these indexes hold about the refunds alone, and a
     day's ledger costs one key index per row instead of three; the loader finds the rows
-    where they are equal through `ix_recon_ledger_key`."""
+    where they are equal through the primary key."""
     condition = column != recon_ledger.c.settle_key
     return {"postgresql_where": condition, "sqlite_where": condition}
 

@@ -63,7 +63,6 @@ CREATE INDEX ix_recon_exceptions_date ON recon_exceptions (merchant_id, settleme
 CREATE INDEX ix_recon_exceptions_state ON recon_exceptions (merchant_id, category, state);
 
 CREATE TABLE recon_ledger (
-	ledger_id BIGSERIAL NOT NULL, 
 	merchant_id VARCHAR(32) NOT NULL, 
 	settlement_date DATE NOT NULL, 
 	run_id BIGINT NOT NULL, 
@@ -73,12 +72,10 @@ CREATE TABLE recon_ledger (
 	original_reference_no VARCHAR(64) NOT NULL, 
 	amount NUMERIC(18, 2) NOT NULL, 
 	line_no INTEGER NOT NULL, 
-	PRIMARY KEY (ledger_id)
+	CONSTRAINT pk_recon_ledger PRIMARY KEY (merchant_id, settle_key, settlement_date, line_no)
 );
 
 CREATE INDEX ix_recon_ledger_date ON recon_ledger USING brin (merchant_id, settlement_date);
-
-CREATE INDEX ix_recon_ledger_key ON recon_ledger (merchant_id, settle_key);
 
 CREATE INDEX ix_recon_ledger_original ON recon_ledger (merchant_id, original_reference_no) WHERE original_reference_no != settle_key;
 

@@ -137,11 +137,11 @@ def context(day: dt.date = S, rates: dict[str, Decimal] | None = None,
 
 
 def stored_state(engine: Any) -> tuple[list, list, list]:
-    """The ledger and the exceptions without their ids, and each run's attempt and whether
-    it is the current one, in run order."""
+    """The ledger without its run ids, the exceptions without their ids, and each run's
+    attempt and whether it is the current one, in run order."""
     with engine.connect() as conn:
         ledger = sorted(tuple(r) for r in conn.execute(recon_ledger.select().with_only_columns(
-            *[c for c in recon_ledger.c if c.name not in {"ledger_id", "run_id"}])))
+            *[c for c in recon_ledger.c if c.name != "run_id"])))
         exceptions = sorted(tuple(str(v) for v in r) for r in conn.execute(
             recon_exceptions.select().with_only_columns(
                 *[c for c in recon_exceptions.c if c.name not in {"exception_id", "run_id"}])))

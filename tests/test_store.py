@@ -643,3 +643,46 @@ def test_a_ledger_written_while_matching_commits_with_the_run_or_not_at_all(
         assert sorted((r.exceptions, r.summary_json) for r in conn.execute(
             recon_runs.select())) == [(3, '{"exceptions": 3}')] * 2
     engine.dispose()
+
+
+def test_a_ledger_table_made_with_the_former_surrogate_id_keeps_working(
+        database_url: str) -> None:
+    """A database made when the ledger had an id of its own (`ledger_id`) and a key index
+    beside it: a run writes its entries there, a re-run replaces them, and a later date's
+    load finds each entry once, though two of its lookups find the refund's."""
+    from sqlalchemy import Column, Index, MetaData, Table
+
+    from recon.matching import match_settlement
+    from recon.schemas import LEDGER, OPEN_ITEMS, empty_frame
+    from recon.store import RunRecord, persist_run
+    from recon.tables import Id, recon_ledger
+    from tests.builders import context, payments_frame, refunds_frame, stored_state
+
+    engine = make_engine(database_url)
+    Table("recon_ledger", MetaData(),
+          Column("ledger_id", Id, primary_key=True, autoincrement=True),
+          *(Column(c.name, c.type, nullable=False) for c in recon_ledger.columns),
+          Index("ix_recon_ledger_key", "merchant_id", "settle_key")).create(engine)
+    assert "recon_ledger" not in init_db(engine)
+    result = match_settlement(
+        rows_frame([payment_row("INV-1", "100.00"),
+                    refund_row("INV-1", "40.00", refund_invoice="RF-1", ovo_ref="OVR-1")]),
+        payments_frame([("INV-1", "100.00", "00", "2026-11-27 10:00:00")]),
+        refunds_frame([("RF-1", "INV-1", "OVR-1", "40.00", "00", "2026-11-28 10:00:00")]),
+        empty_frame(LEDGER), empty_frame(OPEN_ITEMS), context())
+    run = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv",
+                    "0" * 64, 2, "archive/f.csv", result.exceptions, {})
+    assert persist_run(engine, result, run).attempt == 1
+    first = stored_state(engine)
+    assert persist_run(engine, result, run).attempt == 2
+    assert stored_state(engine)[0] == first[0]
+    assert sorted(r[2:5] for r in first[0]) == [  # kind, settle key, record key
+        ("PAYMENT", "INV-1", "INV-1"), ("REFUND", "RF-1", "RF-1")]
+
+    later = dt.date(2026, 12, 1)
+    inputs = load_run_inputs(engine, "M001", later, [dt.date(2026, 11, 30)], rows_frame(
+        [payment_row("INV-1", "100.00"), refund_row("INV-1", "40.00", refund_invoice="RF-1")],
+        day=later))
+    assert sorted(zip(inputs.ledger["settle_key"], inputs.ledger["line_no"],
+                      strict=True)) == [("INV-1", 2), ("RF-1", 3)]
+    engine.dispose()
