@@ -10,11 +10,13 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recon import categories as cat
 from recon.config import FeeRules
 from recon.money import round_minor_array
-from recon.schemas import text_isin
+from recon.schemas import arrow_text, text_array, text_isin
 
 OPEN_ITEM_COLUMNS = ("opened_date", "kind", "record_key", "amount", "record_date",
                      "age_working_days")
@@ -54,53 +56,57 @@ def refund_deltas(rows: pd.DataFrame, settled: pd.Series, payments: pd.DataFrame
                   covered: Iterable[dt.date]) -> pd.DataFrame:
     """Per original payment with refunds in this file or in the covered dates: payment
     amount, refunded in records (done refunds), refunded as settled (earlier dates plus
-    this file), the delta, and which refunds and file lines are involved."""
-    days = set(covered)
-    refund_rows = rows.loc[settled & (rows["transaction_type"] == cat.REFUND)]
+    this file), the delta, and which refunds and file lines are involved.
+
+    Column-wise: the payments are the sorted distinct keys, every other value is summed
+    or joined per payment by its position among them (at 10M rows a million refunds)."""
+    days = list(covered)
+    refund_rows = rows.loc[settled & (rows["transaction_type"] == cat.REFUND),
+                           ["merchant_invoice", "gross", "line_no"]]
     in_window = refunds.loc[refunds["refund_date"].isin(days)
-                            & refunds["status"].isin(cat.DONE_REFUND_STATUSES)]
-    involved = sorted(set(refund_rows["merchant_invoice"].tolist())
-                      | set(in_window["original_partner_reference_no"].tolist()))
-    if not involved:
+                            & refunds["status"].isin(cat.DONE_REFUND_STATUSES),
+                            "original_partner_reference_no"]
+    involved = pd.Index(pd.concat([refund_rows["merchant_invoice"], in_window],
+                                  ignore_index=True).astype("str").unique()).sort_values()
+    if not len(involved):
         return pd.DataFrame({c: pd.Series(dtype="object") for c in REFUND_DELTA_COLUMNS})
-    known = payments.loc[text_isin(payments["partner_reference_no"], involved)]
-    amounts = dict(zip(known["partner_reference_no"].tolist(), known["amount"].tolist(),
-                       strict=True))
+    known = payments.loc[text_isin(payments["partner_reference_no"], involved),
+                         ["partner_reference_no", "amount"]].drop_duplicates(
+        "partner_reference_no", keep="last")
+    amount = known["amount"].set_axis(known["partner_reference_no"]).reindex(involved)
     mine = refunds.loc[text_isin(refunds["original_partner_reference_no"], involved)]
-    done = mine["status"].isin(cat.DONE_REFUND_STATUSES)
-    in_records = (mine.loc[done].groupby("original_partner_reference_no")["refund_amount"]
-                  .sum().to_dict())
-    labels = [key if status in cat.DONE_REFUND_STATUSES else f"{key} ({status})"
-              for key, status in zip(mine["partner_refund_no"].tolist(),
-                                     mine["status"].tolist(), strict=True)]
-    listed: dict[str, list[str]] = {}
-    for payment, label in zip(mine["original_partner_reference_no"].tolist(), labels,
-                              strict=True):
-        listed.setdefault(payment, []).append(label)
-    settled_now: dict[str, int] = {}
-    lines: dict[str, list[str]] = {}
-    for payment, gross, line in zip(refund_rows["merchant_invoice"].tolist(),
-                                    refund_rows["gross"].tolist(),
-                                    refund_rows["line_no"].tolist(), strict=True):
-        settled_now[payment] = settled_now.get(payment, 0) + abs(int(gross))
-        lines.setdefault(payment, []).append(str(line))
-    records: list[dict[str, object]] = []
-    for payment in involved:
-        recorded = int(in_records.get(payment, 0))
-        as_settled = refunded_before.get(payment, 0) + settled_now.get(payment, 0)
-        amount = amounts.get(payment)
-        records.append({
-            "payment": payment,
-            "payment_amount": None if amount is None or pd.isna(amount) else int(amount),
-            "refunded_in_records": recorded,
-            "refunded_as_settled": as_settled,
-            "delta": as_settled - recorded,
-            "refunds_in_records": ", ".join(listed.get(payment, [])),
-            "file_lines": ", ".join(lines.get(payment, [])),
-        })
-    frame = pd.DataFrame(records, columns=list(REFUND_DELTA_COLUMNS))
-    return frame.astype({"payment_amount": "Int64", "refunded_in_records": "int64",
-                         "refunded_as_settled": "int64", "delta": "int64"})
+    of_payment = involved.get_indexer(mine["original_partner_reference_no"])
+    done = mine["status"].isin(cat.DONE_REFUND_STATUSES).to_numpy(dtype=bool)
+    recorded = np.zeros(len(involved), dtype=np.int64)
+    np.add.at(recorded, of_payment[done],
+              mine["refund_amount"].to_numpy(dtype=np.int64, na_value=0)[done])
+    key = mine["partner_refund_no"].astype("str")
+    labels = key.where(done, key + " (" + mine["status"].astype("str") + ")")
+    settled_in = involved.get_indexer(refund_rows["merchant_invoice"])
+    as_settled = np.zeros(len(involved), dtype=np.int64)
+    np.add.at(as_settled, settled_in,
+              np.abs(refund_rows["gross"].to_numpy(dtype=np.int64, na_value=0)))
+    as_settled += pd.Series(refunded_before, dtype="int64").reindex(
+        involved, fill_value=0).to_numpy(dtype=np.int64)
+    frame = pd.DataFrame({
+        "payment": pd.Series(involved, dtype="str"),
+        "payment_amount": amount.array,
+        "refunded_in_records": recorded,
+        "refunded_as_settled": as_settled,
+        "delta": as_settled - recorded,
+        "refunds_in_records": _joined(of_payment, labels, len(involved)),
+        "file_lines": _joined(settled_in, refund_rows["line_no"].astype("str"), len(involved)),
+    }, columns=list(REFUND_DELTA_COLUMNS))
+    return frame.astype({"payment_amount": "Int64"})
+
+
+def _joined(group: np.ndarray, texts: pd.Series, groups: int) -> pd.Series:
+    """Per group (0 to groups - 1), its `texts` in their order joined by ', '."""
+    order = np.argsort(group, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=groups))])
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()),
+                                          text_array(texts).take(pa.array(order)))
+    return arrow_text(pc.binary_join(lists, pa.scalar(", ", pa.large_string())))
 
 
 def all_open_items(earlier: pd.DataFrame, missing: pd.DataFrame,

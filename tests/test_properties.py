@@ -147,3 +147,68 @@ def test_a_rerun_changes_nothing(tmp_path_factory: Any, data: dict[str, Any]) ->
     assert second[0] == first[0] and second[1] == first[1]
     assert second[2] == [(1, False), (2, True)]
     engine.dispose()
+
+
+def _refund_deltas_one_by_one(rows: pd.DataFrame, settled: pd.Series, payments: pd.DataFrame,
+                              refunds: pd.DataFrame, refunded_before: dict[str, int],
+                              covered: list[dt.date]) -> pd.DataFrame:
+    """`refund_deltas` as its definition reads, one payment at a time: the oracle."""
+    from recon.analysis import REFUND_DELTA_COLUMNS
+
+    refund_rows = rows.loc[settled & (rows["transaction_type"] == cat.REFUND)]
+    window = refunds.loc[refunds["refund_date"].isin(covered)
+                         & refunds["status"].isin(cat.DONE_REFUND_STATUSES)]
+    records = []
+    for payment in sorted(set(refund_rows["merchant_invoice"])
+                          | set(window["original_partner_reference_no"])):
+        amounts = payments.loc[payments["partner_reference_no"] == payment, "amount"]
+        mine = refunds.loc[refunds["original_partner_reference_no"] == payment]
+        done = mine.loc[mine["status"].isin(cat.DONE_REFUND_STATUSES), "refund_amount"]
+        lines = refund_rows.loc[refund_rows["merchant_invoice"] == payment]
+        recorded = int(done.sum())
+        as_settled = (refunded_before.get(payment, 0)
+                      + sum(abs(int(g)) for g in lines["gross"]))
+        records.append({
+            "payment": payment,
+            "payment_amount": None if amounts.empty or pd.isna(amounts.iloc[-1])
+            else int(amounts.iloc[-1]),
+            "refunded_in_records": recorded, "refunded_as_settled": as_settled,
+            "delta": as_settled - recorded,
+            "refunds_in_records": ", ".join(
+                key if status in cat.DONE_REFUND_STATUSES else f"{key} ({status})"
+                for key, status in zip(mine["partner_refund_no"], mine["status"], strict=True)),
+            "file_lines": ", ".join(str(line) for line in lines["line_no"]),
+        })
+    if not records:  # an empty sheet of text columns
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in REFUND_DELTA_COLUMNS})
+    return pd.DataFrame(records, columns=list(REFUND_DELTA_COLUMNS)).astype(
+        {"payment_amount": "Int64", "refunded_in_records": "int64",
+         "refunded_as_settled": "int64", "delta": "int64"})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_refund_deltas_are_their_definition_payment_by_payment(data: Any) -> None:
+    """Per payment: the refunds of the records and the file's settled refund rows, summed
+    and listed in their order, whatever the keys, statuses, dates and amounts."""
+    from recon.analysis import refund_deltas
+
+    keys = [f"P{i}" for i in range(5)] + ["Ü-1", ""]
+    draw = data.draw
+    payments = payments_frame([(key, f"{draw(st.integers(1, 900))}.00", "00",
+                                "2026-11-27 10:00:00")
+                               for key in draw(st.lists(st.sampled_from(keys[:5]), unique=True))])
+    refunds = refunds_frame([
+        (f"RF{n}", draw(st.sampled_from(keys)), f"OVR{n}", f"{draw(st.integers(1, 500))}.00",
+         draw(st.sampled_from(["00", "06", "03"])), draw(st.sampled_from(TIMES)))
+        for n in range(draw(st.integers(0, 8)))])
+    rows = rows_frame([refund_row(draw(st.sampled_from(keys)), f"{draw(st.integers(1, 500))}.00")
+                       if draw(st.booleans()) else payment_row(draw(st.sampled_from(keys)), "1.00")
+                       for _ in range(draw(st.integers(0, 8)))])
+    settled = pd.Series(draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows))),
+                        index=rows.index, dtype=bool)
+    before = draw(st.dictionaries(st.sampled_from(keys), st.integers(0, 900), max_size=3))
+    covered = WorkingCalendar().covered_dates(S)
+    pd.testing.assert_frame_equal(
+        refund_deltas(rows, settled, payments, refunds, before, covered),
+        _refund_deltas_one_by_one(rows, settled, payments, refunds, before, list(covered)))
