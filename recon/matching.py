@@ -434,7 +434,7 @@ def match_settlement(
     # of the checks below, in `record` beside it, let go once those checks are done.
     record = pd.DataFrame({
         "payment_amount": p["amount"].astype("Int64"),
-        "payment_status": p["status"].fillna("").astype("str"),
+        "payment_status": p["status"].astype("str").fillna(""),  # a categorical, or text
         "payment_date": p["transaction_date"],
         "refund_amount": r["refund_amount"].astype("Int64"),
         "refund_status": r["status"].fillna("").astype("str"),
@@ -718,10 +718,10 @@ def _missing_in_settlement(
             "original_reference_no": pay["partner_reference_no"],
             "amount": pay["amount"],
             "signed_amount": pay["amount"],
-            "status": pay["status"],
+            "status": pay["status"].astype("str"),  # text, as the refunds' below
             "record_time": pay["transaction_time"],
             "record_date": pay["transaction_date"],
-            "pay_option": pay["pay_option"],
+            "pay_option": pay["pay_option"].astype("str"),
         }),
         pd.DataFrame({
             "kind": cat.REFUND,

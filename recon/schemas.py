@@ -6,12 +6,13 @@ Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. T
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.types import union_categoricals
 
 #: Normalised settlement rows, as the reader returns them.
 SETTLEMENT_ROWS: Mapping[str, str] = {
@@ -37,6 +38,10 @@ SETTLEMENT_ROWS: Mapping[str, str] = {
 #: merchant, its stores, two payment sources): the reader makes them categoricals, a byte
 #: per row instead of the text and its 8-byte offset, and `conform` keeps them so.
 SETTLEMENT_LABELS = ("merchant_id", "store_id", "payment_source")
+
+#: Text columns of the payments that hold a few distinct values over millions of rows:
+#: the store loads them as categoricals (`label_column`), and `conform` keeps them so.
+PAYMENT_LABELS = ("merchant_id", "store_id", "pay_option", "status")
 
 #: Payment records (ovo_payments), as the store loads them.
 PAYMENTS: Mapping[str, str] = {
@@ -118,6 +123,32 @@ def _filled_labels(values: pd.Series) -> pd.Series:
     if "" not in values.cat.categories:
         values = values.cat.add_categories([""])
     return values.fillna("")
+
+
+def label_column(values: pd.Series, normalise: Callable[[str], str] = str) -> pd.Series:
+    """A text column of a few distinct values as a categorical of those values normalised
+    ('' where a value is missing): each distinct text is normalised once, and each row
+    takes a code of a byte or two instead of its text and an 8-byte offset."""
+    codes, distinct = pd.factorize(values)
+    names = [normalise(str(text)) for text in distinct] + [""]  # code -1 (missing): ''
+    categories = sorted(set(names))
+    position = {name: i for i, name in enumerate(categories)}
+    recode = np.array([position[name] for name in names], dtype=np.int32)
+    return pd.Series(pd.Categorical.from_codes(recode[codes], pd.Index(categories, dtype="str")),
+                     index=values.index)
+
+
+def concat_labelled(frames: list[pd.DataFrame], labels: Iterable[str]) -> pd.DataFrame:
+    """`pd.concat` of frames with fresh positions, their `labels` columns kept categorical
+    where every frame has them so (pandas makes text of categoricals whose categories
+    differ)."""
+    kept = [name for name in labels
+            if all(isinstance(frame[name].dtype, pd.CategoricalDtype) for frame in frames)]
+    joined = pd.concat([frame.drop(columns=kept) for frame in frames], ignore_index=True)
+    for name in kept:
+        joined[name] = pd.Series(union_categoricals([frame[name] for frame in frames]),
+                                 index=joined.index)
+    return joined.loc[:, list(frames[0].columns)]
 
 
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype

@@ -59,14 +59,17 @@ from recon.reader import date_objects, wib_dates
 from recon.schemas import (
     LEDGER,
     OPEN_ITEMS,
+    PAYMENT_LABELS,
     PAYMENTS,
     REFUNDS,
     arrow_frame,
+    concat_labelled,
     conform,
     empty_frame,
     found_both_ways,
     found_in,
     joined_values,
+    label_column,
     one_chunk,
     text_array,
 )
@@ -510,15 +513,21 @@ def _payment_frame(raw: pd.DataFrame, merchant_id: str | None = None) -> pd.Data
     the thread that loads them). `merchant_id` fills the merchant of the window's
     payments, which their query does not fetch."""
     frame = raw.copy(deep=False)  # copy-on-write: the columns replaced are new ones
+    # A few values each over millions of rows: categoricals (at 10M rows 0.4 GB less).
     if merchant_id is not None:
-        frame["merchant_id"] = pd.Series(merchant_id, index=frame.index, dtype="str")
+        frame["merchant_id"] = pd.Series(pd.Categorical.from_codes(
+            np.zeros(len(frame), dtype=np.int8), pd.Index([merchant_id], dtype="str")),
+            index=frame.index)
     if frame.empty:
         return frame
     frame["amount"] = frame["amount"].astype("Int64")
     frame["transaction_time"] = to_utc(frame["transaction_time"])
     frame["transaction_date"] = wib_dates(frame["transaction_time"])
-    frame["status"] = frame["status"].fillna("").astype("str").str.strip()
-    frame["pay_option"] = frame["pay_option"].fillna("").astype("str").str.strip().str.upper()
+    if merchant_id is None:
+        frame["merchant_id"] = label_column(frame["merchant_id"])
+    frame["store_id"] = label_column(frame["store_id"])
+    frame["status"] = label_column(frame["status"], str.strip)
+    frame["pay_option"] = label_column(frame["pay_option"], lambda text: text.strip().upper())
     return frame
 
 
@@ -552,7 +561,7 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     frames = [frame for frame in (window, _payment_frame(extra)) if not frame.empty]
     if not frames:
         return empty_frame(PAYMENTS), unnamed
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame = frames[0] if len(frames) == 1 else concat_labelled(frames, PAYMENT_LABELS)
     return conform(frame, PAYMENTS, "payments"), unnamed
 
 

@@ -185,6 +185,37 @@ def test_each_window_payment_is_loaded_once_wherever_it_falls(database_url: str)
     engine.dispose()
 
 
+def test_payments_few_valued_texts_load_as_categoricals_normalised(database_url: str) -> None:
+    """The payments' merchant, store, pay option and status load as categoricals, of the
+    window and of the payments found elsewhere alike: the pay option trimmed and upper
+    case, a missing store empty."""
+    from recon.calendar import WIB
+    from recon.records import insert_records
+    from recon.schemas import PAYMENT_LABELS
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    in_window = dt.datetime(2026, 11, 28, 12, tzinfo=WIB)
+    insert_records(engine, [
+        _payment("A", in_window) | {"store_id": None, "pay_option": " ovo_points "},
+        _payment("B", in_window) | {"store_id": "S-1", "status": "06"},
+        _payment("OLD", dt.datetime(2026, 10, 1, 12, tzinfo=WIB))
+        | {"status": "04", "store_id": "S-2"}])
+    inputs = load_run_inputs(engine, "M001", S, COVERED,
+                             rows_frame([payment_row("OLD", "1.00")]))
+    payments = inputs.payments.set_index("partner_reference_no").sort_index()
+    for name in PAYMENT_LABELS:
+        assert isinstance(payments[name].dtype, pd.CategoricalDtype), name
+    assert payments.astype("str")[list(PAYMENT_LABELS)].to_dict("index") == {
+        "A": {"merchant_id": "M001", "store_id": "", "pay_option": "OVO_POINTS",
+              "status": "00"},
+        "B": {"merchant_id": "M001", "store_id": "S-1", "pay_option": "OVO_CASH",
+              "status": "06"},
+        "OLD": {"merchant_id": "M001", "store_id": "S-2", "pay_option": "OVO_CASH",
+                "status": "04"}}
+    engine.dispose()
+
+
 def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
         database_url: str) -> None:
     """Refunds outside the window: all of a payment's when a refund row of the file names
