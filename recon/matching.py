@@ -315,17 +315,15 @@ def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
         for i in found])
 
 
-def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame) -> pd.Series:
+def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame,
+                       payment_at: np.ndarray) -> pd.Series:
     """DUPLICATE_SETTLEMENT reasons: a key settled on an earlier date (its earliest
-    settlement), or a later row of this file with a key an earlier line already settled."""
+    settlement), or a later row of this file with a key an earlier line already settled.
+    `payment_at`: each row's payment among the records (its position, -1 where none)."""
     positions = np.flatnonzero(keyed.to_numpy(dtype=bool))
     if not len(positions):
         return _texts(rows.index, positions, [])
     lines = rows["line_no"].to_numpy(dtype=np.int64)[positions]
-    # One text per (kind, settle key): the kind is a word without ':', the key any text.
-    pair = _pairs(rows["transaction_type"], rows["settle_key"])
-    if len(positions) < len(rows):
-        pair = pair.take(pa.array(positions))
     texts = np.full(len(positions), "", dtype=object)
     before = np.zeros(len(positions), dtype=bool)
     kind_column, key_column = rows["transaction_type"], rows["settle_key"]
@@ -337,6 +335,10 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
                                      key_column.take(take).tolist(), strict=True)]
 
     if not prior.empty:
+        # One text per (kind, settle key): the kind is a word without ':', the key any text.
+        pair = _pairs(kind_column, key_column)
+        if len(positions) < len(rows):
+            pair = pair.take(pa.array(positions))
         earliest = prior.loc[:, ["kind", "settle_key", "settlement_date", "line_no"]].sort_values(
             ["settlement_date", "line_no"], kind="stable")
         before, take = positions_in(pair, _pairs(earliest["kind"], earliest["settle_key"]))
@@ -346,8 +348,7 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
         texts[found] = [f"{name} already settled on {dates[i]} (line {int(prior_lines[i])})"
                         for i, name in zip(found, said(found), strict=True)]
     fresh = np.flatnonzero(~before)
-    codes = np.asarray(pc.dictionary_encode(pair.take(pa.array(fresh))).indices.to_numpy(
-        zero_copy_only=False), dtype=np.intp)
+    codes = _pair_codes(rows, positions[fresh], payment_at)
     # Codes are given in order of first appearance: a row repeats a pair when its code is
     # not above every code before it, and the rows where codes rise are each pair's first.
     again = np.zeros(len(codes), dtype=bool)
@@ -359,6 +360,24 @@ def _duplicate_reasons(rows: pd.DataFrame, keyed: pd.Series, prior: pd.DataFrame
                                           strict=True)]
     said_at = np.flatnonzero(texts != "")
     return _texts(rows.index, positions[said_at], list(texts[said_at]))
+
+
+def _pair_codes(rows: pd.DataFrame, at: np.ndarray, payment_at: np.ndarray) -> np.ndarray:
+    """A number for each row at `at`, the same for two rows exactly when their kind and
+    settle key are, numbered in order of first appearance. A payment row whose payment
+    was found is known by that payment's position (its key is the payment's, and a record
+    table has one row per key): only the other rows' keys are hashed, not a million."""
+    position = payment_at[at]
+    by_payment = ((rows["transaction_type"] == cat.PAYMENT).to_numpy(dtype=bool)[at]
+                  & (position >= 0))
+    codes = position.astype(np.int64)
+    others = np.flatnonzero(~by_payment)
+    if len(others):
+        where = pa.array(at[others])
+        pair = _pairs(rows["transaction_type"].take(where), rows["settle_key"].take(where))
+        numbered = pc.dictionary_encode(pair).indices.to_numpy(zero_copy_only=False)
+        codes[others] = int(payment_at.max(initial=-1)) + 1 + numbered
+    return np.asarray(pd.factorize(codes)[0], dtype=np.intp)
 
 
 def _pairs(kinds: pd.Series, keys: pd.Series) -> pa.Array:
@@ -400,15 +419,15 @@ def match_settlement(
     rows["settle_key"] = _settle_keys(rows)
     keyed = valid & (rows["settle_key"] != "")
 
-    # ---- duplicates: later in this file, or settled by an earlier settlement date
-    dup_reason = _duplicate_reasons(rows, keyed, prior)
-    duplicate = dup_reason != ""
-    settled = valid & ~duplicate
-
     # ---- records
     p, named, payment_at = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
                                     ["amount", "status", "transaction_date"])
     found_payment = pd.Series(named, index=rows.index) & valid
+
+    # ---- duplicates: later in this file, or settled by an earlier settlement date
+    dup_reason = _duplicate_reasons(rows, keyed, prior, payment_at)
+    duplicate = dup_reason != ""
+    settled = valid & ~duplicate
 
     taken = set(prior.loc[prior["kind"] == cat.REFUND, "record_key"]) - {""}
     refund_key, refund_rule = _match_refunds(rows, settled & is_refund, refunds, taken)
