@@ -24,7 +24,7 @@ from recon import categories as cat
 from recon.analysis import all_open_items, record_totals, refund_deltas
 from recon.calendar import WorkingCalendar
 from recon.config import FeeRules
-from recon.money import format_amount, round_minor_array
+from recon.money import format_amount, minor_text, round_minor_array
 from recon.schemas import (
     LEDGER,
     OPEN_ITEMS,
@@ -143,6 +143,55 @@ def _text(frame: pd.DataFrame, mask: pd.Series, columns: Sequence[str],
     texts = [make(row) for row in subset.itertuples(index=False)]
     said = np.array([bool(text) for text in texts], dtype=bool)  # '' finds nothing
     return _Finding(found[said], [text for text in texts if text])
+
+
+@dataclass(frozen=True)
+class _Subset:
+    """The masked rows of a frame, a column at a time, as the parts of a reason text
+    (`_built`): Arrow arrays of the rows' texts, amounts and labels."""
+
+    frame: pd.DataFrame
+    at: np.ndarray
+
+    def column(self, name: str) -> pd.Series:
+        return self.frame[name].take(self.at)
+
+    def text(self, name: str) -> pa.Array:
+        return text_array(self.column(name))
+
+    def amount(self, name: str, absolute: bool = False) -> pa.Array:
+        """Amounts as exact decimal text, '?' where there is none (as `_amount`)."""
+        values = self.column(name)
+        minor = pa.array(values.abs() if absolute else values, pa.int64(), from_pandas=True)
+        return pc.fill_null(minor_text(minor), "?")
+
+    def labelled(self, label: str, name: str) -> pa.Array:
+        """'<label><value>, ' where the row has a value, '' where it has none."""
+        values = self.text(name)
+        text = pa.large_string()
+        return pc.if_else(pc.equal(values, ""), pa.scalar("", text), pc.binary_join_element_wise(
+            pa.scalar(label, text), values, pa.scalar(", ", text), pa.scalar("", text)))
+
+    def per_value(self, name: str, make: Callable[[Any], str]) -> pa.Array:
+        """`make` of each row's value, called once per distinct value (a status code, a
+        date: a few over thousands of rows)."""
+        codes, distinct = pd.factorize(self.column(name))
+        texts = pa.array([make(value) for value in distinct] + [""], pa.large_string())
+        return texts.take(pa.array(np.where(codes < 0, len(distinct), codes)))
+
+
+def _built(frame: pd.DataFrame, mask: pd.Series,
+           parts: Callable[[_Subset], Sequence[str | pa.Array]]) -> _Finding:
+    """A reason text for each masked row, built column-wise: `parts` gives the text's
+    fixed pieces and the masked rows' columns, joined in order (`_text` builds one row at
+    a time, for texts whose pieces depend on each other)."""
+    found = np.flatnonzero(mask.to_numpy(dtype=bool))
+    if not len(found):
+        return _Finding(found, [])
+    pieces = [pa.scalar(part, pa.large_string()) if isinstance(part, str) else part
+              for part in parts(_Subset(frame, found))]
+    joined = pc.binary_join_element_wise(*pieces, pa.scalar("", pa.large_string()))
+    return _Finding(found, joined.to_pylist())
 
 
 def _texts(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
@@ -489,17 +538,15 @@ def match_settlement(
     ref_rows = settled & is_refund
     missing_payment = settled & ~found_payment
     findings[cat.MISSING_IN_RECORDS] = (
-        _text(checks, pay_rows & missing_payment, ["merchant_invoice"],
-              lambda t: f"no payment with partnerReferenceNo {t.merchant_invoice}")
-        + _text(checks, ref_rows & missing_payment, ["merchant_invoice"],
-                lambda t: f"no payment {t.merchant_invoice} to refund")
-        + _text(checks, ref_rows & found_payment & ~found_refund,
-                ["refund_invoice", "ovo_reference_no", "gross", "merchant_invoice"],
-                lambda t: "no refund record for "
-                + (f"RefundInvoice {t.refund_invoice}, " if t.refund_invoice else "")
-                + (f"OVOReferenceNo {t.ovo_reference_no}, " if t.ovo_reference_no else "")
-                + f"nor an unmatched refund of {_amount(abs(t.gross))} on payment "
-                f"{t.merchant_invoice}")
+        _built(checks, pay_rows & missing_payment,
+               lambda c: ["no payment with partnerReferenceNo ", c.text("merchant_invoice")])
+        + _built(checks, ref_rows & missing_payment,
+                 lambda c: ["no payment ", c.text("merchant_invoice"), " to refund"])
+        + _built(checks, ref_rows & found_payment & ~found_refund,
+                 lambda c: ["no refund record for ", c.labelled("RefundInvoice ", "refund_invoice"),
+                            c.labelled("OVOReferenceNo ", "ovo_reference_no"),
+                            "nor an unmatched refund of ", c.amount("gross", absolute=True),
+                            " on payment ", c.text("merchant_invoice")])
     )
     pay_ok = pay_rows & found_payment
     ref_ok = ref_rows & found_payment & found_refund
@@ -508,22 +555,22 @@ def match_settlement(
     payment_unpaid = ~checks["payment_status"].isin(cat.PAID_STATUSES)
     refund_undone = ~checks["refund_status"].isin(cat.DONE_REFUND_STATUSES)
     findings[cat.STATUS_MISMATCH] = (
-        _text(checks, pay_ok & payment_unpaid, ["payment_status"],
-              lambda t: f"payment status {cat.status_label(t.payment_status)}, "
-              "expected 00 Success or 04 Refunded")
-        + _text(checks, ref_ok & refund_undone, ["refund_status"],
-                lambda t: f"refund status {cat.status_label(t.refund_status)}, expected 00 Success")
-        + _text(checks, ref_ok & ~refund_undone & payment_unpaid, ["payment_status"],
-                lambda t: f"original payment status {cat.status_label(t.payment_status)}")
+        _built(checks, pay_ok & payment_unpaid,
+               lambda c: ["payment status ", c.per_value("payment_status", cat.status_label),
+                          ", expected 00 Success or 04 Refunded"])
+        + _built(checks, ref_ok & refund_undone,
+                 lambda c: ["refund status ", c.per_value("refund_status", cat.status_label),
+                            ", expected 00 Success"])
+        + _built(checks, ref_ok & ~refund_undone & payment_unpaid,
+                 lambda c: ["original payment status ",
+                            c.per_value("payment_status", cat.status_label)])
     )
 
     # ---- amount
-    findings[cat.AMOUNT_MISMATCH] = _text(
+    findings[cat.AMOUNT_MISMATCH] = _built(
         checks, pay_ok & (gross != checks["payment_amount"]).fillna(False).astype(bool),
-        ["gross", "payment_amount", "delta"],
-        lambda t: f"GrossAmount {_amount(t.gross)} ≠ payment amount {_amount(t.payment_amount)}"
-        f" (delta {_amount(t.delta)})",
-    )
+        lambda c: ["GrossAmount ", c.amount("gross"), " ≠ payment amount ",
+                   c.amount("payment_amount"), " (delta ", c.amount("delta"), ")"])
 
     # ---- refunds: amount, owner, cumulative, window
     prior_refunds = prior.loc[(prior["kind"] == cat.REFUND) & prior["amount"].notna()]
@@ -585,11 +632,12 @@ def match_settlement(
     record_date = out["record_date"]
     matched = pay_ok | ref_ok
     off_window = matched & record_date.notna() & ~record_date.isin(list(covered))
-    findings[cat.TIMING_DIFFERENCE] = _text(
-        out, off_window, ["record_date"],
-        lambda t: f"record date {t.record_date} is covered by settlement date "
-        f"{ctx.calendar.next_working_day(t.record_date)}, not {day}",
-    )
+    findings[cat.TIMING_DIFFERENCE] = _built(
+        out, off_window,
+        lambda c: ["record date ", c.per_value("record_date", str),
+                   " is covered by settlement date ",
+                   c.per_value("record_date", lambda d: str(ctx.calendar.next_working_day(d))),
+                   f", not {day}"])
 
     # ---- fees
     findings[cat.FEE_MISMATCH] = _fee_findings(out, pay_ok | ref_ok, is_payment, ctx.fee_rules)

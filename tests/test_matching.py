@@ -361,3 +361,38 @@ def test_each_row_says_how_its_record_was_found() -> None:
     result = classify(rows, refunds=REFUNDS)
     assert result.rows["match_rule"].tolist() == [
         "MerchantInvoice", "", "RefundInvoice", "OVOReferenceNo", "payment and amount"]
+
+
+def test_the_reason_texts_of_missing_records_status_amount_and_timing() -> None:
+    """Each reason as the finance team reads it, word for word (built column-wise)."""
+    payments = [("INV-1", "10000.00", "00", "2026-11-27 10:00:00"),
+                ("INV-2", "500.00", "06", "2026-11-27 11:00:00"),
+                ("INV-3", "700.00", "00", "2026-11-27 12:00:00"),
+                ("INV-4", "900.00", "00", "2026-11-26 09:00:00"),
+                ("INV-5", "800.00", "XX", "2026-11-27 12:00:00")]
+    refunds = [("RF-9", "INV-1", "OVR-9", "100.00", "06", "2026-11-28 10:00"),
+               ("RF-8", "INV-5", "OVR-8", "50.00", "00", "2026-11-28 10:00")]
+    rows = [payment_row("GHOST-1", "10.00"), refund_row("GHOST-2", "12.50", "RF-G"),
+            refund_row("INV-1", "12.50", "RF-X", "OVR-X"),
+            refund_row("INV-3", "7.05", "", "OVR-Y"),
+            refund_row("INV-3", "7.05", ovo_reference_no=""),
+            payment_row("INV-2", "500.00"), refund_row("INV-1", "100.00", "RF-9"),
+            refund_row("INV-5", "50.00", "RF-8"), payment_row("INV-3", "700.01"),
+            payment_row("INV-4", "900.00")]
+    result = classify(rows, payments=payments, refunds=refunds)
+    assert list(zip(result.rows["category"], result.rows["reason"], strict=True)) == [
+        (cat.MISSING_IN_RECORDS, "no payment with partnerReferenceNo GHOST-1"),
+        (cat.MISSING_IN_RECORDS, "no payment GHOST-2 to refund"),
+        (cat.MISSING_IN_RECORDS, "no refund record for RefundInvoice RF-X, OVOReferenceNo "
+                                 "OVR-X, nor an unmatched refund of 12.50 on payment INV-1"),
+        (cat.MISSING_IN_RECORDS, "no refund record for OVOReferenceNo OVR-Y, nor an "
+                                 "unmatched refund of 7.05 on payment INV-3"),
+        (cat.MISSING_IN_RECORDS, "no refund record for nor an unmatched refund of 7.05 on "
+                                 "payment INV-3"),
+        (cat.STATUS_MISMATCH, "payment status 06 Failed, expected 00 Success or 04 Refunded"),
+        (cat.STATUS_MISMATCH, "refund status 06 Failed, expected 00 Success"),
+        (cat.STATUS_MISMATCH, "original payment status 'XX'"),
+        (cat.AMOUNT_MISMATCH, "GrossAmount 700.01 ≠ payment amount 700.00 (delta 0.01)"),
+        (cat.TIMING_DIFFERENCE, "record date 2026-11-26 is covered by settlement date "
+                                "2026-11-27, not 2026-11-30"),
+    ]
