@@ -33,6 +33,7 @@ from recon.schemas import (
     SETTLEMENT_ROWS,
     arrow_text,
     conform,
+    label_column,
     positions_in,
     text_array,
     text_isin,
@@ -175,9 +176,7 @@ class _Subset:
     def per_value(self, name: str, make: Callable[[Any], str]) -> pa.Array:
         """`make` of each row's value, called once per distinct value (a status code, a
         date: a few over thousands of rows)."""
-        codes, distinct = pd.factorize(self.column(name))
-        texts = pa.array([make(value) for value in distinct] + [""], pa.large_string())
-        return texts.take(pa.array(np.where(codes < 0, len(distinct), codes)))
+        return text_array(label_column(self.column(name), make))
 
 
 def _built(frame: pd.DataFrame, mask: pd.Series,

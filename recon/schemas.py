@@ -7,6 +7,7 @@ Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. T
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,12 +126,13 @@ def _filled_labels(values: pd.Series) -> pd.Series:
     return values.fillna("")
 
 
-def label_column(values: pd.Series, normalise: Callable[[str], str] = str) -> pd.Series:
-    """A text column of a few distinct values as a categorical of those values normalised
-    ('' where a value is missing): each distinct text is normalised once, and each row
-    takes a code of a byte or two instead of its text and an 8-byte offset."""
+def label_column(values: pd.Series, normalise: Callable[[Any], str] = str) -> pd.Series:
+    """A column of a few distinct values as a categorical of their texts, `normalise` of
+    each ('' where a value is missing): `normalise` is called once per distinct value (as
+    the column holds it: a text, a date), and each row takes a code of a byte or two
+    instead of its text and an 8-byte offset."""
     codes, distinct = pd.factorize(values)
-    names = [normalise(str(text)) for text in distinct] + [""]  # code -1 (missing): ''
+    names = [normalise(value) for value in distinct] + [""]  # code -1 (missing): ''
     categories = sorted(set(names))
     position = {name: i for i, name in enumerate(categories)}
     recode = np.array([position[name] for name in names], dtype=np.int32)

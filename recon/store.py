@@ -526,8 +526,9 @@ def _payment_frame(raw: pd.DataFrame, merchant_id: str | None = None) -> pd.Data
     if merchant_id is None:
         frame["merchant_id"] = label_column(frame["merchant_id"])
     frame["store_id"] = label_column(frame["store_id"])
-    frame["status"] = label_column(frame["status"], str.strip)
-    frame["pay_option"] = label_column(frame["pay_option"], lambda text: text.strip().upper())
+    frame["status"] = label_column(frame["status"], lambda value: str(value).strip())
+    frame["pay_option"] = label_column(frame["pay_option"],
+                                       lambda value: str(value).strip().upper())
     return frame
 
 
