@@ -203,8 +203,8 @@ def _texts(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
     return pd.Series(arrow_text(values.take(pa.array(at))).array, index=index)
 
 
-def _label_column(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
-                  other: str) -> pd.Series:
+def _categorical_texts(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
+                       other: str) -> pd.Series:
     """`_texts` as a categorical column, made from its codes: a byte per row instead of
     the text and its 8-byte offset, for a column of a few distinct values."""
     names = sorted({*texts, other})
@@ -661,7 +661,7 @@ def match_settlement(
     for at in np.flatnonzero(hits.sum(axis=1) > 1).tolist():
         extras[at] = "; ".join(f"{names[i]}: {texts[at, i]}"
                                for i in np.flatnonzero(hits[at])[1:].tolist())
-    category = _label_column(rows.index, flagged, categories, other=cat.MATCHED)
+    category = _categorical_texts(rows.index, flagged, categories, other=cat.MATCHED)
     reason = _texts(rows.index, flagged, reasons)
     flags = _texts(rows.index, flagged, extras)
     out["category"] = category
