@@ -6,6 +6,8 @@ Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. T
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -188,13 +190,59 @@ def text_isin(values: pd.Series, keys: pd.Series | pa.Array | Iterable[str]) -> 
                      index=values.index)
 
 
+#: From this many values on each side, `positions_in` joins through DuckDB, which hashes
+#: and probes on every core: a million keys among a million took 0.45 s by Arrow's
+#: `index_in` (one thread) and 0.2 s by DuckDB here. Below it DuckDB's start costs more.
+JOIN_FROM = 100_000
+
+
 def positions_in(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """For each of `values`: whether `within` holds it, and the position of its first
-    occurrence there (-1 where it does not). One Arrow hash lookup, no Python objects."""
-    position = pc.index_in(values, value_set=within.cast(values.type))
+    occurrence there (-1 where it does not). One hash lookup, no Python objects."""
+    within = within.cast(values.type)
+    if (min(len(values), len(within)) >= JOIN_FROM
+            and values.null_count == 0 and within.null_count == 0):
+        return _joined_positions(values, within)
+    position = pc.index_in(values, value_set=within)
     found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return found, np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False),
                              dtype=np.intp)
+
+
+_DUCKDB: dict[int, Any] = {}  # an in-memory database per process, a cursor per lookup
+_DUCKDB_LOCK = threading.Lock()
+
+
+def _joined_positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """`positions_in` as a DuckDB join of the two arrays (no nulls in either) on their
+    values, by position. Texts are equal in DuckDB as in Arrow: byte for byte."""
+    import duckdb
+
+    with _DUCKDB_LOCK:  # a forked worker makes its own: a database's threads do not fork
+        database = _DUCKDB.get(os.getpid())
+        if database is None:
+            database = _DUCKDB[os.getpid()] = duckdb.connect(":memory:")
+    cursor = database.cursor()  # a connection of its own: safe beside other threads
+    try:
+        cursor.register("recon_values", pa.table({
+            "k": values, "q": pa.array(np.arange(len(values), dtype=np.int64))}))
+        cursor.register("recon_within", pa.table({
+            "k": within, "p": pa.array(np.arange(len(within), dtype=np.int64))}))
+        pairs = cursor.sql("SELECT q, p FROM recon_values JOIN recon_within USING (k)"
+                           ).to_arrow_table()
+    finally:
+        cursor.close()
+    at = np.asarray(pairs.column("q").to_numpy(), dtype=np.intp)
+    first = np.asarray(pairs.column("p").to_numpy(), dtype=np.intp)
+    found = np.zeros(len(values), dtype=bool)
+    found[at] = True
+    position = np.full(len(values), -1, dtype=np.intp)
+    if int(found.sum()) == len(at):  # each value found once: `within` has no repeats
+        position[at] = first
+    else:  # a value `within` holds more than once: its first occurrence
+        position[found] = np.iinfo(np.intp).max
+        np.minimum.at(position, at, first)
+    return found, position
 
 
 def found_in(values: pa.Array, many: pa.Array) -> np.ndarray:

@@ -99,6 +99,48 @@ def test_shuffling_the_file_changes_no_count(data: dict[str, Any], rnd: random.R
 
 
 @settings(max_examples=60, deadline=None)
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_the_match_is_the_same_with_its_lookups_joined_by_duckdb(
+        data: dict[str, Any], rnd: random.Random) -> None:
+    """Large files' key lookups go through DuckDB (`schemas.JOIN_FROM`); sent there at any
+    size, every row's category, reason and flags, the ledger and the missing items are
+    those of Arrow's lookups."""
+    from recon import schemas
+
+    order = list(range(len(data["rows"])))
+    rnd.shuffle(order)
+    by_arrow = run_engine(data, order)
+    saved, schemas.JOIN_FROM = schemas.JOIN_FROM, 0
+    try:
+        by_duckdb = run_engine(data, order)
+    finally:
+        schemas.JOIN_FROM = saved
+    pd.testing.assert_frame_equal(by_duckdb.rows, by_arrow.rows)
+    pd.testing.assert_frame_equal(by_duckdb.missing, by_arrow.missing)
+    for column in ("kind", "settle_key", "record_key", "line_no"):
+        assert list(by_duckdb.ledger[column]) == list(by_arrow.ledger[column])
+    assert by_duckdb.counts == by_arrow.counts and by_duckdb.amounts == by_arrow.amounts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["A", "B", "Ü", "", "a", "AB", "x" * 40]), max_size=30),
+       st.lists(st.sampled_from(["A", "B", "Ü", "", "a", "AB", "x" * 40]), max_size=30))
+def test_positions_found_by_duckdb_are_arrows(values: list[str], within: list[str]) -> None:
+    """Whether each value is found and where it first occurs, with repeats on both sides,
+    an empty text, case and a non-ASCII letter: DuckDB's join as Arrow's index_in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recon import schemas
+
+    left, right = pa.array(values, pa.large_string()), pa.array(within, pa.large_string())
+    expected = pc.index_in(left, value_set=right).to_pylist()
+    found, position = schemas._joined_positions(left, right)
+    assert list(found) == [p is not None for p in expected]
+    assert list(position) == [-1 if p is None else p for p in expected]
+
+
+@settings(max_examples=60, deadline=None)
 @given(scenarios())
 def test_a_record_is_settled_or_missing_never_both(data: dict[str, Any]) -> None:
     result = run_engine(data)
