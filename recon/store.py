@@ -33,7 +33,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    and_,
     bindparam,
     cast,
     create_engine,
@@ -177,6 +176,14 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
     return start.replace(tzinfo=dt.UTC), end.replace(tzinfo=dt.UTC)
 
 
+#: The planner's cost of a page read out of order on the connection that joins the key
+#: tables (PostgreSQL's default, 4, is for spinning disks). With it a few thousand keys
+#: are probed in a primary key's index rather than by reading the whole table: the 14,500
+#: invoices of a 1M-row file outside the window took 0.23 s against all 1M payments,
+#: 0.05 s through the index. The window's own range scans keep the default: at 1.1 the
+#: planner read each half of a 1M-row window by its time index, 1.7x slower.
+KEY_LOOKUP_PAGE_COST = 1.1
+
 #: The per-connection temporary tables of lookup keys a load joins against, one per kind
 #: of key: a query reads only the kinds it needs, not a million keys of another kind.
 KEY_TAGS = ("inv", "rinv", "rno", "oref", "pay", "rorig", "rec_only")
@@ -185,9 +192,19 @@ LOAD_KEYS = {tag: Table(f"recon_load_keys_{tag}", MetaData(),
              for tag in KEY_TAGS}
 
 
-def _keyed(column: Any, *tags: str) -> Any:
-    """`column` is one of the loaded keys with one of `tags`."""
-    return column.in_(union_all(*(select(LOAD_KEYS[tag].c.k) for tag in tags)))
+def _keyed(columns: Sequence[Any], column: Any, tags: Sequence[str], *conditions: Any) -> Any:
+    """SELECT `columns` WHERE `conditions` hold and `column` is one of the loaded keys
+    with one of `tags`: a SELECT per key table, joined by UNION ALL (a row found through
+    two tables comes twice; the callers drop repeats).
+
+    PostgreSQL's planner then knows each key table's size from its statistics. Of the keys
+    of several tables in one subquery it assumed 200 distinct (a UNION's default), and so
+    probed the ledger's index a key at a time for a file's million invoices: 9.5 s against
+    a ledger holding one earlier date of a million entries, where the hash join it now
+    chooses takes 1.0-1.4 s."""
+    selects = [select(*columns).where(*conditions, column.in_(select(LOAD_KEYS[tag].c.k)))
+               for tag in tags]
+    return selects[0] if len(selects) == 1 else union_all(*selects)
 
 
 class _Lookups(Protocol):
@@ -247,7 +264,7 @@ class _ArrowLookups:
     whole result of one with parameters in libpq's memory before it converts any of it.
     At 10M payments that took 10.4 s and peaked at 2.9 GB, against 6.3 s and 0.9 GB."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, key_lookups: bool = False) -> None:
         import adbc_driver_postgresql.dbapi as adbc
 
         url = engine.url.set(drivername="postgresql")
@@ -256,6 +273,8 @@ class _ArrowLookups:
         # The written-in texts double their quotes and nothing else: a backslash in a
         # text literal is then a backslash, whatever the server's default.
         self.cursor.execute("SET standard_conforming_strings = on")
+        if key_lookups:
+            self.cursor.execute(f"SET random_page_cost = {KEY_LOOKUP_PAGE_COST}")
         self.dialect = postgresql.dialect()  # compiles only: never connected
 
     def __enter__(self) -> _ArrowLookups:
@@ -447,7 +466,7 @@ def load_run_inputs(
             open_items = _load_open_items(conn, merchant_id, settlement_date)
             lookups: _Lookups
             if engine.dialect.name == "postgresql":
-                lookups = stack.enter_context(_ArrowLookups(engine))
+                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
             else:
                 lookups = stack.enter_context(_SqlLookups(conn))
             payments, refunds, ledger = _load_records(
@@ -546,8 +565,8 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
         open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
-    extra = lookups.fetch(select(*columns).where(
-        _keyed(ovo_payments.c.partner_reference_no, "pay")), [c.name for c in columns])
+    extra = lookups.fetch(_keyed(columns, ovo_payments.c.partner_reference_no, ["pay"]),
+                          [c.name for c in columns])
     if not extra.empty:  # a key the database compares without case may find a window row
         keys = text_array(extra["partner_reference_no"])
         again = window_keys.filter(pc.is_in(window_keys, value_set=keys))
@@ -588,8 +607,7 @@ def _refunded_payments(refund_rows: pd.DataFrame, window: pd.DataFrame,
 def _refunds_of(lookups: _Lookups, column: Any, *tags: str) -> pd.DataFrame:
     """The refunds whose `column` is one of the loaded keys with one of `tags`."""
     columns = _refund_columns(lookups)
-    return lookups.fetch(select(*columns).where(_keyed(column, *tags)),
-                         [c.name for c in columns])
+    return lookups.fetch(_keyed(columns, column, tags), [c.name for c in columns])
 
 
 def _named_refunds(lookups: _Lookups) -> list[pd.DataFrame]:
@@ -623,12 +641,13 @@ _LEDGER_COLUMNS = [*(recon_ledger.c[name] for name in (
 
 
 def _ledger_of(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
-               condition: Any) -> pd.DataFrame:
-    """The ledger entries of the merchant's other dates that meet `condition`."""
+               column: Any, tags: Sequence[str], *conditions: Any) -> pd.DataFrame:
+    """The ledger entries of the merchant's other dates whose `column` is one of the keys
+    with one of `tags` and that meet `conditions`."""
     t = recon_ledger
-    return lookups.fetch(select(*_LEDGER_COLUMNS).where(
-        t.c.merchant_id == merchant_id, t.c.settlement_date != settlement_date, condition),
-        [c.name for c in _LEDGER_COLUMNS])
+    return lookups.fetch(_keyed(_LEDGER_COLUMNS, column, tags, t.c.merchant_id == merchant_id,
+                                t.c.settlement_date != settlement_date, *conditions),
+                         [c.name for c in _LEDGER_COLUMNS])
 
 
 def _named_ledger(lookups: _Lookups, merchant_id: str,
@@ -637,11 +656,10 @@ def _named_ledger(lookups: _Lookups, merchant_id: str,
     original payment equal to the settle key is found through the settle key's index; the
     partial indexes hold only the entries where they differ (see tables.py)."""
     t = recon_ledger
-    return (_ledger_of(lookups, merchant_id, settlement_date,
-                       _keyed(t.c.settle_key, "inv", "rinv", "rno")),
-            _ledger_of(lookups, merchant_id, settlement_date,
-                       and_(_keyed(t.c.original_reference_no, "inv"),
-                            t.c.original_reference_no != t.c.settle_key)))
+    return (_ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key,
+                       ["inv", "rinv", "rno"]),
+            _ledger_of(lookups, merchant_id, settlement_date, t.c.original_reference_no,
+                       ["inv"], t.c.original_reference_no != t.c.settle_key))
 
 
 def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
@@ -652,16 +670,15 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     by_settle_key, by_original = named
     # A record key that is one of the records: those are the file's keys and the records
     # it does not name, both loaded already; other keys are dropped below.
-    by_record = _ledger_of(lookups, merchant_id, settlement_date, and_(
-        _keyed(t.c.record_key, "inv", "rinv", "rno", "rec_only"),
-        t.c.record_key != t.c.settle_key))
+    by_record = _ledger_of(lookups, merchant_id, settlement_date, t.c.record_key,
+                           ["inv", "rinv", "rno", "rec_only"], t.c.record_key != t.c.settle_key)
     if not by_record.empty:
         by_record = by_record.loc[np.asarray(pc.is_in(
             text_array(by_record["record_key"]), value_set=records.cast(pa.large_string())))]
     frame = pd.concat([
         by_settle_key,
-        _ledger_of(lookups, merchant_id, settlement_date,
-                   and_(_keyed(t.c.settle_key, "rec_only"), t.c.record_key == t.c.settle_key)),
+        _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["rec_only"],
+                   t.c.record_key == t.c.settle_key),
         by_record, by_original], ignore_index=True).drop_duplicates(
             ["settlement_date", "line_no"])  # an entry: a date's line (its one run's)
     if frame.empty:

@@ -295,6 +295,74 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     engine.dispose()
 
 
+def test_an_earlier_entry_found_through_several_kinds_of_file_key_loads_once(
+        database_url: str) -> None:
+    """The ledger is looked up by one query per kind of key (invoices, refund invoices,
+    OVO reference numbers): an entry whose settle key the file names as all three comes
+    once."""
+    from sqlalchemy import insert
+
+    from recon.tables import recon_ledger
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(recon_ledger), [
+            {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
+             "kind": "PAYMENT", "settle_key": "K1", "record_key": "K1",
+             "original_reference_no": "K1", "amount": Decimal("1.00"), "line_no": 1}])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame(
+        [payment_row("K1", "1.00"), refund_row("K1", "0.50", "K1", "K1")]))
+    assert list(inputs.ledger["line_no"]) == [1]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str) -> None:
+    """Each kind of key is its own SELECT, so that the planner knows how many keys it
+    joins (a UNION of key tables inside one subquery counts as 200, and a file's million
+    invoices were then probed one by one into the ledger's index); the loader's
+    connection prices pages read out of order for cached data, the window's keeps the
+    server's default for its range scans."""
+    from sqlalchemy.dialects import postgresql
+
+    from recon import store
+
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    t = store.recon_ledger
+    query = store._keyed(store._LEDGER_COLUMNS, t.c.settle_key, ["inv", "rinv", "rno"],
+                         t.c.merchant_id == "M001", t.c.settlement_date != S)
+    with engine.connect() as conn:
+        for tag in ("inv", "rinv", "rno"):
+            store.LOAD_KEYS[tag].create(conn)
+            conn.execute(store.LOAD_KEYS[tag].insert(), [{"k": f"{tag}{i}"} for i in range(3000)])
+        conn.execute(text("ANALYZE recon_load_keys_inv, recon_load_keys_rinv, recon_load_keys_rno"))
+        plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + store._written_in(
+            query, postgresql.dialect()))).scalar_one()[0]["Plan"]
+    setting = "SELECT current_setting('random_page_cost')"
+    with store._ArrowLookups(engine, key_lookups=True) as lookups:
+        assert lookups.fetch_table(text(setting), ["cost"])["cost"][0].as_py() == str(
+            store.KEY_LOOKUP_PAGE_COST)
+    with store._ArrowLookups(engine) as window:
+        assert window.fetch_table(text(setting), ["cost"])["cost"][0].as_py() != str(
+            store.KEY_LOOKUP_PAGE_COST)
+    engine.dispose()
+
+    def nodes(node: dict) -> Any:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    appended_key_tables = [
+        child.get("Relation Name") for node in nodes(plan) if node["Node Type"] == "Append"
+        for child in node.get("Plans", [])
+        if str(child.get("Relation Name", "")).startswith("recon_load_keys_")]
+    assert not appended_key_tables, appended_key_tables
+    scanned = {node.get("Relation Name") for node in nodes(plan)}
+    assert {"recon_load_keys_inv", "recon_load_keys_rinv", "recon_load_keys_rno"} <= scanned
+
+
 def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
         database_url: str) -> None:
     """On PostgreSQL the merchant, dates and bounds are written into the query's text: a
