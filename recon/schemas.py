@@ -6,8 +6,6 @@ Money is integer minor units (sen; 1 IDR = 100) in nullable ``Int64`` columns. T
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -209,29 +207,25 @@ def positions_in(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.nda
                              dtype=np.intp)
 
 
-_DUCKDB: dict[int, Any] = {}  # an in-memory database per process, a cursor per lookup
-_DUCKDB_LOCK = threading.Lock()
-
-
 def _joined_positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """`positions_in` as a DuckDB join of the two arrays (no nulls in either) on their
-    values, by position. Texts are equal in DuckDB as in Arrow: byte for byte."""
+    values, by position. Texts are equal in DuckDB as in Arrow: byte for byte.
+
+    Each lookup opens an in-memory database of its own and closes it (0.03 s): one kept
+    open held on to about 80 MiB more after each 1M-key join, and safe across threads
+    and forked workers needs no more care."""
     import duckdb
 
-    with _DUCKDB_LOCK:  # a forked worker makes its own: a database's threads do not fork
-        database = _DUCKDB.get(os.getpid())
-        if database is None:
-            database = _DUCKDB[os.getpid()] = duckdb.connect(":memory:")
-    cursor = database.cursor()  # a connection of its own: safe beside other threads
+    database = duckdb.connect(":memory:")
     try:
-        cursor.register("recon_values", pa.table({
+        database.register("recon_values", pa.table({
             "k": values, "q": pa.array(np.arange(len(values), dtype=np.int64))}))
-        cursor.register("recon_within", pa.table({
+        database.register("recon_within", pa.table({
             "k": within, "p": pa.array(np.arange(len(within), dtype=np.int64))}))
-        pairs = cursor.sql("SELECT q, p FROM recon_values JOIN recon_within USING (k)"
-                           ).to_arrow_table()
+        pairs = database.sql("SELECT q, p FROM recon_values JOIN recon_within USING (k)"
+                             ).to_arrow_table()
     finally:
-        cursor.close()
+        database.close()
     at = np.asarray(pairs.column("q").to_numpy(), dtype=np.intp)
     first = np.asarray(pairs.column("p").to_numpy(), dtype=np.intp)
     found = np.zeros(len(values), dtype=bool)
