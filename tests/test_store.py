@@ -297,9 +297,10 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
 
 def test_an_earlier_entry_found_through_several_kinds_of_file_key_loads_once(
         database_url: str) -> None:
-    """The ledger is looked up by one query per kind of key (invoices, refund invoices,
-    OVO reference numbers): an entry whose settle key the file names as all three comes
-    once."""
+    """The ledger is looked up through one key table of every key the file names
+    (invoices, refund invoices, OVO reference numbers): an entry whose settle key the file
+    names as all three comes once, and one whose original payment is only a refund key of
+    the file is not an entry of a payment the file names."""
     from sqlalchemy import insert
 
     from recon.tables import recon_ledger
@@ -310,9 +311,13 @@ def test_an_earlier_entry_found_through_several_kinds_of_file_key_loads_once(
         conn.execute(insert(recon_ledger), [
             {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
              "kind": "PAYMENT", "settle_key": "K1", "record_key": "K1",
-             "original_reference_no": "K1", "amount": Decimal("1.00"), "line_no": 1}])
+             "original_reference_no": "K1", "amount": Decimal("1.00"), "line_no": 1},
+            {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
+             "kind": "REFUND", "settle_key": "RZ", "record_key": "",
+             "original_reference_no": "RK2", "amount": Decimal("1.00"), "line_no": 2}])
     inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame(
-        [payment_row("K1", "1.00"), refund_row("K1", "0.50", "K1", "K1")]))
+        [payment_row("K1", "1.00"), refund_row("K1", "0.50", "K1", "K1"),
+         refund_row("K2", "0.50", "RK2", "")]))
     assert list(inputs.ledger["line_no"]) == [1]
     engine.dispose()
 
@@ -331,13 +336,14 @@ def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str)
     engine = make_engine(postgres_server_url)
     init_db(engine)
     t = store.recon_ledger
-    query = store._keyed(store._LEDGER_COLUMNS, t.c.settle_key, ["inv", "rinv", "rno"],
+    query = store._keyed(store._LEDGER_COLUMNS, t.c.settle_key, ["file", "rinv", "rno"],
                          t.c.merchant_id == "M001", t.c.settlement_date != S)
     with engine.connect() as conn:
-        for tag in ("inv", "rinv", "rno"):
+        for tag in ("file", "rinv", "rno"):
             store.LOAD_KEYS[tag].create(conn)
             conn.execute(store.LOAD_KEYS[tag].insert(), [{"k": f"{tag}{i}"} for i in range(3000)])
-        conn.execute(text("ANALYZE recon_load_keys_inv, recon_load_keys_rinv, recon_load_keys_rno"))
+        conn.execute(text("ANALYZE recon_load_keys_file, recon_load_keys_rinv, "
+                          "recon_load_keys_rno"))
         plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + store._written_in(
             query, postgresql.dialect()))).scalar_one()[0]["Plan"]
     setting = "SELECT current_setting('random_page_cost')"
@@ -360,7 +366,7 @@ def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str)
         if str(child.get("Relation Name", "")).startswith("recon_load_keys_")]
     assert not appended_key_tables, appended_key_tables
     scanned = {node.get("Relation Name") for node in nodes(plan)}
-    assert {"recon_load_keys_inv", "recon_load_keys_rinv", "recon_load_keys_rno"} <= scanned
+    assert {"recon_load_keys_file", "recon_load_keys_rinv", "recon_load_keys_rno"} <= scanned
 
 
 def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
