@@ -212,9 +212,9 @@ def _joined_positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, n
     """`positions_in` as a DuckDB join of the two arrays (no nulls in either) on their
     values, by position. Texts are equal in DuckDB as in Arrow: byte for byte.
 
-    Each lookup opens an in-memory database of its own and closes it (0.03 s): one kept
-    open held on to about 80 MiB more after each 1M-key join, and safe across threads
-    and forked workers needs no more care."""
+    Each lookup opens an in-memory database of its own and closes it (0.03 s to open):
+    one kept open for the process held on to about 80 MiB more after each 1M-key join.
+    A database per lookup also needs no care across threads or forked workers."""
     import duckdb
 
     database = duckdb.connect(":memory:")
