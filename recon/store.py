@@ -70,6 +70,7 @@ from recon.schemas import (
     joined_values,
     label_column,
     one_chunk,
+    positions_in,
     text_array,
 )
 from recon.tables import (
@@ -663,10 +664,8 @@ def _named_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     by_original = _ledger_of(lookups, merchant_id, settlement_date, t.c.original_reference_no,
                              ["file"], t.c.original_reference_no != t.c.settle_key)
     if not by_original.empty:  # not those whose original payment is a refund key alone
-        originals = text_array(by_original["original_reference_no"])
-        distinct = pc.unique(originals)
-        invoiced = distinct.filter(pa.array(found_in(distinct, invoices)))
-        by_original = by_original.loc[np.asarray(pc.is_in(originals, value_set=invoiced))]
+        by_original = by_original.loc[positions_in(
+            text_array(by_original["original_reference_no"]), invoices)[0]]
     return (_ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["file"]),
             by_original)
 
@@ -682,8 +681,7 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     by_record = _ledger_of(lookups, merchant_id, settlement_date, t.c.record_key,
                            ["file", "rec_only"], t.c.record_key != t.c.settle_key)
     if not by_record.empty:
-        by_record = by_record.loc[np.asarray(pc.is_in(
-            text_array(by_record["record_key"]), value_set=records.cast(pa.large_string())))]
+        by_record = by_record.loc[positions_in(text_array(by_record["record_key"]), records)[0]]
     frame = pd.concat([
         by_settle_key,
         _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["rec_only"],
