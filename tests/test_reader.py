@@ -234,6 +234,26 @@ def test_unreadable_rows_keep_line_and_reason(tmp_path: Path, changes: dict[str,
     assert reason in bad["invalid_reason"]
 
 
+@pytest.mark.parametrize("write", [write_settlement_csv, write_settlement_xlsx])
+def test_a_row_of_several_faults_lists_them_in_the_columns_order(
+        tmp_path: Path, write: Callable[..., Path]) -> None:
+    """The fields are parsed at once on several threads; a row's reasons still come in the
+    order of the format's columns, the shape finding first, whichever field finished first."""
+    faults = {"TransactionDateTime": "yesterday", "MerchantInvoice": "",
+              "TransactionType": "VOID", "PaymentSource": "Gopay", "GrossAmount": "",
+              "NetAmount": "12.345"}
+    many = [row(MerchantInvoice=f"INV-{i}") for i in range(2, 3000)]
+    suffix = ".csv" if write is write_settlement_csv else ".xlsx"
+    path = write([row(), row(**faults), *many], tmp_path / f"f{suffix}", trailer=False)
+    rows = read(path).rows
+    assert rows["invalid_reason"].iloc[1] == (
+        "TransactionDateTime 'yesterday' is not a date and time; MerchantInvoice is empty; "
+        "TransactionType 'VOID' is not PAYMENT or REFUND; "
+        "PaymentSource 'Gopay' is not OVO Cash or OVO Points; GrossAmount is empty; "
+        "NetAmount '12.345' is not a decimal amount")
+    assert (rows["invalid_reason"].drop(index=1) == "").all()
+
+
 def test_blank_lines_keep_physical_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     lines = [",".join(HEADER), ",".join(row().values()), "", ",".join(row(MerchantInvoice="X",
