@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, text
 
+from recon.calendar import WorkingCalendar
 from recon.errors import RunLocked, StoreError
 from recon.locks import hold_run_lock
 from recon.matching import Ledger
@@ -367,6 +368,88 @@ def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str)
     assert not appended_key_tables, appended_key_tables
     scanned = {node.get("Relation Name") for node in nodes(plan)}
     assert {"recon_load_keys_file", "recon_load_keys_rinv", "recon_load_keys_rno"} <= scanned
+
+
+def test_postgres_finds_the_window_refunds_payments_through_their_index(
+        postgres_server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's refunds are those whose payment is the merchant's: once the window's
+    payments are fetched, their connection finds each refund's payment through the
+    payments' primary key (20,000 probes at 1M payments took 0.09 s on one process) and not
+    by hashing every payment of the merchant on three (0.2 s, three times the CPU). The key
+    lookups' connection takes no parallel workers either, and analyzes its key tables
+    from a small sample."""
+    from sqlalchemy.dialects import postgresql
+
+    from recon import store
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_server_url)
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO ovo_payments (partner_reference_no, merchant_id, amount, pay_option, "
+            "status, transaction_time) SELECT 'P' || i, 'M001', 10, 'OVO_CASH', '00', "
+            "TIMESTAMPTZ '2026-11-28 12:00+07' FROM generate_series(1, 100000) AS i"))
+        conn.execute(text(
+            "INSERT INTO ovo_refunds (partner_refund_no, original_partner_reference_no, "
+            "refund_amount, refund_time, status) SELECT 'R' || i, 'P' || (i * 50), 1, "
+            "TIMESTAMPTZ '2026-11-28 13:00+07', '00' FROM generate_series(1, 2000) AS i"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE ovo_payments, ovo_refunds"))
+    start, end = store._window(WorkingCalendar().covered_dates(S))
+
+    class Written:  # the query `_window_refunds` sends, as the server gets it
+        dialect = postgresql.dialect()
+        sql = ""
+
+        def fetch(self, query: Any, names: list[str]) -> pd.DataFrame:
+            Written.sql = store._written_in(query, self.dialect)
+            return pd.DataFrame()
+
+    written: Any = Written()
+    store._window_refunds(written, "M001", start, end)
+    with engine.connect() as conn:  # ADBC sends a query through COPY, which EXPLAIN is not
+        for statement in store.KEY_LOOKUP_SETTINGS:
+            conn.execute(text(statement))
+        plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + Written.sql)).scalar_one()
+    shown = text("SELECT current_setting('random_page_cost'), "
+                 "current_setting('max_parallel_workers_per_gather'), "
+                 "current_setting('default_statistics_target')")
+    names = ["cost", "workers", "sample"]
+    with store._ArrowLookups(engine) as window:
+        before = window.fetch_table(shown, names).to_pylist()
+        window.probe_keys()
+        after = window.fetch_table(shown, names).to_pylist()
+    with store._ArrowLookups(engine, key_lookups=True) as lookups:
+        looking = lookups.fetch_table(shown, names).to_pylist()
+    in_the_load = []  # the settings of the connection the window's refunds come on
+
+    def window_refunds(lookups: Any, *args: Any) -> pd.DataFrame:
+        in_the_load.extend(lookups.fetch_table(shown, names).to_pylist())
+        return _window_refunds(lookups, *args)
+
+    _window_refunds = store._window_refunds
+    monkeypatch.setattr(store, "_window_refunds", window_refunds)
+    payments, refunds = store._load_window(engine, "M001", WorkingCalendar().covered_dates(S),
+                                           True)
+    engine.dispose()
+    assert (len(payments), len(refunds)) == (100_000, 2000)
+
+    def nodes(node: dict) -> Any:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    found = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))
+             for node in nodes(plan[0]["Plan"])]
+    assert ("Index Scan", "ovo_payments", "ovo_payments_pkey") in found, found
+    assert not [node for node in found if node[0] in ("Gather", "Hash")], found
+    probing = {"cost": str(store.KEY_LOOKUP_PAGE_COST), "workers": "0"}
+    assert before[0]["cost"] != probing["cost"] and before[0]["workers"] != "0"
+    assert after == [{**before[0], **probing}]
+    assert looking == [{**probing, "sample": str(store.KEY_TABLE_STATISTICS)}]
+    assert in_the_load == after
 
 
 def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
