@@ -14,7 +14,6 @@ import io
 import logging
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +33,6 @@ from recon.formats import (
     MONEY,
     PAYMENT_SOURCE,
     TRANSACTION_TYPE,
-    Column,
     FileFormat,
     normalise_header,
 )
@@ -433,50 +431,6 @@ def _parse_trailer(name: str, line_no: int, cells: list[str]) -> Trailer:
     return Trailer(line_no, int(values[0]), int(amounts.iloc[0]), int(amounts.iloc[1]))
 
 
-#: Columns trimmed, joined and parsed at once (Arrow's kernels run outside the
-#: interpreter's lock). Two, one per core here: each more holds one more column's
-#: temporaries in memory for a gain only on a machine of more cores.
-PARSE_THREADS = 2
-
-
-@dataclass(frozen=True)
-class _ParsedField:
-    """One format field parsed: the frame's columns it gives, and its findings (a mask of
-    rows and the text to add to their reasons, in the order they are added)."""
-
-    columns: dict[str, pd.Series]
-    findings: list[tuple[pd.Series, str | Callable[[pd.Index], pd.Series]]]
-
-
-def _parse_field(col: Column, values: pd.Series, fmt: FileFormat) -> _ParsedField:
-    """A field's raw texts as its kind reads them."""
-    if col.kind == MONEY:
-        parsed, bad = _per_distinct(values, parse_money)
-        empty = values == ""
-        return _ParsedField({col.field: parsed}, [
-            (bad & empty, f"{col.header} is empty"),
-            (bad & ~empty, _described(col.header, values, "is not a decimal amount"))])
-    if col.kind == DATETIME:
-        parsed, bad = parse_datetime(values)
-        return _ParsedField({col.field: parsed, "transaction_date": wib_dates(parsed)},
-                            [(bad, _described(col.header, values, "is not a date and time"))])
-    if col.kind == DATE:
-        parsed, bad = _per_distinct(values, parse_date)
-        return _ParsedField({col.field: parsed}, [
-            (bad, _described(col.header, values, "is not a YYYY-MM-DD date"))])
-    if col.kind == TRANSACTION_TYPE:
-        kind = values.str.upper()
-        ok = kind.isin([fmt.payment_type, fmt.refund_type])
-        return _ParsedField({col.field: kind.where(ok, "")}, [
-            (~ok, _described(col.header, values, "is not PAYMENT or REFUND"))])
-    if col.kind == PAYMENT_SOURCE:
-        parsed, bad = _per_distinct(values, parse_pay_option)
-        return _ParsedField({col.field: parsed}, [
-            (bad, _described(col.header, values, "is not OVO Cash or OVO Points"))])
-    return _ParsedField({col.field: values}, [(values == "", f"{col.header} is empty")]
-                        if col.mandatory_value else [])
-
-
 def read_settlement_file(
     path: Path, fmt: FileFormat, settlement_date: dt.date, name: str | None = None
 ) -> SettlementFile:
@@ -507,18 +461,41 @@ def read_settlement_file(
     frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
     reasons = grid.shape_errors
 
-    # Each field is parsed on its own (Arrow's kernels let go of the interpreter's lock,
-    # so two fields parse at once on two cores); the findings are added in column order.
-    with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
-        fields = list(pool.map(_parse_field, fmt.columns,
-                               [raw.pop(col.field) for col in fmt.columns],
-                               [fmt] * len(fmt.columns)))
-    for parsed_field in fields:
-        for field, column in parsed_field.columns.items():
-            frame[field] = column
-        for mask, finding in parsed_field.findings:
-            reasons = _add_reason(reasons, mask, finding)
-    del fields
+    for col in fmt.columns:
+        values = raw[col.field]
+        if col.kind == MONEY:
+            parsed, bad = _per_distinct(values, parse_money)
+            frame[col.field] = parsed
+            empty = values == ""
+            reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
+            reasons = _add_reason(reasons, bad & ~empty,
+                                  _described(col.header, values, "is not a decimal amount"))
+        elif col.kind == DATETIME:
+            parsed, bad = parse_datetime(values)
+            frame[col.field] = parsed
+            frame["transaction_date"] = wib_dates(parsed)
+            reasons = _add_reason(reasons, bad,
+                                  _described(col.header, values, "is not a date and time"))
+        elif col.kind == DATE:
+            parsed, bad = _per_distinct(values, parse_date)
+            frame[col.field] = parsed
+            reasons = _add_reason(reasons, bad,
+                                  _described(col.header, values, "is not a YYYY-MM-DD date"))
+        elif col.kind == TRANSACTION_TYPE:
+            kind = values.str.upper()
+            ok = kind.isin([fmt.payment_type, fmt.refund_type])
+            frame[col.field] = kind.where(ok, "")
+            reasons = _add_reason(reasons, ~ok,
+                                  _described(col.header, values, "is not PAYMENT or REFUND"))
+        elif col.kind == PAYMENT_SOURCE:
+            parsed, bad = _per_distinct(values, parse_pay_option)
+            frame[col.field] = parsed
+            reasons = _add_reason(
+                reasons, bad, _described(col.header, values, "is not OVO Cash or OVO Points"))
+        else:
+            frame[col.field] = values
+            if col.mandatory_value:
+                reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
     frame["invalid_reason"] = reasons
     for field in SETTLEMENT_LABELS:
         frame[field] = frame[field].astype("category")
@@ -690,13 +667,10 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
     rows = read.table.num_rows
     columns_read: list[pa.ChunkedArray | None] = list(read.table.columns)
     read.table = None
-
-    def trim(i: int) -> pa.ChunkedArray:  # each untrimmed column is let go once trimmed
-        column, columns_read[i] = columns_read[i], None
-        return pc.utf8_trim_whitespace(column)
-
-    with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
-        trimmed = list(pool.map(trim, range(len(columns_read))))
+    trimmed = []
+    for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
+        trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
+        columns_read[i] = None
     shape_errors = np.full(rows, "", dtype=object)
     wide = np.zeros(rows, dtype=bool)
     if len(trimmed) > width:
@@ -724,19 +698,16 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
         rows = len(lines)
         if rows == 0 and trailer is None:
             raise FileRejected(name, NO_ROWS)
-    pending: list[pa.ChunkedArray | None] = list(trimmed)
-    del trimmed
-
-    def joined(index: int) -> pa.Array:  # a column in one chunk, its blocks let go
-        column, pending[index] = pending[index], None
-        return one_chunk(column)
-
-    used = sorted({positions[col.field] for col in fmt.columns if col.field in positions})
-    with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
-        by_index = dict(zip(used, pool.map(joined, used), strict=True))
-    columns = {col.field: arrow_text(by_index[positions[col.field]])
-               if col.field in positions else pd.Series([""] * rows, dtype="str")
-               for col in fmt.columns}
+    columns = {}
+    joined: dict[int, pa.Array] = {}  # each column in one chunk, its blocks let go
+    for col in fmt.columns:
+        index = positions.get(col.field)
+        if index is None:
+            columns[col.field] = pd.Series([""] * rows, dtype="str")
+        else:
+            if index not in joined:
+                joined[index], trimmed[index] = one_chunk(trimmed[index]), None
+            columns[col.field] = arrow_text(joined[index])
     if rows and rows % PROGRESS_EVERY == 0:
         log.info("%s: %d rows read", name, rows)
     return _Grid(pd.DataFrame(columns), lines, pd.Series(shape_errors, dtype="str"), trailer,
