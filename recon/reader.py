@@ -37,7 +37,14 @@ from recon.formats import (
     normalise_header,
 )
 from recon.money import MINOR_PER_UNIT, format_amount
-from recon.schemas import SETTLEMENT_LABELS, SETTLEMENT_ROWS, arrow_text, conform, one_chunk
+from recon.schemas import (
+    SETTLEMENT_LABELS,
+    SETTLEMENT_ROWS,
+    arrow_text,
+    conform,
+    joined_values,
+    one_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +300,8 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     shape took; any other text as `_parse_times` does, each distinct text once."""
     text = pa.array(values.astype("str"))
     utc = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    fast = np.zeros(len(values), dtype=bool)
+    fast, moments = _wib_stamps(text)
+    utc[fast] = moments
     for shape, layout, zoned in _TIME_SHAPES:
         if fast.all():
             break
@@ -321,6 +329,63 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         utc[~fast] = parsed_slowly.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     result = pd.Series(utc, index=values.index).dt.tz_localize("UTC")
     return result, result.isna()
+
+
+#: The byte positions of the digits of 'YYYY-MM-DD HH:MM:SS', and of its separators with
+#: the bytes each may be ('-', '-', a space or a T, ':', ':').
+_STAMP_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_STAMP_SEPARATORS = ((4, b"-"), (7, b"-"), (10, b" T"), (13, b":"), (16, b":"))
+#: The first day of each month from 1970 to 2199, and of January 2200, as days since
+#: 1970-01-01 (a month's length is the difference to the next).
+_STAMP_YEARS = (1970, 2199)
+_MONTH_STARTS = np.arange((_STAMP_YEARS[1] - _STAMP_YEARS[0] + 1) * 12 + 1).astype(
+    "datetime64[M]").astype("datetime64[D]").astype(np.int64)
+
+
+def _wib_stamps(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `text` are 'YYYY-MM-DD HH:MM:SS' (or with a T) in WIB, a real day of the
+    years 1970-2199 and a time of day, and those as UTC nanoseconds: read from their bytes
+    by array operations, where a regular expression and strptime per shape took
+    0.20-0.24 s for a million. The first two `_TIME_SHAPES` exactly: the rest of `text`
+    goes on to them, and is parsed (or found unreadable) as before."""
+    text = one_chunk(text)
+    stamped = np.zeros(len(text), dtype=bool)
+    sized = np.asarray(pc.equal(pc.binary_length(text), 19).fill_null(False).to_numpy(
+        zero_copy_only=False), dtype=bool)
+    at = np.flatnonzero(sized)
+    if not len(at):
+        return stamped, np.zeros(0, dtype="datetime64[ns]")
+    # The texts of 19 bytes one after another, as rows of a byte matrix (no copy when
+    # every text is of 19 bytes, as in a file of such times).
+    if len(at) < len(text):
+        text = text.filter(pa.array(sized))
+    cells = np.frombuffer(joined_values(text), dtype=np.uint8).reshape(len(at), 19)
+    good = np.ones(len(at), dtype=bool)
+    for position, allowed in _STAMP_SEPARATORS:
+        separator = cells[:, position]
+        good &= functools.reduce(np.logical_or, (separator == byte for byte in allowed))
+    # Each digit's position as a row of its own (a byte below '0' wraps past 9).
+    digits = cells[:, _STAMP_DIGITS].T - np.uint8(ord("0"))
+    del cells
+    good &= (digits <= 9).all(axis=0)
+
+    def number(*rows: int) -> np.ndarray:
+        value = digits[rows[0]].astype(np.int32)
+        for row in rows[1:]:
+            value = value * 10 + digits[row]
+        return value
+
+    year, month, day = number(0, 1, 2, 3), number(4, 5), number(6, 7)
+    hour, minute, second = number(8, 9), number(10, 11), number(12, 13)
+    good &= ((year >= _STAMP_YEARS[0]) & (year <= _STAMP_YEARS[1]) & (month >= 1)
+             & (month <= 12) & (hour <= 23) & (minute <= 59) & (second <= 59))
+    months = np.where(good, (year - _STAMP_YEARS[0]) * 12 + month - 1, 0)
+    first_day = _MONTH_STARTS[months]
+    good &= (day >= 1) & (day <= _MONTH_STARTS[months + 1] - first_day)
+    seconds = ((first_day + day - 1) * 86_400 + hour * 3_600 + minute * 60 + second
+               - 7 * 3_600)[good]  # WIB is UTC+7
+    stamped[at[good]] = True
+    return stamped, (seconds * 1_000_000_000).astype("datetime64[ns]")
 
 
 def _parse_times(values: pd.Series) -> tuple[pd.Series, pd.Series]:
