@@ -736,7 +736,7 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
     read.table = None
     trimmed = []
     for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
-        trimmed.append(pc.utf8_trim_whitespace(columns_read[i]))
+        trimmed.append(_trimmed(columns_read[i]))
         columns_read[i] = None
     shape_errors = np.full(rows, "", dtype=object)
     wide = np.zeros(rows, dtype=bool)
@@ -779,6 +779,33 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
         log.info("%s: %d rows read", name, rows)
     return _Grid(pd.DataFrame(columns), lines, pd.Series(shape_errors, dtype="str"), trailer,
                  f"csv ({delimiter})")
+
+
+def _trimmed(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`column` with its cells' leading and trailing whitespace trimmed; the column as it
+    is when none of its cells begins or ends with a byte whitespace may be made of. Two
+    bytes per cell are looked at, where a trim copies every cell (a file's thirteen
+    columns at 1M rows: 0.1 s to look, 0.2-0.4 s to trim)."""
+    if all(_plain_ends(chunk) for chunk in column.chunks):
+        return column
+    return pc.utf8_trim_whitespace(column)
+
+
+def _plain_ends(texts: pa.Array) -> bool:
+    """Whether every text of `texts` begins and ends with a printable ASCII byte (0x21 to
+    0x7e), so that trimming whitespace leaves it as it is: a whitespace character is a
+    byte up to 0x20 (a space or a control) or one of more than one byte, each 0x80 or
+    above. Empty texts count as plain; a null does not."""
+    if texts.null_count or not pa.types.is_string(texts.type):
+        return False
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[
+        texts.offset:texts.offset + len(texts) + 1]
+    filled = offsets[1:] > offsets[:-1]
+    if not filled.any():
+        return True
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)
+    ends = np.concatenate([data[offsets[:-1][filled]], data[offsets[1:][filled] - 1]])
+    return bool(((ends > 0x20) & (ends < 0x7f)).all())
 
 
 #: At most this many rows of another width are set aside on Arrow's path (each is read

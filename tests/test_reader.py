@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +25,9 @@ from recon.reader import (
     _grid_from_table,
     _parse_times,
     _per_distinct,
+    _plain_ends,
     _read_csv_table,
+    _trimmed,
     parse_date,
     parse_datetime,
     parse_money,
@@ -258,6 +262,44 @@ def test_a_row_of_several_faults_lists_them_in_the_columns_order(
         "PaymentSource 'Gopay' is not OVO Cash or OVO Points; GrossAmount is empty; "
         "NetAmount '12.345' is not a decimal amount")
     assert (rows["invalid_reason"].drop(index=1) == "").all()
+
+
+_PADDING = [" ", "\t", "\x0b", "\x0c", "\r", "\n", "\x1c", "\x85", "\xa0", "\u1680", "\u2009",
+            "\u2028", "\u3000"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet=st.sampled_from(
+    ["a", "Z", "0", "-", "\x7f", "é", "字", *_PADDING]), max_size=6), max_size=6), max_size=4),
+    st.integers(0, 3))
+def test_a_column_is_trimmed_unless_no_cell_can_end_in_whitespace(
+        chunks: list[list[str]], skip: int) -> None:
+    """The read leaves a column untrimmed only where no cell begins or ends with a byte
+    whitespace may be made of: what it returns is what Arrow's trim returns, whichever
+    whitespace (ASCII, controls, non-breaking and ideographic spaces) pads the cells."""
+    arrays = [pa.array(texts, pa.string()) for texts in chunks]
+    column = pa.chunked_array([a.slice(min(skip, len(a))) for a in arrays], pa.string())
+    expected = pc.utf8_trim_whitespace(column)
+    assert _trimmed(column).to_pylist() == expected.to_pylist()
+    for chunk in column.chunks:
+        if _plain_ends(chunk):
+            assert pc.utf8_trim_whitespace(chunk).to_pylist() == chunk.to_pylist()
+
+
+def test_padded_cells_of_a_file_read_trimmed_and_others_as_they_are(tmp_path: Path) -> None:
+    """On Arrow's path a column with a padded cell is trimmed; one without is read as it
+    is, inner spaces kept."""
+    path = write_settlement_csv(
+        [row(MerchantInvoice=" INV-1\u3000", StoreID="Toko Ibu Ani"),
+         row(MerchantInvoice="INV-2", StoreID="\xa0ST 2", PaymentSource="OVO Points\t")],
+        tmp_path / "f.csv", trailer=False)
+    rows = read(path).rows
+    assert rows["merchant_invoice"].tolist() == ["INV-1", "INV-2"]
+    assert rows["store_id"].tolist() == ["Toko Ibu Ani", "ST 2"]
+    assert rows["payment_source"].tolist() == ["OVO_CASH", "OVO_POINTS"]
+    assert (rows["invalid_reason"] == "").all()
+    assert _plain_ends(pa.array(["Toko Ibu Ani", "", "INV-2"]))
+    assert not _plain_ends(pa.array(["INV-2", "\xa0ST 2"]))
 
 
 def test_blank_lines_keep_physical_line_numbers(tmp_path: Path) -> None:
