@@ -785,7 +785,7 @@ def _trimmed(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """`column` with its cells' leading and trailing whitespace trimmed; the column as it
     is when none of its cells begins or ends with a byte whitespace may be made of. Two
     bytes per cell are looked at, where a trim copies every cell (a file's thirteen
-    columns at 1M rows: 0.1 s to look, 0.2-0.4 s to trim)."""
+    columns at 1M rows: 0.05 s to look, 0.10-0.28 s to trim)."""
     if all(_plain_ends(chunk) for chunk in column.chunks):
         return column
     return pc.utf8_trim_whitespace(column)
