@@ -452,6 +452,64 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
     assert in_the_load == after
 
 
+@pytest.mark.postgres
+def test_postgres_probes_a_ledger_large_for_the_keys_and_finds_the_same_entries(
+        postgres_server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the ledger holds more than LEDGER_PROBE_RATIO entries per file key, its
+    lookup by settle key probes the primary key (no hash or merge join); the entries
+    found are the same as by the planner's own join. An unanalyzed ledger, or one small
+    for the keys, is left to the planner."""
+    from sqlalchemy import insert
+
+    from recon import store
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_server_url)
+    engine = make_engine(postgres_server_url)
+    init_db(engine)
+    entry = {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
+             "kind": "PAYMENT", "record_key": "", "original_reference_no": "",
+             "amount": Decimal("1.00")}
+    with engine.begin() as conn:  # 2,000 entries of other keys, three of the file's
+        # Analyzed only when the test says so, wherever autovacuum runs.
+        conn.execute(text("ALTER TABLE recon_ledger SET (autovacuum_enabled = false)"))
+        conn.execute(insert(store.recon_ledger), [
+            {**entry, "settle_key": key, "original_reference_no": key, "line_no": n}
+            for n, key in enumerate([f"X{i}" for i in range(2000)] + ["K1", "K7", "K9"])])
+    rows = rows_frame([payment_row(f"K{i}", "1.00") for i in range(100)])
+    shown = text("SELECT current_setting('enable_hashjoin'), "
+                 "current_setting('enable_mergejoin')")
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    ledger_of = store._ledger_of
+
+    def settings_seen(lookups: Any, merchant: str, day: dt.date, column: Any,
+                      tags: Any, *conditions: Any) -> pd.DataFrame:
+        seen.append((column.name, lookups.fetch_table(shown, ["hash", "merge"]).to_pylist()))
+        return ledger_of(lookups, merchant, day, column, tags, *conditions)
+
+    monkeypatch.setattr(store, "_ledger_of", settings_seen)
+
+    def loaded(ratio: int) -> list[str]:
+        monkeypatch.setattr(store, "LEDGER_PROBE_RATIO", ratio)
+        seen.clear()
+        ledger = load_run_inputs(engine, "M001", S, COVERED, rows).ledger
+        return sorted(ledger["settle_key"])
+
+    unanalyzed = loaded(4)
+    assert all(found == [{"hash": "on", "merge": "on"}] for _, found in seen), seen
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE recon_ledger"))
+    probed = loaded(4)  # 2,003 entries for 100 keys
+    by_key = [found for column, found in seen if column == "settle_key"]
+    assert by_key[0] == [{"hash": "off", "merge": "off"}], seen
+    assert all(found == [{"hash": "on", "merge": "on"}]
+               for found in by_key[1:] + [f for c, f in seen if c != "settle_key"]), seen
+    planned = loaded(100)  # 2,003 entries are few for 100 keys at 100 each
+    assert all(found == [{"hash": "on", "merge": "on"}] for _, found in seen), seen
+    engine.dispose()
+    assert unanalyzed == probed == planned == ["K1", "K7", "K9"]
+
+
 def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
         database_url: str) -> None:
     """On PostgreSQL the merchant, dates and bounds are written into the query's text: a
