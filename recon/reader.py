@@ -53,16 +53,15 @@ _MONEY_RE = r"^\s*[+-]?\d{1,15}(?:\.\d{0,2}0*)?\s*$"
 _MONEY_EXTRA_ZEROS = r"^([^.]*\.\d{0,2})0*$"  # on a trimmed, valid amount
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 _OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
-#: The shapes Arrow parses: 'YYYY-MM-DD HH:MM:SS' (or with a T) for the years 1970-2199,
-#: in WIB or with an offset of up to 14 hours (Z, +07:00 or +0700); per shape its regular
-#: expression, its strptime format and whether it has an offset.
+#: The shapes with an offset Arrow parses: 'YYYY-MM-DD HH:MM:SS' (or with a T) for the
+#: years 1970-2199 with an offset of up to 14 hours (Z, +07:00 or +0700); per shape its
+#: regular expression and its strptime format. The same shapes in WIB, without an offset,
+#: are read from their bytes (`_wib_stamps`).
 _DAY_RE = r"^(?:19[7-9]\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
 _CLOCK_RE = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
 _ZONE_RE = r"(?:Z|[+-](?:0\d|1[0-4]):?[0-5]\d)"
-_TIME_SHAPES = tuple(
-    (f"{_DAY_RE}{sep}{_CLOCK_RE}{_ZONE_RE if zone else ''}$",
-     f"%Y-%m-%d{sep}%H:%M:%S{'%z' if zone else ''}", zone)
-    for zone in (False, True) for sep in (" ", "T"))
+_ZONED_SHAPES = tuple((f"{_DAY_RE}{sep}{_CLOCK_RE}{_ZONE_RE}$", f"%Y-%m-%d{sep}%H:%M:%S%z")
+                      for sep in (" ", "T"))
 #: Times a nanosecond timestamp holds whatever the offset (pandas' own bounds are 1677-2262).
 _TIME_RANGE = (pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31"))
 PROGRESS_EVERY = 500_000
@@ -295,16 +294,15 @@ def parse_money(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """ISO-like times -> UTC timestamps; a time without an offset is WIB.
 
-    The shapes the files carry (`_TIME_SHAPES`: in WIB, a fixed +07:00, Jakarta's offset
-    since 1964, or with an offset) are parsed by Arrow, each shape on the texts no earlier
-    shape took; any other text as `_parse_times` does, each distinct text once. Before
-    them, the commonest two (in WIB, with a space or a T) are read from their bytes
-    (`_wib_stamps`)."""
+    The shapes the files carry are read without pandas: in WIB (a fixed +07:00, Jakarta's
+    offset since 1964) from their bytes (`_wib_stamps`), with an offset by Arrow
+    (`_ZONED_SHAPES`), each shape on the texts no earlier one took; any other text as
+    `_parse_times` does, each distinct text once."""
     text = pa.array(values.astype("str"))
     utc = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
     fast, moments = _wib_stamps(text)
     utc[fast] = moments
-    for shape, layout, zoned in _TIME_SHAPES:
+    for shape, layout in _ZONED_SHAPES:
         if fast.all():
             break
         left = text if not fast.any() else text.filter(pa.array(~fast))
@@ -316,15 +314,14 @@ def parse_datetime(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         times = left.filter(shaped)
         parsed = pc.strptime(times, format=layout, unit="s", error_is_null=True)
         # strptime rolls a day past the month's end into the next month (30 February
-        # is 2 March): such a text keeps its day, which its parsed date does not. A
-        # time in WIB is its own date; one with an offset has its date parsed alone.
-        date = (pc.strptime(pc.utf8_slice_codeunits(times, 0, 10), format="%Y-%m-%d",
-                            unit="s", error_is_null=True) if zoned else parsed)
+        # is 2 March): such a text keeps its day, which its date, parsed alone, does not.
+        date = pc.strptime(pc.utf8_slice_codeunits(times, 0, 10), format="%Y-%m-%d",
+                           unit="s", error_is_null=True)
         good = pc.fill_null(pc.and_(pc.is_valid(parsed), pc.equal(pc.day(date), pc.cast(
             pc.utf8_slice_codeunits(times, 8, 10), pa.int64()))), False)
         moments = pc.filter(parsed, good).cast(pa.timestamp("ns")).to_numpy(zero_copy_only=False)
         where[where] = np.asarray(good.to_numpy(zero_copy_only=False), dtype=bool)
-        utc[where] = moments if zoned else moments - np.timedelta64(7, "h")
+        utc[where] = moments
         fast |= where
     if not fast.all():
         parsed_slowly, _ = _per_distinct(values[~fast], _parse_times)
@@ -348,8 +345,9 @@ def _wib_stamps(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Which of `text` are 'YYYY-MM-DD HH:MM:SS' (or with a T) in WIB, a real day of the
     years 1970-2199 and a time of day, and those as UTC nanoseconds: read from their bytes
     by array operations, where a regular expression and strptime per shape took
-    0.20-0.24 s for a million. The first two `_TIME_SHAPES` exactly: the rest of `text`
-    goes on to them, and is parsed (or found unreadable) as before."""
+    0.20-0.24 s for a million. Exactly what Arrow's strptime took of these two shapes
+    before (the same regular expressions, less the offset, as `_ZONED_SHAPES`): the rest
+    of `text` goes on to the shapes with an offset and to pandas."""
     text = one_chunk(text)
     stamped = np.zeros(len(text), dtype=bool)
     sized = np.asarray(pc.equal(pc.binary_length(text), 19).fill_null(False).to_numpy(
