@@ -186,7 +186,7 @@ def _window(dates: Sequence[dt.date]) -> tuple[dt.datetime, dt.datetime]:
 #: planner read each half of a 1M-row window by its time index, 1.7x slower.
 KEY_LOOKUP_PAGE_COST = 1.1
 
-#: The settings of a connection that looks keys up (`_ArrowLookups.probe_keys`): the page
+#: The settings of a connection that looks keys up (`_ArrowLookups.use_lookup_settings`): the page
 #: cost above, and no parallel workers. Their queries run beside the window's load on a
 #: 2-core machine, where a worker takes a core from it: the window's refunds, found by
 #: hashing the merchant's 1M payments in three processes, took 0.2 s each (0.6 s of CPU);
@@ -239,7 +239,7 @@ class _Lookups(Protocol):
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame: ...
 
-    def probing_ledger(self, keys: int) -> contextlib.AbstractContextManager[None]: ...
+    def probing_ledger(self, tag: str) -> contextlib.AbstractContextManager[None]: ...
 
 
 class _SqlLookups:
@@ -280,7 +280,7 @@ class _SqlLookups:
         return pd.DataFrame({name: pd.Series(values, dtype="object")
                              for name, values in zip(names, columns, strict=True)})
 
-    def probing_ledger(self, keys: int) -> contextlib.AbstractContextManager[None]:
+    def probing_ledger(self, tag: str) -> contextlib.AbstractContextManager[None]:
         """The planner's own choice (`_ArrowLookups.probing_ledger`)."""
         return contextlib.nullcontext()
 
@@ -303,13 +303,15 @@ class _ArrowLookups:
         # text literal is then a backslash, whatever the server's default.
         self.cursor.execute("SET standard_conforming_strings = on")
         if key_lookups:
-            self.probe_keys()
+            self.use_lookup_settings()
             # Only the key tables are analyzed on this connection (`add_keys`).
             self.cursor.execute(f"SET default_statistics_target = {KEY_TABLE_STATISTICS}")
         self.dialect = postgresql.dialect()  # compiles only: never connected
+        self.keys_added: dict[str, int] = {}  # per key table, how many keys went in
 
-    def probe_keys(self) -> None:
-        """From now on this connection's queries plan for keys found through an index."""
+    def use_lookup_settings(self) -> None:
+        """From now on this connection's queries plan for keys found through an index
+        (`KEY_LOOKUP_SETTINGS`)."""
         for statement in KEY_LOOKUP_SETTINGS:
             self.cursor.execute(statement)
 
@@ -322,16 +324,18 @@ class _ArrowLookups:
 
     def add_keys(self, keys: dict[str, pa.Array]) -> None:
         for tag, values in keys.items():
+            self.keys_added[tag] = len(values)
             self.cursor.adbc_ingest(LOAD_KEYS[tag].name, pa.table({"k": values.cast(pa.string())}),
                                     mode="create", temporary=True)
         # Statistics let the planner choose between probing and hashing a key table.
         self.cursor.execute(f"ANALYZE {', '.join(LOAD_KEYS[tag].name for tag in keys)}")
 
     @contextlib.contextmanager
-    def probing_ledger(self, keys: int) -> Iterator[None]:
-        """The queries inside look `keys` up in the ledger's primary key one by one when
-        the ledger holds more than LEDGER_PROBE_RATIO entries per key; otherwise the
-        planner chooses, and hashes the keys against a read of the ledger."""
+    def probing_ledger(self, tag: str) -> Iterator[None]:
+        """The queries inside look the keys of `tag` up in the ledger's primary key one by
+        one when the ledger holds more than LEDGER_PROBE_RATIO entries per key; otherwise
+        the planner chooses, and hashes the keys against a read of the ledger."""
+        keys = self.keys_added.get(tag, 0)
         size = self.fetch_table(text(
             "SELECT reltuples::bigint FROM pg_class "
             "WHERE oid = to_regclass('recon_ledger')"), ["rows"]).column("rows").to_pylist()
@@ -459,7 +463,7 @@ def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
                                               end))).start()
     with _ArrowLookups(engine) as arrow:
         table = arrow.fetch_table(*_window_payments(arrow, merchant_id, start, middle))
-        arrow.probe_keys()  # its range scan done: the refunds' payments are found by key
+        arrow.use_lookup_settings()  # its range scan done: the refunds' payments are found by key
         refunds = _window_refunds(arrow, merchant_id, start, end)
     if later is not None:  # waited for: its connection closes when its query ends
         table = pa.concat_tables([table, later.result()])
@@ -721,7 +725,7 @@ def _named_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     if not by_original.empty:  # not those whose original payment is a refund key alone
         by_original = by_original.loc[positions_in(
             text_array(by_original["original_reference_no"]), invoices)[0]]
-    with lookups.probing_ledger(len(invoices)):
+    with lookups.probing_ledger("file"):
         by_settle_key = _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key,
                                    ["file"])
     return by_settle_key, by_original

@@ -419,7 +419,7 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
     names = ["cost", "workers", "sample"]
     with store._ArrowLookups(engine) as window:
         before = window.fetch_table(shown, names).to_pylist()
-        window.probe_keys()
+        window.use_lookup_settings()
         after = window.fetch_table(shown, names).to_pylist()
     with store._ArrowLookups(engine, key_lookups=True) as lookups:
         looking = lookups.fetch_table(shown, names).to_pylist()
