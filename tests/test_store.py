@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,13 @@ def test_an_earlier_entry_found_through_several_kinds_of_file_key_loads_once(
     engine.dispose()
 
 
+def _plan_nodes(node: dict) -> Iterator[dict]:
+    """A PostgreSQL plan's nodes (EXPLAIN's JSON), the node first, then its children's."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
 @pytest.mark.postgres
 def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str) -> None:
     """Each kind of key is its own SELECT, so that the planner knows how many keys it
@@ -356,17 +364,12 @@ def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str)
             store.KEY_LOOKUP_PAGE_COST)
     engine.dispose()
 
-    def nodes(node: dict) -> Any:
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
     appended_key_tables = [
-        child.get("Relation Name") for node in nodes(plan) if node["Node Type"] == "Append"
+        child.get("Relation Name") for node in _plan_nodes(plan) if node["Node Type"] == "Append"
         for child in node.get("Plans", [])
         if str(child.get("Relation Name", "")).startswith("recon_load_keys_")]
     assert not appended_key_tables, appended_key_tables
-    scanned = {node.get("Relation Name") for node in nodes(plan)}
+    scanned = {node.get("Relation Name") for node in _plan_nodes(plan)}
     assert {"recon_load_keys_file", "recon_load_keys_rinv", "recon_load_keys_rno"} <= scanned
 
 
@@ -436,13 +439,8 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
     engine.dispose()
     assert (len(payments), len(refunds)) == (100_000, 2000)
 
-    def nodes(node: dict) -> Any:
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
     found = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))
-             for node in nodes(plan[0]["Plan"])]
+             for node in _plan_nodes(plan[0]["Plan"])]
     assert ("Index Scan", "ovo_payments", "ovo_payments_pkey") in found, found
     assert not [node for node in found if node[0] in ("Gather", "Hash")], found
     probing = {"cost": str(store.KEY_LOOKUP_PAGE_COST), "workers": "0"}
