@@ -135,7 +135,11 @@ def persist_task(writer: RunWriter, result: ReconResult, run: RunRecord) -> Pers
     started = time.perf_counter()
     persisted = writer.finish(result, run)
     alongside = ("" if writer.ledger_seconds is None else
-                 f"; the ledger was written alongside the match ({writer.ledger_seconds:.2f} s)")
+                 f"; the ledger was written alongside the match ({writer.ledger_seconds:.2f} s")
+    if alongside and writer.ledger_kept is not None:
+        alongside += (f"; {writer.ledger_kept:,} of {len(result.ledger):,} entries unchanged "
+                      "from the run before, kept")
+    alongside += ")" if alongside else ""
     _timed("persist", started, f"run {persisted.run_id}, attempt {persisted.attempt}"
                                + (" (re-run: replaced the earlier results)" if persisted.rerun
                                   else "") + alongside)
