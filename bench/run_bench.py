@@ -362,6 +362,20 @@ NEXT_DAY_LOAD = ("recon loader (PostgreSQL), the date re-run after a day of othe
                  "(another million entries in the ledger, of an earlier date)")
 
 
+RERUN = "PostgreSQL, the date re-run"
+
+
+def vacuum_ledger(pg_url: str) -> None:
+    """VACUUM ANALYZE the ledger after a run, as autovacuum would before the date's re-run
+    (this machine's PostgreSQL runs with autovacuum off)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE recon_ledger"))
+    engine.dispose()
+
+
 def time_loader(pg_url: str, rows: pd.DataFrame) -> float:
     """The project's loader, as a run calls it (without the window loaded ahead); the
     second of two loads, so that connections and the database's caches are warm."""
@@ -473,6 +487,10 @@ def main() -> None:
         if pg_url:
             runs["PostgreSQL"] = run_recon(pg_url, folder, "postgresql", api_url)
             print(f"PostgreSQL run: {runs['PostgreSQL']['total']:.1f} s", flush=True)
+            # The same date again, as an operator re-runs it: its ledger is written already.
+            vacuum_ledger(pg_url)
+            runs[RERUN] = run_recon(pg_url, folder, "postgresql", api_url)
+            print(f"PostgreSQL re-run: {runs[RERUN]['total']:.1f} s", flush=True)
 
     compare = {} if args.skip_baselines else baselines(
         folder, {"payments": pd.read_parquet(payments_file)}, pg_url)
