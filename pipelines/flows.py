@@ -134,16 +134,23 @@ def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext,
 def persist_task(writer: RunWriter, result: ReconResult, run: RunRecord) -> PersistedRun:
     started = time.perf_counter()
     persisted = writer.finish(result, run)
-    alongside = ("" if writer.ledger_seconds is None else
-                 f"; the ledger was written alongside the match ({writer.ledger_seconds:.2f} s")
-    if alongside and writer.ledger_kept is not None:
-        alongside += (f"; {writer.ledger_kept:,} of {len(result.ledger):,} entries unchanged "
-                      "from the run before, kept")
-    alongside += ")" if alongside else ""
-    _timed("persist", started, f"run {persisted.run_id}, attempt {persisted.attempt}"
-                               + (" (re-run: replaced the earlier results)" if persisted.rerun
-                                  else "") + alongside)
+    _timed("persist", started, persisted_detail(persisted, writer, len(result.ledger)))
     return persisted
+
+
+def persisted_detail(persisted: PersistedRun, writer: RunWriter, entries: int) -> str:
+    """The persist step's line: the run, whether it replaced an earlier one, and how the
+    ledger of `entries` went in when it was written alongside the match."""
+    detail = f"run {persisted.run_id}, attempt {persisted.attempt}"
+    if persisted.rerun:
+        detail += " (re-run: replaced the earlier results)"
+    if writer.ledger_seconds is not None:
+        kept = ("" if writer.ledger_kept is None else
+                f"; {writer.ledger_kept:,} of {entries:,} entries unchanged from the run "
+                "before, kept")
+        detail += (f"; the ledger was written alongside the match "
+                   f"({writer.ledger_seconds:.2f} s{kept})")
+    return detail
 
 
 def _artifact_key(*parts: str) -> str:

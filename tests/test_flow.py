@@ -137,3 +137,24 @@ def test_step_memory_is_this_process_not_the_one_that_started_it() -> None:
     del ballast
     assert inherited > 1200  # what ru_maxrss alone would have logged
     assert own < 1000
+
+
+def test_the_persist_line_says_how_the_ledger_went_in() -> None:
+    """The persist step's line names the run, a re-run, the ledger's seconds when it was
+    written alongside the match, and how many entries a re-run kept as they were."""
+    from pipelines.flows import persisted_detail
+    from recon.store import PersistedRun, RunWriter, make_engine
+
+    engine = make_engine("sqlite://")
+    finished = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    writer = RunWriter(engine)
+    assert persisted_detail(PersistedRun(7, 1, False, finished), writer, 5) == "run 7, attempt 1"
+    writer.ledger_seconds = 2.345
+    assert persisted_detail(PersistedRun(7, 1, False, finished), writer, 5) == (
+        "run 7, attempt 1; the ledger was written alongside the match (2.35 s)")
+    writer.ledger_kept = 1_019_958
+    assert persisted_detail(PersistedRun(8, 2, True, finished), writer, 1_020_000) == (
+        "run 8, attempt 2 (re-run: replaced the earlier results); the ledger was written "
+        "alongside the match (2.35 s; 1,019,958 of 1,020,000 entries unchanged from the run "
+        "before, kept)")
+    engine.dispose()
