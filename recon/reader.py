@@ -44,6 +44,7 @@ from recon.schemas import (
     conform,
     joined_values,
     one_chunk,
+    value_offsets,
 )
 
 log = logging.getLogger(__name__)
@@ -794,10 +795,10 @@ def _plain_ends(texts: pa.Array) -> bool:
     0x7e), so that trimming whitespace leaves it as it is: a whitespace character is a
     byte up to 0x20 (a space or a control) or one of more than one byte, each 0x80 or
     above. Empty texts count as plain; a null does not."""
-    if texts.null_count or not pa.types.is_string(texts.type):
+    if texts.null_count or not (pa.types.is_string(texts.type)
+                                or pa.types.is_large_string(texts.type)):
         return False
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[
-        texts.offset:texts.offset + len(texts) + 1]
+    offsets = value_offsets(texts)
     filled = offsets[1:] > offsets[:-1]
     if not filled.any():
         return True

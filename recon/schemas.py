@@ -255,15 +255,22 @@ def found_both_ways(values: pa.Array, many: pa.Array) -> tuple[np.ndarray, np.nd
     return hit, found
 
 
+def value_offsets(values: pa.Array) -> np.ndarray:
+    """Where each value of a text or binary array begins in its data buffer, and where the
+    last one ends (one more than the values), as the array holds them: 32- or 64-bit."""
+    if not len(values):
+        return np.zeros(1, dtype=np.int64)
+    wide = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    return np.frombuffer(values.buffers()[1], dtype=np.int64 if wide else np.int32)[
+        values.offset:values.offset + len(values) + 1]
+
+
 def joined_values(values: pa.Array) -> memoryview:
     """The values of a text or binary array (none null) one after another, as they lie in
     its data buffer: no Python object per value, no copy."""
     if not len(values):
         return memoryview(b"")
-    if not pa.types.is_large_binary(values.type):  # 64-bit offsets
-        values = values.cast(pa.large_binary())
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
-        values.offset:values.offset + len(values) + 1]
+    offsets = value_offsets(values)
     return memoryview(values.buffers()[2])[offsets[0]:offsets[-1]]
 
 
