@@ -980,10 +980,10 @@ class RunWriter:
 
 def _write_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date, run_id: int,
                   rerun: bool, stop: Callable[[], bool]) -> int | None:
-    """The date's ledger replaced by `ledger`, inside the run's transaction. On
-    PostgreSQL a date's first run COPYs it, a re-run keeps what it would write again
-    (`_replace_ledger`; returns how many entries it kept); elsewhere the date's entries
-    are deleted and the ledger goes in by executemany."""
+    """The date's ledger replaced by `ledger`, inside the run's transaction: the date's
+    entries deleted and `ledger` written, by COPY on PostgreSQL and executemany elsewhere.
+    A re-run on PostgreSQL instead keeps the entries it would write again
+    (`_replace_ledger`) and returns how many it kept."""
     t = recon_ledger
     if conn.dialect.name == "postgresql" and rerun:
         return _replace_ledger(conn, ledger, merchant, day, run_id, stop)
