@@ -254,3 +254,79 @@ def test_refund_deltas_are_their_definition_payment_by_payment(data: Any) -> Non
     pd.testing.assert_frame_equal(
         refund_deltas(rows, settled, payments, refunds, before, covered),
         _refund_deltas_one_by_one(rows, settled, payments, refunds, before, list(covered)))
+
+
+@st.composite
+def ledgers_of_other_dates(draw: Any, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Entries of earlier and later settlement dates as the matcher writes them: a payment
+    row's (its invoice as settle key and original, the payment or nothing as record) and a
+    refund row's (its RefundInvoice or OVOReferenceNo as settle key, a refund or nothing
+    as record, its MerchantInvoice, which may be another payment's, as original)."""
+    named = {row["merchant_invoice"] for row in data["rows"]}
+    # The scenario's payments mostly, and those the file does not name as often as those
+    # it does: an entry of those is found through the records, not the file's keys.
+    payments = ([p[0] for p in data["payments"]] * 2
+                + [p[0] for p in data["payments"] if p[0] not in named] * 4
+                + ["GHOST0", "ELSEWHERE"])
+    refunds = [r[0] for r in data["refunds"]] + ["RF-ELSEWHERE"]
+    references = [r[2] for r in data["refunds"]] + ["OVR-ELSEWHERE"]
+    days = [S - dt.timedelta(days=d) for d in (10, 3, 1)] + [S + dt.timedelta(days=d)
+                                                          for d in (1, 4)]
+    entries = []
+    for line in range(2, 2 + draw(st.integers(min_value=0, max_value=10))):
+        original = draw(st.sampled_from(payments))
+        if draw(st.booleans()):
+            kind, settle, record = cat.PAYMENT, original, draw(st.sampled_from([original, ""]))
+        else:
+            kind = cat.REFUND
+            record = draw(st.sampled_from([*refunds, ""]))
+            settle = draw(st.sampled_from([*refunds, *references]))
+        entries.append({"merchant_id": "M001", "settlement_date": draw(st.sampled_from(days)),
+                        "run_id": 1, "kind": kind, "settle_key": settle, "record_key": record,
+                        "original_reference_no": original, "line_no": line,
+                        "amount": Decimal(draw(st.integers(min_value=1, max_value=2000)))})
+    return entries
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
+        tmp_path_factory: Any, drawn: st.DataObject) -> None:
+    """The loader fetches only the entries of other dates that the file's keys and the
+    records name; matching with those gives every result that matching with every entry
+    of the merchant's other dates gives: categories, reasons, flags, the ledger written,
+    missing items, refund deltas, counts and amounts."""
+    from sqlalchemy import insert
+
+    from recon.tables import recon_ledger
+
+    data = drawn.draw(scenarios())
+    entries = drawn.draw(ledgers_of_other_dates(data))
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'recon.db'}")
+    init_db(engine)
+    insert_records(engine, *_to_records(data))
+    if entries:
+        with engine.begin() as conn:
+            conn.execute(insert(recon_ledger), entries)
+    ctx = MatchContext("M001", S, WorkingCalendar(), context().fee_rules)
+    rows = rows_frame(data["rows"])
+    inputs = load_run_inputs(engine, "M001", S, ctx.covered_dates, rows)
+    engine.dispose()
+    whole = pd.DataFrame({
+        "settlement_date": [e["settlement_date"] for e in entries],
+        "kind": [e["kind"] for e in entries], "settle_key": [e["settle_key"] for e in entries],
+        "record_key": [e["record_key"] for e in entries],
+        "original_reference_no": [e["original_reference_no"] for e in entries],
+        "amount": pd.array([int(e["amount"] * 100) for e in entries], dtype="Int64"),
+        "line_no": [e["line_no"] for e in entries]})
+    loaded = match_settlement(rows, inputs.payments, inputs.refunds, inputs.ledger,
+                              inputs.open_items, ctx)
+    everything = match_settlement(rows, inputs.payments, inputs.refunds, whole,
+                                  inputs.open_items, ctx)
+    pd.testing.assert_frame_equal(loaded.rows, everything.rows)
+    pd.testing.assert_frame_equal(loaded.missing, everything.missing)
+    pd.testing.assert_frame_equal(loaded.refund_deltas, everything.refund_deltas)
+    for column in ("kind", "settle_key", "record_key", "original_reference_no", "line_no"):
+        assert list(loaded.ledger[column]) == list(everything.ledger[column])
+    assert loaded.counts == everything.counts and loaded.amounts == everything.amounts
