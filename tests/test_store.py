@@ -255,7 +255,11 @@ def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
 def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
         database_url: str) -> None:
     """Each way an earlier entry is found: by a file key, by a record's own settle key, by
-    a record key that differs from the settle key, by an original payment that differs."""
+    a refund record's key that differs from the settle key, by an original payment that
+    differs when that payment's refunds are added up (a refund row of the file names it).
+    A record key that is no refund's, and an original payment whose refunds the run does
+    not add up, find nothing: no check reads such an entry
+    (`test_the_ledger_loaded_matches_as_the_whole_ledger_would`)."""
     from sqlalchemy import insert
 
     from recon.calendar import WIB
@@ -289,11 +293,13 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
             entry(6, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", day=S),  # the date re-run
             entry(7, "PAYMENT", "P-FILE", "P-FILE", "P-FILE", merchant="M2"),
             entry(8, "REFUND", "RF-X", "P-GHOST", "P-Y"),  # record key: a file key, no record
-            entry(9, "REFUND", "RF-Y", "P-FILE", "P-Z"),  # record key: a file key and a record
+            entry(9, "REFUND", "RF-Y", "P-FILE", "P-Z"),  # record key: a payment's, no refund's
+            entry(10, "REFUND", "RF-Z", "", "P-WINDOW"),  # its payment's refunds not added up
         ])
     inputs = load_run_inputs(engine, "M001", S, COVERED, rows_frame(
-        [payment_row("P-FILE", "1.00"), payment_row("P-GHOST", "1.00")]))
-    assert sorted(inputs.ledger["line_no"]) == [1, 2, 3, 4, 9]
+        [payment_row("P-FILE", "1.00"), payment_row("P-GHOST", "1.00"),
+         refund_row("P-FILE", "0.50")]))
+    assert sorted(inputs.ledger["line_no"]) == [1, 2, 3, 4]
     engine.dispose()
 
 
