@@ -263,24 +263,26 @@ def ledgers_of_other_dates(draw: Any, data: dict[str, Any]) -> list[dict[str, An
     refund row's (its RefundInvoice or OVOReferenceNo as settle key, a refund or nothing
     as record, its MerchantInvoice, which may be another payment's, as original)."""
     named = {row["merchant_invoice"] for row in data["rows"]}
-    # The scenario's payments mostly, and those the file does not name as often as those
-    # it does: an entry of those is found through the records, not the file's keys.
-    payments = ([p[0] for p in data["payments"]] * 2
-                + [p[0] for p in data["payments"] if p[0] not in named] * 4
-                + ["GHOST0", "ELSEWHERE"])
-    refunds = [r[0] for r in data["refunds"]] + ["RF-ELSEWHERE"]
-    references = [r[2] for r in data["refunds"]] + ["OVR-ELSEWHERE"]
+    in_file = [p[0] for p in data["payments"] if p[0] in named]
+    others = [p[0] for p in data["payments"] if p[0] not in named]
+    refunds = [r[0] for r in data["refunds"]]
+    references = [r[2] for r in data["refunds"]]
+    # Keys no record or row names, as often as the named ones: an entry found through one
+    # key alone shows whether the loader looks it up that way.
+    elsewhere = ["RF-ELSEWHERE", "OVR-ELSEWHERE"] * max(1, len(refunds))
     days = [S - dt.timedelta(days=d) for d in (10, 3, 1)] + [S + dt.timedelta(days=d)
                                                           for d in (1, 4)]
     entries = []
     for line in range(2, 2 + draw(st.integers(min_value=0, max_value=10))):
-        original = draw(st.sampled_from(payments))
-        if draw(st.booleans()):
-            kind, settle, record = cat.PAYMENT, original, draw(st.sampled_from([original, ""]))
-        else:
+        if draw(st.booleans()):  # mostly of payments the file does not name
+            kind = cat.PAYMENT
+            original = settle = draw(st.sampled_from([*others * 3, *in_file, "ELSEWHERE"]))
+            record = draw(st.sampled_from([original, original, ""]))
+        else:  # mostly of payments the file names
             kind = cat.REFUND
-            record = draw(st.sampled_from([*refunds, ""]))
-            settle = draw(st.sampled_from([*refunds, *references]))
+            original = draw(st.sampled_from([*in_file * 3, *others, "ELSEWHERE"]))
+            record = draw(st.sampled_from([*refunds, "", "RF-ELSEWHERE"]))
+            settle = draw(st.sampled_from([*refunds, *references, *elsewhere]))
         entries.append({"merchant_id": "M001", "settlement_date": draw(st.sampled_from(days)),
                         "run_id": 1, "kind": kind, "settle_key": settle, "record_key": record,
                         "original_reference_no": original, "line_no": line,
@@ -288,7 +290,7 @@ def ledgers_of_other_dates(draw: Any, data: dict[str, Any]) -> list[dict[str, An
     return entries
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
