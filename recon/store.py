@@ -558,7 +558,9 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     by_settle_key = _named_ledger(lookups, merchant_id, settlement_date)
     window_payments, window_refunds = window.result()
     refunded = _refunded_payments(refund_rows, window_refunds, file_keys["inv"])
-    refunds = _load_refunds(lookups, window_refunds, refunded, named_refunds)
+    # Their refunds are loaded, and their earlier refund entries (`_load_ledger`).
+    lookups.add_keys({"rorig": refunded})
+    refunds = _load_refunds(lookups, window_refunds, named_refunds)
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
     # A ledger entry whose settle key is a file key is found through that key already.
     payments, unnamed = _load_payments(lookups, window_payments, file_keys, named,
@@ -657,10 +659,10 @@ def _refund_columns(lookups: _Lookups) -> list[Any]:
 
 def _refunded_payments(refund_rows: pd.DataFrame, window: pd.DataFrame,
                        invoices: pa.Array) -> pa.Array:
-    """The file's payments whose every refund the run needs: those its refund rows name
-    (matching by payment and amount, refunds settled per payment) and those with a refund
-    in the window (refund deltas). Not every payment of the file: a million keys, where
-    the refunds of the others are never read."""
+    """The file's payments whose every refund the run needs, and every earlier refund
+    entry: those its refund rows name (matching by payment and amount, refunds settled per
+    payment) and those with a refund in the window (refund deltas). Not every payment of
+    the file: a million keys, where the refunds of the others are never read."""
     in_window = _distinct(window["original_partner_reference_no"]).cast(invoices.type)
     return pc.unique(pa.concat_arrays([
         _distinct(refund_rows["merchant_invoice"]).cast(invoices.type),
@@ -681,11 +683,10 @@ def _named_refunds(lookups: _Lookups) -> list[pd.DataFrame]:
             _refunds_of(lookups, t.c.refund_no, "rno")]
 
 
-def _load_refunds(lookups: _Lookups, window: pd.DataFrame, refunded: pa.Array,
+def _load_refunds(lookups: _Lookups, window: pd.DataFrame,
                   named: list[pd.DataFrame]) -> pd.DataFrame:
-    """The window's refunds, plus those elsewhere of the `refunded` payments, and the
-    `named` ones (`_named_refunds`)."""
-    lookups.add_keys({"rorig": refunded})
+    """The window's refunds, plus those elsewhere of the payments in the "rorig" key
+    table (`_refunded_payments`), and the `named` ones (`_named_refunds`)."""
     by_payment = _refunds_of(lookups, ovo_refunds.c.original_partner_reference_no, "rorig")
     frame = pd.concat([window, by_payment, *named],
                       ignore_index=True).drop_duplicates("partner_refund_no")
@@ -739,21 +740,21 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
     0.27-0.43 s (by record) where these take 0.05-0.10 s each (1M rows, with an earlier
     day of 1M entries in the ledger)."""
     t = recon_ledger
-    by_record = _ledger_of(lookups, merchant_id, settlement_date, t.c.record_key, ["rkey"],
-                           t.c.record_key != t.c.settle_key)
-    if not by_record.empty:  # a database that compares without case may find others
-        by_record = by_record.loc[positions_in(text_array(by_record["record_key"]),
-                                               refund_keys)[0]]
-    by_original = _ledger_of(lookups, merchant_id, settlement_date, t.c.original_reference_no,
-                             ["rorig"], t.c.original_reference_no != t.c.settle_key)
-    if not by_original.empty:
-        by_original = by_original.loc[positions_in(
-            text_array(by_original["original_reference_no"]), refunded)[0]]
+
+    def differing(column: Any, tag: str, keys: pa.Array) -> pd.DataFrame:
+        """The entries whose `column`, not their settle key, is one of `keys` (the key
+        table `tag`), exactly: a database that compares without case finds others too."""
+        found = _ledger_of(lookups, merchant_id, settlement_date, column, [tag],
+                           column != t.c.settle_key)
+        return found.loc[positions_in(text_array(found[column.name]), keys)[0]]
+
     frame = pd.concat([
         by_settle_key,
         _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["rec_only"],
                    t.c.record_key == t.c.settle_key),
-        by_record, by_original], ignore_index=True).drop_duplicates(
+        differing(t.c.record_key, "rkey", refund_keys),
+        differing(t.c.original_reference_no, "rorig", refunded)],
+        ignore_index=True).drop_duplicates(
             ["settlement_date", "line_no"])  # an entry: a date's line (its one run's)
     if frame.empty:
         return empty_frame(LEDGER)
