@@ -315,13 +315,9 @@ def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
     rows = rows_frame(data["rows"])
     inputs = load_run_inputs(engine, "M001", S, ctx.covered_dates, rows)
     engine.dispose()
-    whole = pd.DataFrame({
-        "settlement_date": [e["settlement_date"] for e in entries],
-        "kind": [e["kind"] for e in entries], "settle_key": [e["settle_key"] for e in entries],
-        "record_key": [e["record_key"] for e in entries],
-        "original_reference_no": [e["original_reference_no"] for e in entries],
-        "amount": pd.array([int(e["amount"] * 100) for e in entries], dtype="Int64"),
-        "line_no": [e["line_no"] for e in entries]})
+    # The builder numbers the entries' lines from 2, as the strategy does.
+    whole = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
+                           e["original_reference_no"], str(e["amount"])) for e in entries])
     loaded = match_settlement(rows, inputs.payments, inputs.refunds, inputs.ledger,
                               inputs.open_items, ctx)
     everything = match_settlement(rows, inputs.payments, inputs.refunds, whole,

@@ -900,7 +900,7 @@ def test_a_rerun_keeps_the_entries_it_writes_again_and_replaces_the_others(
     """After a re-run the date's ledger is what that run settled: an entry changed, gone
     or new is replaced, deleted or written. On PostgreSQL an entry the run before wrote
     exactly so stays as it was, its run id too (a million deleted and written again took
-    8 s); elsewhere every entry is written again."""
+    6.6-10.6 s); elsewhere every entry is written again."""
     from sqlalchemy import select
 
     from recon.matching import match_settlement
