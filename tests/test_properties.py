@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from recon import categories as cat
 from recon.calendar import WIB, WorkingCalendar
-from recon.matching import MatchContext, match_settlement
+from recon.matching import Ledger, MatchContext, match_settlement
 from recon.records import insert_records
 from recon.store import RunRecord, init_db, load_run_inputs, make_engine, persist_run
 from tests.builders import (
@@ -328,3 +328,59 @@ def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
     for column in ("kind", "settle_key", "record_key", "original_reference_no", "line_no"):
         assert list(loaded.ledger[column]) == list(everything.ledger[column])
     assert loaded.counts == everything.counts and loaded.amounts == everything.amounts
+
+
+@st.composite
+def tangled(draw: Any) -> dict[str, Any]:
+    """A scenario whose payments are tied together: refund rows naming another payment's
+    refund by RefundInvoice or OVOReferenceNo, refund rows of one settle key under two
+    invoices, entries of other dates of another payment's refunds, and open items."""
+    data = draw(scenarios())
+    invoices = [p[0] for p in data["payments"]] + ["GHOST0", ""]
+    refunds = [r[0] for r in data["refunds"]] + ["RF-NONE"]
+    references = [r[2] for r in data["refunds"]] + ["OVR-NONE"]
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        data["rows"].insert(draw(st.integers(min_value=0, max_value=len(data["rows"]))),
+                            refund_row(draw(st.sampled_from(invoices)),
+                                       f"{draw(st.integers(min_value=1, max_value=1500))}.00",
+                                       draw(st.sampled_from([*refunds, ""])),
+                                       draw(st.sampled_from([*references, ""]))))
+    data["ledger"] = draw(ledgers_of_other_dates(data))
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):  # none the matcher writes
+        settle, record, original = (draw(st.sampled_from(invoices)) for _ in range(3))
+        data["ledger"].append({"settlement_date": S - dt.timedelta(days=1), "kind": cat.PAYMENT,
+                               "settle_key": settle, "record_key": record,
+                               "original_reference_no": original, "amount": Decimal(1)})
+    keys = [(cat.PAYMENT, p[0]) for p in data["payments"]] + [
+        (cat.REFUND, r[0]) for r in data["refunds"]] + [(cat.REFUND, "RF-NONE")]
+    chosen = draw(st.lists(st.sampled_from(keys), max_size=4, unique=True))
+    data["open_items"] = [(i, S - dt.timedelta(days=draw(st.sampled_from([1, 3, 3]))), kind,
+                           key, "100.00") for i, (kind, key) in enumerate(chosen, start=1)]
+    return data
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tangled(), st.integers(min_value=2, max_value=5))
+def test_matching_in_parts_gives_what_matching_the_whole_gives(
+        data: dict[str, Any], parts: int) -> None:
+    """Every row's category, reason, flags and record, the ledger, missing items, open
+    items and their closures, refund deltas, counts, amounts and totals: the same when
+    the payments' groups are matched a part at a time."""
+    from recon.parts import match_in_parts
+
+    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
+                            e["original_reference_no"], str(e["amount"]))
+                           for e in data["ledger"]])
+    inputs = (rows_frame(data["rows"]), payments_frame(data["payments"]),
+              refunds_frame(data["refunds"]), ledger, open_items_frame(data["open_items"]))
+    whole = match_settlement(*inputs, context())
+    seen = []
+    in_parts = match_in_parts(*inputs, context(), parts, on_ledger=seen.append)
+    pd.testing.assert_frame_equal(in_parts.rows, whole.rows)
+    for name in ("missing", "closures", "open_items", "refund_deltas", "all_open_items"):
+        pd.testing.assert_frame_equal(getattr(in_parts, name), getattr(whole, name), obj=name)
+    for column in Ledger.COLUMNS:
+        assert list(in_parts.ledger[column]) == list(whole.ledger[column])
+    assert [len(ledger) for ledger in seen] == [len(whole.ledger)]
+    assert (in_parts.counts, in_parts.amounts, in_parts.totals, in_parts.record_totals) == (
+        whole.counts, whole.amounts, whole.totals, whole.record_totals)
