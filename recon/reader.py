@@ -184,8 +184,10 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        # The decoder's offsets are past the BOM it takes off.
+        at = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
         raise FileRejected(
-            name, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            name, f"not UTF-8 text (byte 0x{data[at]:02x} at offset {at})"
         ) from exc
     line = _first_line(data)
     if line is None:  # nothing but blank lines at the start: split the whole text
@@ -689,9 +691,31 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
     if last_start == start:
         raise FileRejected(name, NO_ROWS)
     last = _cells(last_text, delimiter)
-    if _is_trailer(last, fmt):
-        line_no = skipped + data.count(b"\n", start, last_start) + 1
-        trailer = _parse_trailer(name, line_no, last)
+    # Blank lines at the end are skipped, as the general path skips them: a trailer is the
+    # last line that is not blank. A line begins inside a quoted field when an odd number
+    # of quotes comes before it: the general path reads such a file.
+    for _ in range(1000):
+        if not _is_blank(last) or last_start == start:
+            break
+        if quoted and data.count(b'"', start, last_start) % 2:
+            return None
+        line_end = last_start - 1
+        last_start = max(data.rfind(b"\n", start, line_end) + 1, start)
+        try:
+            last = _cells(data[last_start:line_end].decode("utf-8").removesuffix("\r"),
+                          delimiter)
+        except UnicodeDecodeError:
+            return None
+    else:
+        return None  # a thousand such lines: the general path reads them
+    if quoted and data.count(b'"', start, last_start) % 2 and _ends_a_trailer(
+            data, start, last_start, fmt):
+        return None  # a trailer with a quoted line break: the general path reads it
+    # The trailer is read once Arrow has read the rows: a file with bytes that are not
+    # UTF-8 goes to the general path, which says so before any other fault.
+    trailer_line = 0
+    if last_start > start and _is_trailer(last, fmt):
+        trailer_line = skipped + data.count(b"\n", start, last_start) + 1
         end = last_start
     # The rows' physical line numbers: every line after the header but the empty ones,
     # which Arrow skips (fields across lines: `_spanned_lines`).
@@ -720,7 +744,31 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
     if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
             2 <= number < 2 + len(lines) for number, _ in odd):
         return None  # many rows of other widths, or fields across lines among empty lines
+    if trailer_line:
+        trailer = _parse_trailer(name, trailer_line, last)
     return _ArrowRead(parsed, width, lines, odd, trailer, positions, delimiter)
+
+
+def _ends_a_trailer(data: bytes, start: int, line_start: int, fmt: FileFormat) -> bool:
+    """Whether the row that the line at `line_start` ends (it begins inside a quoted
+    field) may be a trailer: its first cell, as its first line (the nearest before with
+    an even number of quotes before it) shows it, may be the trailer's marker. Also when
+    that line is not found within a thousand lines."""
+    marker = fmt.trailer_marker.upper()
+    inside = True
+    for _ in range(1000):
+        line_end = line_start - 1
+        line_start = max(data.rfind(b"\n", start, line_end) + 1, start)
+        inside ^= data.count(b'"', line_start, line_end) % 2 == 1
+        if not inside:
+            first = data[line_start:line_end].decode("utf-8", errors="replace").lstrip()
+            if not first.startswith('"'):
+                return first.upper().startswith(marker)
+            cell = first[1:].split('"', 1)[0].strip().upper()  # as far as this line has it
+            return marker.startswith(cell) or cell.startswith(marker)
+        if line_start == start:
+            return True
+    return True
 
 
 def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
