@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from recon.formats import (
     FileFormat,
     normalise_header,
 )
+from recon.memory import give_back_free_heap
 from recon.money import MINOR_PER_UNIT, format_amount
 from recon.schemas import (
     SETTLEMENT_LABELS,
@@ -177,8 +179,10 @@ def _detect_delimiter(first_line: str, allowed: tuple[str, ...]) -> str:
     return max(allowed, key=lambda sep: counts[sep])
 
 
-def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
-    """The text of a CSV file and its delimiter; FileRejected when empty or not UTF-8."""
+def _decode_csv(name: str, data: bytes, fmt: FileFormat, byte_base: int = 0
+                ) -> tuple[str, str]:
+    """The text of a CSV file and its delimiter; FileRejected when empty or not UTF-8 (at
+    an offset in the file `byte_base` past the one in `data`)."""
     if not data or data.isspace():  # without a stripped copy of the whole file
         raise FileRejected(name, "file is empty")
     try:
@@ -187,7 +191,7 @@ def _decode_csv(name: str, data: bytes, fmt: FileFormat) -> tuple[str, str]:
         # The decoder's offsets are past the BOM it takes off.
         at = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
         raise FileRejected(
-            name, f"not UTF-8 text (byte 0x{data[at]:02x} at offset {at})"
+            name, f"not UTF-8 text (byte 0x{data[at]:02x} at offset {at + byte_base})"
         ) from exc
     line = _first_line(data)
     if line is None:  # nothing but blank lines at the start: split the whole text
@@ -213,9 +217,9 @@ def _sniff_delimiter(data: bytes, fmt: FileFormat) -> str | None:
     return None if line is None else _detect_delimiter(line, fmt.delimiters)
 
 
-def _read_csv_table(name: str, text: str, delimiter: str) -> _Table:
+def _read_csv_table(name: str, text: str, delimiter: str, line_base: int = 0) -> _Table:
     """Every row with its physical line number (blank lines and quoted line breaks kept
-    in the count)."""
+    in the count), `line_base` past the line's in `text`."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
     def numbered() -> Iterator[tuple[int, list[str]]]:
@@ -224,9 +228,10 @@ def _read_csv_table(name: str, text: str, delimiter: str) -> _Table:
             for row in reader:
                 start = previous_end + 1
                 previous_end = reader.line_num
-                yield start, row
+                yield start + line_base, row
         except csv.Error as exc:
-            raise FileRejected(name, f"line {reader.line_num}: unreadable CSV ({exc})") from exc
+            raise FileRejected(name, f"line {reader.line_num + line_base}: unreadable CSV "
+                                     f"({exc})") from exc
 
     return _split_rows(name, numbered(), f"csv ({delimiter})")
 
@@ -503,30 +508,202 @@ def read_settlement_file(
     path: Path, fmt: FileFormat, settlement_date: dt.date, name: str | None = None
 ) -> SettlementFile:
     """Read and check one settlement file; see the module docstring for the contract."""
-    name = name or path.name
+    batches = SettlementBatches(path, fmt, settlement_date, name=name, batch_bytes=None)
+    rows = [frame for frame in batches]  # one: the whole file is one batch
+    return SettlementFile(name=batches.name, rows=rows[0], trailer=batches.trailer,
+                          sheet_format=batches.sheet_format)
+
+
+#: What `SettlementBatches` reads of a CSV file at a time by default: its lines up to a
+#: line end past this many bytes. At 1M rows (150 MB) the whole file is one batch.
+BATCH_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Some of a CSV file's lines, read as a file of their own: the header line, then the
+    lines. Its line numbers and byte offsets are the file's less `line_base` and
+    `byte_base`."""
+
+    first: bool
+    last: bool
+    line_base: int = 0
+    byte_base: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.first and self.last
+
+
+#: The whole file as one piece.
+_WHOLE = _Piece(first=True, last=True)
+
+
+class SettlementBatches:
+    """A settlement file's rows, a batch of its lines at a time, as `read_settlement_file`
+    reads them: each row in one batch, in file order, with its line number and findings.
+    The file-level checks (SettlementDate, the TOTAL trailer, no data rows) need every
+    row: `FileRejected` for them comes after the last batch, and whatever was done with
+    the batches is to be undone. An XLSX file, and a CSV file of at most `batch_bytes`
+    (None: any size), is one batch. `trailer` and `sheet_format` are known once the
+    batches are read."""
+
+    def __init__(self, path: Path, fmt: FileFormat, settlement_date: dt.date,
+                 name: str | None = None, batch_bytes: int | None = BATCH_BYTES) -> None:
+        self.path, self.fmt, self.settlement_date = path, fmt, settlement_date
+        self.name = name or path.name
+        self.batch_bytes = batch_bytes
+        self.trailer: Trailer | None = None
+        self.sheet_format = ""
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        name, fmt = self.name, self.fmt
+        findings = _FileFindings(name, self.settlement_date)
+        for piece, holder in self._pieces():
+            grid = _grid_of(name, self.path.suffix.lower(), holder, fmt, piece)
+            self.sheet_format = grid.layout
+            if grid.trailer is not None:
+                self.trailer = grid.trailer
+            frame = _rows_of(grid, fmt)
+            del grid
+            findings.add(frame)
+            yield frame
+            del frame
+            if not piece.whole:  # what the batch took goes back before the next one
+                give_back_free_heap()
+        findings.check(self.trailer)
+
+    def _pieces(self) -> Iterator[tuple[_Piece, list[bytes]]]:
+        """Each piece with its bytes, in a list the reader empties (at 10M rows the file
+        is 1.5 GB: it is let go once Arrow has read it, before the columns are made)."""
+        try:
+            with self.path.open("rb") as handle:
+                limit = self.batch_bytes
+                held = [handle.read() if limit is None else handle.read(limit)]
+                if limit is None or len(held[0]) < limit or held[0][:4] == b"PK\x03\x04" or (
+                        self.path.suffix.lower() == ".xlsx"):
+                    held[0] += handle.read()
+                    yield _WHOLE, held
+                    return
+                yield from _csv_pieces(held, handle, limit, self.fmt)
+        except OSError as exc:
+            raise FileRejected(self.name, f"cannot be read ({exc.strerror})") from exc
+
+
+def _csv_pieces(held: list[bytes], handle: BinaryIO, limit: int, fmt: FileFormat
+                ) -> Iterator[tuple[_Piece, list[bytes]]]:
+    """The pieces of a CSV file larger than `limit` whose first bytes are `held`: each
+    ends at a line end outside quotes past `limit` bytes, and each after the first begins
+    with the file's header line. A file whose head does not show a plain header line (a
+    quote in it or before it, a lone CR) is one piece."""
+    delimiter = _sniff_delimiter(held[0], fmt)
+    header = None if delimiter is None else _header_line(held[0], delimiter)
+    if header is None or delimiter is None:
+        held[0] += handle.read()
+        yield _WHOLE, held
+        return
+    carried, line_base, byte_base = held.pop(), 0, 0
+    pending: tuple[_Piece, list[bytes]] | None = None  # sent once a next piece is found
+    while True:
+        more = handle.read(limit)
+        cut = _cut(carried) if more else len(carried)
+        if cut is None:  # no line end outside quotes yet: a longer piece
+            carried += more
+            continue
+        data, carried = carried[:cut], carried[cut:] + more
+        first = pending is None and line_base == 0
+        if first or not _blank_rows(data, delimiter):  # a piece that adds no row
+            piece = _Piece(first=first, last=False, line_base=0 if first else line_base - 1,
+                           byte_base=0 if first else byte_base - len(header))
+            if pending is not None:
+                yield pending
+            pending = (piece, [data if first else header + data])
+        line_base += data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        byte_base += len(data)
+        del data
+        if not carried:
+            break
+    assert pending is not None
+    last, pending = (_Piece(pending[0].first, True, pending[0].line_base, pending[0].byte_base),
+                     pending[1]), None
+    yield last
+
+
+def _header_line(head: bytes, delimiter: str) -> bytes | None:
+    """The header line of a CSV file as its first bytes hold it, with its line end: the
+    first line that is not blank, as both readers find it. None where the head shows no
+    such line plainly (a quoted field across lines up to it, a CR not before a LF, no line
+    end)."""
+    start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    while True:
+        end = head.find(b"\n", start)
+        if end < 0:
+            return None
+        line = head[start:end + 1]
+        if line.count(b'"') % 2 or b"\r" in line[:-2]:
+            return None
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not _is_blank(_cells(text.rstrip("\r\n"), delimiter)):
+            return line
+        start = end + 1
+
+
+def _blank_rows(data: bytes, delimiter: str) -> bool:
+    """Whether every row of `data` is blank (read as the general path reads it: a piece
+    of rows begins with a row of data, so this looks no further)."""
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FileRejected(name, f"cannot be read ({exc.strerror})") from exc
-    suffix = path.suffix.lower()
+        return all(_is_blank(row) for row in csv.reader(text, delimiter=delimiter))
+    except csv.Error:
+        return False
+
+
+def _cut(data: bytes) -> int | None:
+    """Where a piece may end in `data`, which begins a line: after its last line end
+    outside quotes (an even number of quotes before it; a piece so cut holds an even
+    number, so the next begins outside quotes too). None when it has none."""
+    end = data.rfind(b"\n")
+    if end < 0 or b'"' not in data:
+        return None if end < 0 else end + 1
+    quotes = data.count(b'"', 0, end)  # one scan; going back a line takes off its quotes
+    while quotes % 2:
+        before = data.rfind(b"\n", 0, end)
+        if before < 0:
+            return None
+        quotes -= data.count(b'"', before, end)
+        end = before
+    return end + 1
+
+
+def _grid_of(name: str, suffix: str, holder: list[bytes], fmt: FileFormat,
+             piece: _Piece) -> _Grid:
+    """The raw cells of a piece of the file (the whole file, for one piece); `holder`'s
+    bytes are let go as soon as they are read."""
+    data = holder.pop()
     if suffix == ".xlsx" or data[:4] == b"PK\x03\x04":
         if not data:
             raise FileRejected(name, "file is empty")
-        grid = _grid_from_table(name, _read_xlsx_table(name, data), fmt)
-    else:
-        sniffed = _sniff_delimiter(data, fmt)
-        read = _fast_csv_parse(name, data, sniffed, fmt) if sniffed else None
-        if read is not None:
-            data = b""  # the rows are in Arrow's columns: at 10M rows the file is 1.5 GB
-            grid = _fast_csv_grid(name, read, fmt)
-        else:  # the general path, on the decoded text (empty files end here)
-            text, delimiter = _decode_csv(name, data, fmt)
-            data = b""
-            grid = _grid_from_table(name, _read_csv_table(name, text, delimiter), fmt)
-            del text
+        return _grid_from_table(name, _read_xlsx_table(name, data), fmt)
+    sniffed = _sniff_delimiter(data, fmt)
+    read = _fast_csv_parse(name, data, sniffed, fmt, piece) if sniffed else None
+    if read is not None:
+        del data  # the rows are in Arrow's columns: at 10M rows the file is 1.5 GB
+        return _fast_csv_grid(name, read, fmt, piece)
+    # The general path, on the decoded text (empty files end here).
+    text, delimiter = _decode_csv(name, data, fmt, piece.byte_base)
     del data
-    raw, lines, trailer = grid.raw, grid.lines, grid.trailer
-    frame = pd.DataFrame({"line_no": pd.Series(lines, dtype="int64")})
+    return _grid_from_table(name, _read_csv_table(name, text, delimiter, piece.line_base), fmt,
+                            piece)
+
+
+def _rows_of(grid: _Grid, fmt: FileFormat) -> pd.DataFrame:
+    """The rows of a grid, each field parsed, with the findings of the rows that cannot
+    be read in `invalid_reason`."""
+    raw = grid.raw
+    frame = pd.DataFrame({"line_no": pd.Series(grid.lines, dtype="int64")})
     reasons = grid.shape_errors
 
     for col in fmt.columns:
@@ -567,37 +744,81 @@ def read_settlement_file(
     frame["invalid_reason"] = reasons
     for field in SETTLEMENT_LABELS:
         frame[field] = frame[field].astype("category")
-
-    stated = frame["settlement_date"]
-    wrong_date = (stated.notna() & (stated != settlement_date)).astype(bool)
-    if wrong_date.any():
-        first = frame.loc[wrong_date].iloc[0]
-        more = int(wrong_date.sum()) - 1
-        tail = f" (and {more} more line(s))" if more else ""
-        raise FileRejected(
-            name,
-            f"line {first['line_no']}: SettlementDate {first['settlement_date']} is not the "
-            f"settlement date {settlement_date}{tail}",
-        )
-
-    if trailer is not None:
-        _check_trailer(name, frame, trailer)
-    rows = conform(frame, SETTLEMENT_ROWS, "settlement rows")
-    invalid = int((rows["invalid_reason"] != "").sum())
-    log.info("%s: %d data rows (%d unreadable), trailer %s", name, len(rows), invalid,
-             "checked" if trailer else "absent")
-    return SettlementFile(name=name, rows=rows, trailer=trailer, sheet_format=grid.layout)
+    return conform(frame, SETTLEMENT_ROWS, "settlement rows")
 
 
-def _grid_from_table(name: str, table: _Table, fmt: FileFormat) -> _Grid:
-    """The general path: rows as lists of cells, any shape, any line layout."""
+class _FileFindings:
+    """The file-level checks, over every batch of rows: a SettlementDate other than the
+    run's, the TOTAL trailer's count and sums, a file without rows."""
+
+    def __init__(self, name: str, settlement_date: dt.date) -> None:
+        self.name, self.settlement_date = name, settlement_date
+        self.rows = self.invalid = self.wrong_dates = 0
+        self.first_wrong: tuple[int, object] | None = None
+        self.sums = {"gross": 0, "net": 0}
+        self.unreadable = {"gross": 0, "net": 0}
+
+    def add(self, rows: pd.DataFrame) -> None:
+        stated = rows["settlement_date"]
+        wrong = (stated.notna() & (stated != self.settlement_date)).astype(bool)
+        if wrong.any():
+            if self.first_wrong is None:
+                first = rows.loc[wrong].iloc[0]
+                self.first_wrong = (int(first["line_no"]), first["settlement_date"])
+            self.wrong_dates += int(wrong.sum())
+        self.rows += len(rows)
+        self.invalid += int((rows["invalid_reason"] != "").sum())
+        for column in self.sums:
+            values = rows[column]
+            self.unreadable[column] += int(values.isna().sum())
+            self.sums[column] += int(values.sum(skipna=True))
+
+    def check(self, trailer: Trailer | None) -> None:
+        name = self.name
+        if self.first_wrong is not None:
+            line, stated = self.first_wrong
+            more = self.wrong_dates - 1
+            tail = f" (and {more} more line(s))" if more else ""
+            raise FileRejected(name, f"line {line}: SettlementDate {stated} is not the "
+                                     f"settlement date {self.settlement_date}{tail}")
+        if not self.rows and trailer is None:
+            raise FileRejected(name, NO_ROWS)
+        if trailer is not None:
+            self._check_trailer(trailer)
+        log.info("%s: %d data rows (%d unreadable), trailer %s", name, self.rows, self.invalid,
+                 "checked" if trailer else "absent")
+
+    def _check_trailer(self, trailer: Trailer) -> None:
+        where = f"TOTAL trailer (line {trailer.line_no})"
+        if trailer.rows != self.rows:
+            raise FileRejected(self.name,
+                               f"{where} says {trailer.rows} rows, the file has {self.rows}")
+        for column, stated, label in (("gross", trailer.gross, "GrossAmount"),
+                                      ("net", trailer.net, "NetAmount")):
+            if self.unreadable[column]:
+                log.warning("%s: %s sum not verifiable, %d unreadable amounts", self.name,
+                            label, self.unreadable[column])
+                continue
+            actual = self.sums[column]
+            if actual != stated:
+                raise FileRejected(
+                    self.name,
+                    f"{where} says {label} sums to {format_amount(stated)}, "
+                    f"the rows sum to {format_amount(actual)}",
+                )
+
+
+def _grid_from_table(name: str, table: _Table, fmt: FileFormat, piece: _Piece = _WHOLE
+                     ) -> _Grid:
+    """The general path: rows as lists of cells, any shape, any line layout. Only the
+    file's last piece may end in a trailer; a piece of a file may hold no rows."""
     positions = _map_header(name, table, fmt)
     lines, cells = table.lines, table.cells
     trailer: Trailer | None = None
-    if cells and _is_trailer(cells[-1], fmt):
+    if piece.last and cells and _is_trailer(cells[-1], fmt):
         trailer = _parse_trailer(name, lines[-1], cells[-1])
         lines, cells = lines[:-1], cells[:-1]
-    if not cells and trailer is None:
+    if not cells and trailer is None and piece.whole:
         raise FileRejected(name, NO_ROWS)
     width = len(table.header)
     columns: dict[str, list[str]] = {col.field: [] for col in fmt.columns}
@@ -639,8 +860,8 @@ class _ArrowRead:
     delimiter: str
 
 
-def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
-                    ) -> _ArrowRead | None:
+def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
+                    piece: _Piece = _WHOLE) -> _ArrowRead | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
     be missing), data rows as wide as the first (as wide as the header, or wider with empty
     cells past it: a delimiter at the end of each row), and a few rows of other widths, set
@@ -689,7 +910,9 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
     positions = _map_header(name, table, fmt)
     # The header alone: any further line is a trailer, a row, or a file Arrow refuses.
     if last_start == start:
-        raise FileRejected(name, NO_ROWS)
+        if piece.whole:
+            raise FileRejected(name, NO_ROWS)
+        return None  # a piece without rows: the general path reads none
     last = _cells(last_text, delimiter)
     # Blank lines at the end are skipped, as the general path skips them: a trailer is the
     # last line that is not blank. A line begins inside a quoted field when an odd number
@@ -714,8 +937,8 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
     # The trailer is read once Arrow has read the rows: a file with bytes that are not
     # UTF-8 goes to the general path, which says so before any other fault.
     trailer_line = 0
-    if last_start > start and _is_trailer(last, fmt):
-        trailer_line = skipped + data.count(b"\n", start, last_start) + 1
+    if piece.last and last_start > start and _is_trailer(last, fmt):
+        trailer_line = skipped + data.count(b"\n", start, last_start) + 1 + piece.line_base
         end = last_start
     # The rows' physical line numbers: every line after the header but the empty ones,
     # which Arrow skips (fields across lines: `_spanned_lines`).
@@ -746,7 +969,8 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat
         return None  # many rows of other widths, or fields across lines among empty lines
     if trailer_line:
         trailer = _parse_trailer(name, trailer_line, last)
-    return _ArrowRead(parsed, width, lines, odd, trailer, positions, delimiter)
+    return _ArrowRead(parsed, width, lines + piece.line_base, odd, trailer, positions,
+                      delimiter)
 
 
 def _ends_a_trailer(data: bytes, start: int, line_start: int, fmt: FileFormat) -> bool:
@@ -771,7 +995,8 @@ def _ends_a_trailer(data: bytes, start: int, line_start: int, fmt: FileFormat) -
     return True
 
 
-def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
+def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat, piece: _Piece = _WHOLE
+                   ) -> _Grid:
     """The columns of what `_fast_csv_parse` read: cells trimmed, rows too wide found, rows
     of another width put back in their place, rows of empty cells skipped."""
     if read.table is None:
@@ -810,7 +1035,7 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat) -> _Grid:
         trimmed = [column.filter(pa.array(keep)) for column in trimmed]
         lines, shape_errors = lines[keep], shape_errors[keep]
         rows = len(lines)
-        if rows == 0 and trailer is None:
+        if rows == 0 and trailer is None and piece.whole:
             raise FileRejected(name, NO_ROWS)
     columns = {}
     joined: dict[int, pa.Array] = {}  # each column in one chunk, its blocks let go
@@ -956,23 +1181,3 @@ def _first_row_width(data: bytes, start: int, delimiter: str) -> int:
     none in the first bytes)."""
     line = _first_line(data, start=start)
     return 0 if line is None else len(_cells(line, delimiter))
-
-
-def _check_trailer(name: str, frame: pd.DataFrame, trailer: Trailer) -> None:
-    where = f"TOTAL trailer (line {trailer.line_no})"
-    if trailer.rows != len(frame):
-        raise FileRejected(name, f"{where} says {trailer.rows} rows, the file has {len(frame)}")
-    for column, stated, label in (("gross", trailer.gross, "GrossAmount"),
-                                  ("net", trailer.net, "NetAmount")):
-        values = frame[column]
-        if values.isna().any():
-            log.warning("%s: %s sum not verifiable, %d unreadable amounts", name, label,
-                        int(values.isna().sum()))
-            continue
-        actual = int(values.sum())
-        if actual != stated:
-            raise FileRejected(
-                name,
-                f"{where} says {label} sums to {format_amount(stated)}, "
-                f"the rows sum to {format_amount(actual)}",
-            )

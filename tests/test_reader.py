@@ -675,3 +675,106 @@ def test_parsing_each_distinct_text_once_gives_what_parsing_all_gives(
     expected, expected_bad = parse(values)
     pd.testing.assert_series_equal(parsed, expected, check_exact=True)
     pd.testing.assert_series_equal(bad, expected_bad, check_exact=True, check_names=False)
+
+
+# ------------------------------------------------------------ a file read in batches
+
+@st.composite
+def settlement_texts(draw: st.DrawFn) -> bytes:
+    """Settlement files in the layouts a file comes in: either line end, blank lines
+    (some longer than a batch) and rows of empty cells anywhere, a BOM, quoted line
+    breaks, lone CRs, rows of another width, bad cells, a byte that is not UTF-8, a wrong
+    SettlementDate, rows that begin as a trailer does, a TOTAL trailer that agrees or not,
+    blank lines and rows after it, no line end at the end."""
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    delimiter = draw(st.sampled_from([",", ";"]))
+    lines = [draw(st.sampled_from(["", " ", delimiter * 3]))
+             for _ in range(draw(st.integers(0, 2)))]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=end)
+    writer.writerow(HEADER)
+    # A lone CR after the header ends a line for the general path: a blank line follows.
+    lines.append(buffer.getvalue().removesuffix(end)
+                 + draw(st.sampled_from([""] * 10 + ["\r "])))
+    gross = rows = 0
+    bad_byte = draw(st.sampled_from([False] * 5 + [True]))
+    for i in range(draw(st.integers(0, 25))):
+        shape = draw(st.sampled_from(["ok"] * 6 + ["bad", "spans", "short", "wide", "empty",
+                                                   "cells", "total", "cr"]))
+        if shape == "empty":
+            lines.append("")
+            continue
+        if shape == "cells":
+            lines.append(draw(st.sampled_from([delimiter * 12, " " * 400])))
+            continue
+        amount = draw(st.integers(1, 99_999))
+        changes = {"MerchantInvoice": f"INV-{i}", "GrossAmount": f"{amount}.00",
+                   "MDRAmount": "0", "TaxAmount": "0", "NetAmount": f"{amount}.00"}
+        if shape == "bad":
+            changes["GrossAmount"] = "n/a"
+        elif shape == "spans":
+            changes["StoreID"] = "A\nB" if end == "\n" else "A\r\nB"
+        elif shape == "total":  # a row, not the trailer, where it is not the last line
+            changes["SettlementDate"] = "TOTAL"
+            changes["StoreID"] = draw(st.sampled_from(["ST01", "A\nB"]))
+        elif shape == "cr":  # a lone CR, quoted: a line end for the general path
+            changes["StoreID"] = "A\rB"
+        elif bad_byte:  # a byte that is not UTF-8: the file is rejected
+            changes["StoreID"], bad_byte = "\x00", False
+        if draw(st.sampled_from([False] * 40 + [True])):  # the file is of another date
+            changes["SettlementDate"] = "2026-11-27"
+        cells = list(row(**changes).values())
+        if shape == "short":
+            cells = cells[:draw(st.integers(1, 12))]
+        elif shape == "wide":
+            cells = [*cells, "x"]
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter=delimiter, lineterminator=end).writerow(cells)
+        lines.append(buffer.getvalue().removesuffix(end))
+        rows += 1
+        gross += amount if shape != "bad" else 0
+    if draw(st.booleans()):
+        stated = rows + draw(st.sampled_from([0] * 8 + [1]))
+        lines.append(delimiter.join(["TOTAL", str(stated), f"{gross}.00", f"{gross}.00"]))
+    lines += draw(st.lists(st.sampled_from(["", " ", delimiter * 12, '""']), max_size=3))
+    text = end.join(lines) + (end if draw(st.booleans()) else "")
+    bom = "\ufeff" if draw(st.booleans()) else ""
+    return (bom + text).encode().replace(b"\x00", b"\xff")
+
+
+def _read_or_fault(read: Callable[[], tuple]) -> tuple:
+    try:
+        return read()
+    except FileRejected as rejected:
+        return ("rejected", rejected.fault)
+
+
+@settings(max_examples=200, deadline=None)
+@given(settlement_texts(), st.integers(min_value=180, max_value=1200))
+def test_a_file_read_in_batches_is_the_file_read_whole(
+        tmp_path_factory: pytest.TempPathFactory, data: bytes, batch_bytes: int) -> None:
+    """Every row, line number, finding, the trailer and the layout; or the same fault."""
+    from recon.reader import SettlementBatches
+
+    path = tmp_path_factory.mktemp("batches") / "f.csv"
+    path.write_bytes(data)
+
+    def whole() -> tuple:
+        read = read_settlement_file(path, OVO_V1, S)
+        return read.rows, read.trailer, read.sheet_format
+
+    def in_batches() -> tuple:
+        batches = SettlementBatches(path, OVO_V1, S, batch_bytes=batch_bytes)
+        frames = list(batches)
+        joined = pd.concat([frame.astype({"merchant_id": "str", "store_id": "str",
+                                          "payment_source": "str"}) for frame in frames],
+                           ignore_index=True)
+        return joined, batches.trailer, batches.sheet_format
+
+    expected, got = _read_or_fault(whole), _read_or_fault(in_batches)
+    if isinstance(expected[0], str) or isinstance(got[0], str):  # a fault
+        assert got[0] == expected[0] and got[1] == expected[1]
+        return
+    rows = expected[0].astype({"merchant_id": "str", "store_id": "str", "payment_source": "str"})
+    pd.testing.assert_frame_equal(got[0], rows)
+    assert got[1:] == expected[1:]
