@@ -595,7 +595,7 @@ def _csv_pieces(held: list[bytes], handle: BinaryIO, limit: int, fmt: FileFormat
     """The pieces of a CSV file larger than `limit` whose first bytes are `held`: each
     ends at a line end outside quotes past `limit` bytes, and each after the first begins
     with the file's header line. A file whose head does not show a plain header line (a
-    quote in it or before it, a lone CR) is one piece."""
+    quoted field across lines up to it, a lone CR) is one piece."""
     delimiter = _sniff_delimiter(held[0], fmt)
     header = None if delimiter is None else _header_line(held[0], delimiter)
     if header is None or delimiter is None:
@@ -603,7 +603,8 @@ def _csv_pieces(held: list[bytes], handle: BinaryIO, limit: int, fmt: FileFormat
         yield _WHOLE, held
         return
     carried, line_base, byte_base = held.pop(), 0, 0
-    pending: tuple[_Piece, list[bytes]] | None = None  # sent once a next piece is found
+    # A piece is sent once the next one with rows is found: the last may end in a trailer.
+    pending: tuple[_Piece, list[bytes]] | None = None
     while True:
         more = handle.read(limit)
         cut = _cut(carried) if more else len(carried)
