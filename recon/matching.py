@@ -303,11 +303,24 @@ def _aligned(keys: pd.Series, table: pd.DataFrame, key: str,
                          for name in columns}, index=keys.index), found, take
 
 
+def refund_keys(rows: pd.DataFrame) -> pd.Series:
+    """The key a refund row settles: its RefundInvoice, else its OVOReferenceNo."""
+    return _pick(rows["refund_invoice"] != "", rows["refund_invoice"], rows["ovo_reference_no"])
+
+
 def _settle_keys(rows: pd.DataFrame) -> pd.Series:
     is_payment = rows["transaction_type"] == cat.PAYMENT
-    refund_key = _pick(rows["refund_invoice"] != "", rows["refund_invoice"],
-                       rows["ovo_reference_no"])
-    return _pick(is_payment, rows["merchant_invoice"], refund_key)
+    return _pick(is_payment, rows["merchant_invoice"], refund_keys(rows))
+
+
+def conform_inputs(rows: pd.DataFrame, payments: pd.DataFrame, refunds: pd.DataFrame,
+                   ledger: pd.DataFrame, open_items: pd.DataFrame
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                              pd.DataFrame]:
+    """The match's inputs with their schemas' columns and types (`conform`)."""
+    return (conform(rows, SETTLEMENT_ROWS, "settlement rows"),
+            conform(payments, PAYMENTS, "payments"), conform(refunds, REFUNDS, "refunds"),
+            conform(ledger, LEDGER, "ledger"), conform(open_items, OPEN_ITEMS, "open items"))
 
 
 def _fee_findings(rows: pd.DataFrame, applies: pd.Series, is_payment: pd.Series,
@@ -450,11 +463,8 @@ def match_settlement(
     `on_ledger` is given the ledger this file writes as soon as it is known, before the
     findings: the caller may start writing it.
     """
-    rows = conform(rows, SETTLEMENT_ROWS, "settlement rows")
-    payments = conform(payments, PAYMENTS, "payments")
-    refunds = conform(refunds, REFUNDS, "refunds")
-    ledger = conform(ledger, LEDGER, "ledger")
-    open_items = conform(open_items, OPEN_ITEMS, "open items")
+    rows, payments, refunds, ledger, open_items = conform_inputs(
+        rows, payments, refunds, ledger, open_items)
     day = ctx.settlement_date
     covered = set(ctx.covered_dates)
     ledger_dates = ledger["settlement_date"].to_numpy(dtype=object)

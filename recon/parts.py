@@ -26,27 +26,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.api.types import union_categoricals
 
 from recon import categories as cat
 from recon.analysis import all_open_items
-from recon.matching import Ledger, MatchContext, ReconResult, match_settlement
+from recon.matching import (
+    Ledger,
+    MatchContext,
+    ReconResult,
+    conform_inputs,
+    match_settlement,
+    refund_keys,
+)
 from recon.schemas import (
-    LEDGER,
-    OPEN_ITEMS,
-    PAYMENTS,
-    REFUNDS,
-    SETTLEMENT_ROWS,
-    conform,
+    concat_labelled,
     positions_in,
     text_array,
 )
-
-
-def refund_settle_keys(rows: pd.DataFrame) -> pd.Series:
-    """The settle key of refund rows, as the matcher takes it: RefundInvoice, else
-    OVOReferenceNo."""
-    return rows["refund_invoice"].where(rows["refund_invoice"] != "", rows["ovo_reference_no"])
 
 
 def payment_groups(rows: pd.DataFrame, refunds: pd.DataFrame,
@@ -55,7 +50,7 @@ def payment_groups(rows: pd.DataFrame, refunds: pd.DataFrame,
     not in the answer is a group of its own. `ledger`: the entries of other dates."""
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND,
                            ["merchant_invoice", "refund_invoice", "ovo_reference_no"]]
-    refund_rows = refund_rows.assign(settle_key=refund_settle_keys(refund_rows))
+    refund_rows = refund_rows.assign(settle_key=refund_keys(refund_rows))
     owners = refunds.loc[:, ["partner_refund_no", "refund_no", "original_partner_reference_no"]]
     ties: list[pd.DataFrame] = []
 
@@ -152,11 +147,8 @@ def match_in_parts(
 ) -> ReconResult:
     """`match_settlement` of the inputs, one part of their payment groups at a time: the
     same result. `on_ledger` is given the whole ledger once every part is matched."""
-    rows = conform(rows, SETTLEMENT_ROWS, "settlement rows")
-    payments = conform(payments, PAYMENTS, "payments")
-    refunds = conform(refunds, REFUNDS, "refunds")
-    ledger = conform(ledger, LEDGER, "ledger")
-    open_items = conform(open_items, OPEN_ITEMS, "open items")
+    rows, payments, refunds, ledger, open_items = conform_inputs(
+        rows, payments, refunds, ledger, open_items)
     groups = payment_groups(rows, refunds, ledger)
     placed = {
         "rows": part_numbers(rows["merchant_invoice"], groups, parts),
@@ -235,19 +227,8 @@ def _combined(results: list[ReconResult], at: list[np.ndarray], open_items: pd.D
 
 
 def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The frames one after another (fresh positions), each column of the type the whole
-    match gives it: a categorical whose categories differ between parts becomes one
-    categorical of all their values, sorted, as the matcher's own categoricals are."""
+    """The parts' frames one after another (fresh positions), the empty ones left out (an
+    empty frame's columns may be of other types), each categorical one of every part's
+    values, sorted, as the matcher's own categoricals are."""
     filled = [frame for frame in frames if len(frame)] or frames[:1]
-    if len(filled) == 1:
-        return filled[0].reset_index(drop=True)
-    columns = {}
-    for name in filled[0].columns:
-        pieces = [frame[name] for frame in filled]
-        if (all(isinstance(piece.dtype, pd.CategoricalDtype) for piece in pieces)
-                and any(piece.dtype != pieces[0].dtype for piece in pieces)):
-            joined = union_categoricals(pieces, sort_categories=True)
-            columns[name] = pd.Series(joined)
-        else:
-            columns[name] = pd.concat(pieces, ignore_index=True)
-    return pd.DataFrame(columns)
+    return concat_labelled(filled, filled[0].columns, sort_categories=True)

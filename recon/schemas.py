@@ -140,15 +140,19 @@ def label_column(values: pd.Series, normalise: Callable[[Any], str] = str) -> pd
                      index=values.index)
 
 
-def concat_labelled(frames: list[pd.DataFrame], labels: Iterable[str]) -> pd.DataFrame:
+def concat_labelled(frames: list[pd.DataFrame], labels: Iterable[str],
+                    sort_categories: bool = False) -> pd.DataFrame:
     """`pd.concat` of frames with fresh positions, their `labels` columns kept categorical
     where every frame has them so (pandas makes text of categoricals whose categories
-    differ)."""
+    differ): one categorical of every frame's values, `sort_categories` as the matcher's
+    own are, where the frames' categories differ."""
     kept = [name for name in labels
-            if all(isinstance(frame[name].dtype, pd.CategoricalDtype) for frame in frames)]
+            if all(isinstance(frame[name].dtype, pd.CategoricalDtype) for frame in frames)
+            and any(frame[name].dtype != frames[0][name].dtype for frame in frames)]
     joined = pd.concat([frame.drop(columns=kept) for frame in frames], ignore_index=True)
     for name in kept:
-        joined[name] = pd.Series(union_categoricals([frame[name] for frame in frames]),
+        joined[name] = pd.Series(union_categoricals([frame[name] for frame in frames],
+                                                    sort_categories=sort_categories),
                                  index=joined.index)
     return joined.loc[:, list(frames[0].columns)]
 
