@@ -630,26 +630,39 @@ def _csv_pieces(held: list[bytes], handle: BinaryIO, limit: int, fmt: FileFormat
     yield last
 
 
-def _header_line(head: bytes, delimiter: str) -> bytes | None:
-    """The header line of a CSV file as its first bytes hold it, with its line end: the
-    first line that is not blank, as both readers find it. None where the head shows no
-    such line plainly (a quoted field across lines up to it, a CR not before a LF, no line
-    end)."""
-    start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+def _find_header(data: bytes, start: int, limit: int, delimiter: str
+                 ) -> tuple[int, int, list[str], int] | None:
+    """The header: the first line from `start` that is not blank, as both readers find it
+    (lines of blank cells are skipped, as the general path skips them). Its first byte,
+    its line end (-1 where it ends at `limit`), its cells and how many lines were skipped
+    before it. None where a blank line has a quote (it may span lines), after a thousand
+    blank lines, or where the bytes are not UTF-8 (the general path says where)."""
+    skipped = 0
     while True:
-        end = head.find(b"\n", start)
-        if end < 0:
-            return None
-        line = head[start:end + 1]
-        if line.count(b'"') % 2 or b"\r" in line[:-2]:
-            return None
+        end = data.find(b"\n", start, limit)
         try:
-            text = line.decode("utf-8")
+            text = data[start:end if end >= 0 else limit].decode("utf-8").removesuffix("\r")
         except UnicodeDecodeError:
             return None
-        if not _is_blank(_cells(text.rstrip("\r\n"), delimiter)):
-            return line
-        start = end + 1
+        cells = _cells(text, delimiter)
+        if not _is_blank(cells):
+            return start, end, cells, skipped
+        if end < 0 or '"' in text or skipped == 1000:
+            return None  # nothing but blank lines, or a quote that may span lines
+        start, skipped = end + 1, skipped + 1
+
+
+def _header_line(head: bytes, delimiter: str) -> bytes | None:
+    """The header line of a CSV file as its first bytes hold it, with its line end. None
+    where the head shows no such line plainly (`_find_header` finds none, it has no line
+    end there, a quoted field goes on past it, a CR in it ends a line for the general
+    path)."""
+    start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    found = _find_header(head, start, len(head), delimiter)
+    if found is None or found[1] < 0:
+        return None
+    line = head[found[0]:found[1] + 1]
+    return None if line.count(b'"') % 2 or b"\r" in line[:-2] else line
 
 
 def _blank_rows(data: bytes, delimiter: str) -> bool:
@@ -883,22 +896,10 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
     limit = len(data)  # the end of the last line that is not blank, without its line end
     while limit > start and data[limit - 1] in b"\r\n":
         limit -= 1
-    # Lines of blank cells before the header are skipped, as the general path skips them;
-    # `skipped` of them: the header is line skipped + 1 and `start` its first byte.
-    skipped = 0
-    while True:
-        header_end = data.find(b"\n", start, limit)
-        try:
-            header_text = data[start:header_end if header_end >= 0 else limit].decode(
-                "utf-8").removesuffix("\r")
-        except UnicodeDecodeError:
-            return None  # the general path reports where
-        header = _cells(header_text, delimiter)
-        if not _is_blank(header):
-            break
-        if header_end < 0 or '"' in header_text or skipped == 1000:
-            return None  # nothing but blank lines, or a quote that may span lines
-        start, skipped = header_end + 1, skipped + 1
+    found = _find_header(data, start, limit, delimiter)
+    if found is None:
+        return None
+    start, header_end, header, skipped = found
     quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
     end = limit  # the body: every line but a trailer
     trailer: Trailer | None = None
