@@ -635,14 +635,17 @@ def _find_header(data: bytes, start: int, limit: int, delimiter: str
     """The header: the first line from `start` that is not blank, as both readers find it
     (lines of blank cells are skipped, as the general path skips them). Its first byte,
     its line end (-1 where it ends at `limit`), its cells and how many lines were skipped
-    before it. None where a blank line has a quote (it may span lines), after a thousand
-    blank lines, or where the bytes are not UTF-8 (the general path says where)."""
+    before it. None where a blank line has a quote (it may span lines), a line has a CR
+    not before its LF (a line end for the general path alone), after a thousand blank
+    lines, or where the bytes are not UTF-8 (the general path says where)."""
     skipped = 0
     while True:
         end = data.find(b"\n", start, limit)
         try:
             text = data[start:end if end >= 0 else limit].decode("utf-8").removesuffix("\r")
         except UnicodeDecodeError:
+            return None
+        if "\r" in text:
             return None
         cells = _cells(text, delimiter)
         if not _is_blank(cells):
@@ -655,14 +658,13 @@ def _find_header(data: bytes, start: int, limit: int, delimiter: str
 def _header_line(head: bytes, delimiter: str) -> bytes | None:
     """The header line of a CSV file as its first bytes hold it, with its line end. None
     where the head shows no such line plainly (`_find_header` finds none, it has no line
-    end there, a quoted field goes on past it, a CR in it ends a line for the general
-    path)."""
+    end there, a quoted field goes on past it)."""
     start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
     found = _find_header(head, start, len(head), delimiter)
     if found is None or found[1] < 0:
         return None
     line = head[found[0]:found[1] + 1]
-    return None if line.count(b'"') % 2 or b"\r" in line[:-2] else line
+    return None if line.count(b'"') % 2 else line
 
 
 def _blank_rows(data: bytes, delimiter: str) -> bool:
