@@ -274,13 +274,13 @@ def _match_context(settings: Settings, day: dt.date) -> MatchContext:
 def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     """The steps of one run, in order; raises ReconError when the run cannot finish.
 
-    The window's payments and refunds do not depend on the file: they load on a
-    connection of their own while the file is read."""
+    The window's payments and refunds, and the ledger entries of those payments, do not
+    depend on the file: they load on a connection of their own while the file is read."""
     started_at = dt.datetime.now(dt.UTC)
     settings, fetched = _fetched(settings, day)
     engine = make_engine(settings.database_url)  # one pool for the whole run
     try:
-        window = WindowLoad(engine, settings.merchant_id,
+        window = WindowLoad(engine, settings.merchant_id, day,
                             _match_context(settings, day).covered_dates)
         parsed = read_task(settings, fetched, day)
         return settle(settings, fetched, parsed, day, started_at, engine, window)

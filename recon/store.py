@@ -239,7 +239,7 @@ class _Lookups(Protocol):
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame: ...
 
-    def probing_ledger(self, tag: str) -> contextlib.AbstractContextManager[None]: ...
+    def probing_ledger(self, keys: int) -> contextlib.AbstractContextManager[None]: ...
 
 
 class _SqlLookups:
@@ -280,7 +280,7 @@ class _SqlLookups:
         return pd.DataFrame({name: pd.Series(values, dtype="object")
                              for name, values in zip(names, columns, strict=True)})
 
-    def probing_ledger(self, tag: str) -> contextlib.AbstractContextManager[None]:
+    def probing_ledger(self, keys: int) -> contextlib.AbstractContextManager[None]:
         """The planner's own choice (`_ArrowLookups.probing_ledger`)."""
         return contextlib.nullcontext()
 
@@ -307,7 +307,6 @@ class _ArrowLookups:
             # Only the key tables are analyzed on this connection (`add_keys`).
             self.cursor.execute(f"SET default_statistics_target = {KEY_TABLE_STATISTICS}")
         self.dialect = postgresql.dialect()  # compiles only: never connected
-        self.keys_added: dict[str, int] = {}  # per key table, how many keys went in
 
     def use_lookup_settings(self) -> None:
         """From now on this connection's queries plan for keys found through an index
@@ -324,18 +323,16 @@ class _ArrowLookups:
 
     def add_keys(self, keys: dict[str, pa.Array]) -> None:
         for tag, values in keys.items():
-            self.keys_added[tag] = len(values)
             self.cursor.adbc_ingest(LOAD_KEYS[tag].name, pa.table({"k": values.cast(pa.string())}),
                                     mode="create", temporary=True)
         # Statistics let the planner choose between probing and hashing a key table.
         self.cursor.execute(f"ANALYZE {', '.join(LOAD_KEYS[tag].name for tag in keys)}")
 
     @contextlib.contextmanager
-    def probing_ledger(self, tag: str) -> Iterator[None]:
-        """The queries inside look the keys of `tag` up in the ledger's primary key one by
-        one when the ledger holds more than LEDGER_PROBE_RATIO entries per key; otherwise
-        the planner chooses, and hashes the keys against a read of the ledger."""
-        keys = self.keys_added.get(tag, 0)
+    def probing_ledger(self, keys: int) -> Iterator[None]:
+        """The queries inside look `keys` keys up in the ledger's primary key one by one
+        when the ledger holds more than LEDGER_PROBE_RATIO entries per key; otherwise the
+        planner chooses, and hashes the keys against a read of the ledger."""
         size = self.fetch_table(text(
             "SELECT reltuples::bigint FROM pg_class "
             "WHERE oid = to_regclass('recon_ledger')"), ["rows"]).column("rows").to_pylist()
@@ -385,9 +382,16 @@ def _named(keys: pa.Array) -> pa.Array:
 
 
 class WindowLoad:
-    """The payments and refunds of the covered window, loading on a connection of their
-    own while the file is read: they do not depend on it. The lookups the file's keys need
-    follow in `load_run_inputs`; this load's database errors surface there.
+    """The payments and refunds of the covered window, and the ledger entries of other
+    dates whose settle key is one of those payments' keys, loading on a connection of
+    their own while the file is read: they do not depend on it. The lookups the file's
+    keys need follow in `load_run_inputs`; this load's database errors surface there.
+
+    The ledger's lookup is a join in the database of the window's payments with the
+    ledger: a million keys of the file are not sent to be joined against, and the lookup,
+    whose time grows with the ledger, is done while the file is read. The window holds
+    every payment the file names but a few (other dates, unknown keys); `load_run_inputs`
+    looks those up by their keys.
 
     The load runs in a daemon thread: a run that fails before it needs the window (a
     rejected file, an interrupt) ends at once instead of waiting for the query, and the
@@ -398,12 +402,12 @@ class WindowLoad:
     one connection is enough: two took the cores from the read (at 1M rows the read step
     took 6.4 s against 4.6 s, and the load was no faster)."""
 
-    def __init__(self, engine: Engine, merchant_id: str, covered: Sequence[dt.date],
-                 alone: bool = False) -> None:
-        self.key = (merchant_id, tuple(covered))
+    def __init__(self, engine: Engine, merchant_id: str, settlement_date: dt.date,
+                 covered: Sequence[dt.date], alone: bool = False) -> None:
+        self.key = (merchant_id, settlement_date, tuple(covered))
         self._holds_off_writers = engine.dialect.name == "sqlite"
-        self._future: Future[tuple[pd.DataFrame, pd.DataFrame]] = Future()
-        task = partial(_load_window, engine, merchant_id, covered, alone)
+        self._future: Future[Window] = Future()
+        task = partial(_load_window, engine, merchant_id, settlement_date, covered, alone)
         # Each connection to an in-memory SQLite database is a database of its own.
         if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
             _settle_future(self._future, task)
@@ -411,9 +415,9 @@ class WindowLoad:
             threading.Thread(target=_settle_future, args=(self._future, task),
                              name="recon-window", daemon=True).start()
 
-    def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The window's payments and refunds, handed over once: this object does not keep
-        a million rows alive for the rest of the run."""
+    def result(self) -> Window:
+        """The window's payments, refunds and ledger entries, handed over once: this
+        object does not keep a million rows alive for the rest of the run."""
         future, self._future = self._future, Future()
         self._future.set_exception(RuntimeError("the window's load was taken already"))
         return future.result()
@@ -425,6 +429,17 @@ class WindowLoad:
             futures_wait([self._future])
 
 
+@dataclass(frozen=True)
+class Window:
+    """What `WindowLoad` loads: the window's payments (PAYMENTS) and refunds (as the
+    database gives them), and the ledger entries of the merchant's other dates whose
+    settle key is one of those payments' keys (as `_ledger_of` gives them)."""
+
+    payments: pd.DataFrame
+    refunds: pd.DataFrame
+    ledger: pd.DataFrame
+
+
 def _settle_future(future: Future[Any], task: Callable[[], Any]) -> None:
     future.set_running_or_notify_cancel()
     try:
@@ -433,25 +448,28 @@ def _settle_future(future: Future[Any], task: Callable[[], Any]) -> None:
         future.set_exception(exc)
 
 
-def _load_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
-                 halves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _load_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
+                 covered: Sequence[dt.date], halves: bool) -> Window:
     start, end = _window(covered)
     if engine.dialect.name == "postgresql":
-        return _arrow_window(engine, merchant_id, covered, start, end, halves)
+        return _arrow_window(engine, merchant_id, settlement_date, covered, start, end, halves)
     with engine.connect() as conn:
         lookups = _SqlLookups(conn)
         lo, hi = start.replace(tzinfo=None), end.replace(tzinfo=None)
-        return (_payment_frame(lookups.fetch(*_window_payments(lookups, merchant_id, lo, hi)),
-                               merchant_id),
-                _window_refunds(lookups, merchant_id, lo, hi))
+        payments = _payment_frame(lookups.fetch(*_window_payments(lookups, merchant_id, lo, hi)),
+                                  merchant_id)
+        return Window(payments, _window_refunds(lookups, merchant_id, lo, hi),
+                      _window_ledger(lookups, merchant_id, settlement_date, lo, hi,
+                                     len(payments)))
 
 
-def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
-                  start: dt.datetime, end: dt.datetime,
-                  halves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
+                  covered: Sequence[dt.date], start: dt.datetime, end: dt.datetime,
+                  halves: bool) -> Window:
     """The window through ADBC. With `halves` the payments come in two halves of the
     covered days, on two connections at once: each server process scans and sends its
-    half (at 1M rows 0.77–0.89 s, against 0.90–0.91 s on one connection)."""
+    half (at 1M rows 0.77–0.89 s, against 0.90–0.91 s on one connection). The ledger's
+    entries follow on the first connection."""
     middle, later = end, None
     if halves:
         first_day, last_day = min(covered), max(covered) + dt.timedelta(days=1)
@@ -465,15 +483,25 @@ def _arrow_window(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
         table = arrow.fetch_table(*_window_payments(arrow, merchant_id, start, middle))
         arrow.use_lookup_settings()  # its range scan done: the refunds' payments are found by key
         refunds = _window_refunds(arrow, merchant_id, start, end)
-    if later is not None:  # waited for: its connection closes when its query ends
-        table = pa.concat_tables([table, later.result()])
-    # Each column in one chunk (ADBC sends a batch at a time), one column at a time.
-    names, columns = table.column_names, table.columns
-    del table
-    for i, column in enumerate(columns):
-        columns[i] = one_chunk(column)
-        del column
-    return _payment_frame(arrow_frame(pa.table(columns, names=names)), merchant_id), refunds
+        if later is not None:  # waited for: its connection closes when its query ends
+            table = pa.concat_tables([table, later.result()])
+        # The database joins the ledger while the payments become a frame here.
+        ledger = Future[pd.DataFrame]()
+        threading.Thread(target=_settle_future, name="recon-window-ledger", daemon=True,
+                         args=(ledger, partial(_window_ledger, arrow, merchant_id,
+                                               settlement_date, start, end, table.num_rows))
+                         ).start()
+        try:
+            # Each column in one chunk (ADBC sends a batch at a time), one at a time.
+            names, columns = table.column_names, table.columns
+            del table
+            for i, column in enumerate(columns):
+                columns[i] = one_chunk(column)
+                del column
+            payments = _payment_frame(arrow_frame(pa.table(columns, names=names)), merchant_id)
+        finally:
+            futures_wait([ledger])  # the connection is not closed under its query
+    return Window(payments, refunds, ledger.result())
 
 
 def _arrow_payments(engine: Engine, merchant_id: str, lo: dt.datetime,
@@ -502,6 +530,21 @@ def _window_refunds(lookups: _Lookups, merchant_id: str, lo: Any, hi: Any) -> pd
         r.c.original_partner_reference_no.in_(merchants_payments)), [c.name for c in columns])
 
 
+def _window_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                   lo: Any, hi: Any, payments: int) -> pd.DataFrame:
+    """The ledger entries of the merchant's other dates whose settle key is one of the
+    keys of its `payments` payments from `lo` to `hi` (the window's), joined in the
+    database."""
+    t = ovo_payments
+    keys = select(t.c.partner_reference_no).where(
+        t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi)
+    with lookups.probing_ledger(payments):
+        return lookups.fetch(select(*_LEDGER_COLUMNS).where(
+            recon_ledger.c.merchant_id == merchant_id,
+            recon_ledger.c.settlement_date != settlement_date,
+            recon_ledger.c.settle_key.in_(keys)), [c.name for c in _LEDGER_COLUMNS])
+
+
 def load_run_inputs(
     engine: Engine,
     merchant_id: str,
@@ -517,9 +560,10 @@ def load_run_inputs(
     them. On PostgreSQL this runs through ADBC: keys in by COPY, rows out as Arrow.
     """
     if window is None:
-        window = WindowLoad(engine, merchant_id, covered, alone=True)
-    elif window.key != (merchant_id, tuple(covered)):
-        raise ValueError(f"the window loaded is {window.key}, not {merchant_id} {covered}")
+        window = WindowLoad(engine, merchant_id, settlement_date, covered, alone=True)
+    elif window.key != (merchant_id, settlement_date, tuple(covered)):
+        raise ValueError(f"the window loaded is {window.key}, not {merchant_id} "
+                         f"{settlement_date} {covered}")
     try:
         with contextlib.ExitStack() as stack:
             conn = stack.enter_context(engine.connect())
@@ -539,8 +583,10 @@ def load_run_inputs(
 def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
                   settlement_date: dt.date, rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """What does not depend on the window is looked up while it loads: the keys go in,
-    then the refunds and ledger entries the file's keys name."""
+    """What does not depend on the window is looked up while it loads: the refund keys go
+    in, then the refunds they name. The window tells which of the file's invoices are
+    not among its payments: those, with the refund keys, are the keys whose ledger entries
+    are looked up here (the window's payments' entries came with the window)."""
     refund_rows = rows.loc[rows["transaction_type"] == cat.REFUND,  # the columns read
                            ["merchant_invoice", "refund_invoice", "ovo_reference_no"]]
     # The invoices as they are: a million keys, of which a handful repeat, where a set
@@ -548,29 +594,29 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
     file_keys = {"inv": _named(text_array(rows["merchant_invoice"])),
                  "rinv": _distinct(refund_rows["refund_invoice"]),
                  "rno": _distinct(refund_rows["ovo_reference_no"])}
-    # Every key the file names, of each kind, in one key table for the ledger's lookups:
-    # a scan of the merchant's ledger per kind cost 0.25-0.3 s each at 1M entries.
     named = pa.concat_arrays(list(file_keys.values()))
-    lookups.add_keys({"file": named, "rinv": file_keys["rinv"], "rno": file_keys["rno"],
+    lookups.add_keys({"rinv": file_keys["rinv"], "rno": file_keys["rno"],
                       "oref": _distinct(
                           open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
     named_refunds = _named_refunds(lookups)
-    by_settle_key = _named_ledger(lookups, merchant_id, settlement_date)
-    window_payments, window_refunds = window.result()
-    refunded = _refunded_payments(refund_rows, window_refunds, file_keys["inv"])
+    loaded = window.result()
+    refunded = _refunded_payments(refund_rows, loaded.refunds, file_keys["inv"])
     # Their refunds are loaded, and their earlier refund entries (`_load_ledger`).
     lookups.add_keys({"rorig": refunded})
-    refunds = _load_refunds(lookups, window_refunds, named_refunds)
+    refunds = _load_refunds(lookups, loaded.refunds, named_refunds)
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
-    # A ledger entry whose settle key is a file key is found through that key already.
-    payments, unnamed = _load_payments(lookups, window_payments, file_keys, named,
-                                       open_payments)
+    payments, outside, unnamed = _load_payments(lookups, loaded.payments, file_keys, named,
+                                                open_payments)
+    # The file's keys the window's payments are not: their entries by settle key.
+    elsewhere = pa.concat_arrays([outside, file_keys["rinv"], file_keys["rno"]])
+    lookups.add_keys({"file": elsewhere})
+    by_settle_key = _named_ledger(lookups, merchant_id, settlement_date, len(elsewhere))
     refund_keys = text_array(refunds["partner_refund_no"])  # distinct already
     lookups.add_keys({"rec_only": pa.concat_arrays([
         unnamed, refund_keys.filter(pa.array(~found_in(refund_keys, named)))]),
         "rkey": refund_keys})
-    ledger = _load_ledger(lookups, merchant_id, settlement_date, by_settle_key, refunded,
-                          refund_keys)
+    ledger = _load_ledger(lookups, merchant_id, settlement_date,
+                          [loaded.ledger, by_settle_key], refunded, refund_keys)
     return payments, refunds, ledger
 
 
@@ -617,16 +663,19 @@ def _payment_frame(raw: pd.DataFrame, merchant_id: str | None = None) -> pd.Data
 
 
 def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str, pa.Array],
-                   named: pa.Array, open_payments: pa.Array) -> tuple[pd.DataFrame, pa.Array]:
-    """The window's payments, plus those the file or the open items name elsewhere; and
-    the keys of those no key of the file (`named`: all of them) names.
+                   named: pa.Array, open_payments: pa.Array
+                   ) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
+    """The window's payments, plus those the file or the open items name elsewhere; the
+    file's invoices that are no key of the window's payments; and the keys of the
+    payments found elsewhere that no key of the file (`named`: all of them) names.
 
     One lookup of the file's invoices among the window's payments (a million each) tells
-    both which invoices to look for elsewhere and which payments the file does not name."""
+    which invoices to look for elsewhere. The window's payments need no such list: their
+    ledger entries came with the window (`_window_ledger`)."""
     columns = _payment_columns(lookups)
     window_keys = text_array(window["partner_reference_no"])  # primary keys: distinct
     invoices = file_keys["inv"]
-    in_file, seen = found_both_ways(window_keys, invoices)
+    _, seen = found_both_ways(window_keys, invoices)
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
         open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
@@ -638,16 +687,13 @@ def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str,
         extra = extra.loc[~np.asarray(pc.is_in(keys, value_set=again))].drop_duplicates(
             "partner_reference_no")
     extra_keys = text_array(extra["partner_reference_no"])
-    others = window_keys.filter(pa.array(~in_file))
-    unnamed = pa.concat_arrays([
-        others.filter(pc.invert(pc.is_in(others, value_set=pa.concat_arrays(
-            [file_keys["rinv"], file_keys["rno"]])))),
-        extra_keys.filter(pa.array(~found_in(extra_keys, named)))])
+    unnamed = extra_keys.filter(pa.array(~found_in(extra_keys, named)))
+    outside = invoices.filter(pa.array(~seen))
     frames = [frame for frame in (window, _payment_frame(extra)) if not frame.empty]
     if not frames:
-        return empty_frame(PAYMENTS), unnamed
+        return empty_frame(PAYMENTS), outside, unnamed
     frame = frames[0] if len(frames) == 1 else concat_labelled(frames, PAYMENT_LABELS)
-    return conform(frame, PAYMENTS, "payments"), unnamed
+    return conform(frame, PAYMENTS, "payments"), outside, unnamed
 
 
 def _refund_columns(lookups: _Lookups) -> list[Any]:
@@ -714,20 +760,21 @@ def _ledger_of(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                          [c.name for c in _LEDGER_COLUMNS])
 
 
-def _named_ledger(lookups: _Lookups, merchant_id: str,
-                  settlement_date: dt.date) -> pd.DataFrame:
-    """The entries whose settle key is one of the file's keys (duplicates of this file's
-    rows), looked up while the window loads."""
-    with lookups.probing_ledger("file"):
+def _named_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                  keys: int) -> pd.DataFrame:
+    """The entries whose settle key is one of the `keys` keys of the "file" key table (the
+    file's keys that are no window payment's: duplicates of this file's rows)."""
+    with lookups.probing_ledger(keys):
         return _ledger_of(lookups, merchant_id, settlement_date, recon_ledger.c.settle_key,
                           ["file"])
 
 
 def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
-                 by_settle_key: pd.DataFrame, refunded: pa.Array,
+                 by_settle_key: list[pd.DataFrame], refunded: pa.Array,
                  refund_keys: pa.Array) -> pd.DataFrame:
-    """The entries `_named_ledger` found, plus those of the records the file does not
-    name, and the refund entries the match reads through a refund or a payment.
+    """The entries found by settle key (the window's payments' and `_named_ledger`'s),
+    plus those of the other records the file does not name, and the refund entries the
+    match reads through a refund or a payment.
 
     An entry's record key differs from its settle key only for a refund row's entry (a
     payment row's record is its invoice, or none), and its original payment only for a
@@ -749,7 +796,7 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
         return found.loc[positions_in(text_array(found[column.name]), keys)[0]]
 
     frame = pd.concat([
-        by_settle_key,
+        *by_settle_key,
         _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["rec_only"],
                    t.c.record_key == t.c.settle_key),
         differing(t.c.record_key, "rkey", refund_keys),

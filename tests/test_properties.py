@@ -259,11 +259,13 @@ def test_refund_deltas_are_their_definition_payment_by_payment(data: Any) -> Non
 @st.composite
 def ledgers_of_other_dates(draw: Any, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Entries of earlier and later settlement dates as the matcher writes them: a payment
-    row's (its invoice as settle key and original, the payment or nothing as record) and a
-    refund row's (its RefundInvoice or OVOReferenceNo as settle key, a refund or nothing
-    as record, its MerchantInvoice, which may be another payment's, as original)."""
+    row's (its invoice, which may be no record's, as settle key and original, the payment
+    or nothing as record) and a refund row's (its RefundInvoice or OVOReferenceNo as
+    settle key, a refund or nothing as record, its MerchantInvoice, which may be another
+    payment's, as original)."""
     named = {row["merchant_invoice"] for row in data["rows"]}
     in_file = [p[0] for p in data["payments"] if p[0] in named]
+    ghosts = sorted(named - {p[0] for p in data["payments"]})  # invoices of no record
     others = [p[0] for p in data["payments"] if p[0] not in named]
     refunds = [r[0] for r in data["refunds"]]
     references = [r[2] for r in data["refunds"]]
@@ -276,7 +278,8 @@ def ledgers_of_other_dates(draw: Any, data: dict[str, Any]) -> list[dict[str, An
     for line in range(2, 2 + draw(st.integers(min_value=0, max_value=10))):
         if draw(st.booleans()):  # mostly of payments the file does not name
             kind = cat.PAYMENT
-            original = settle = draw(st.sampled_from([*others * 3, *in_file, "ELSEWHERE"]))
+            original = settle = draw(st.sampled_from([*others * 3, *in_file, *ghosts,
+                                                      "ELSEWHERE"]))
             record = draw(st.sampled_from([original, original, ""]))
         else:  # mostly of payments the file names
             kind = cat.REFUND

@@ -440,8 +440,8 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
 
     _window_refunds = store._window_refunds
     monkeypatch.setattr(store, "_window_refunds", window_refunds)
-    payments, refunds = store._load_window(engine, "M001", WorkingCalendar().covered_dates(S),
-                                           True)
+    loaded = store._load_window(engine, "M001", S, WorkingCalendar().covered_dates(S), True)
+    payments, refunds = loaded.payments, loaded.refunds
     engine.dispose()
     assert (len(payments), len(refunds)) == (100_000, 2000)
 
@@ -603,7 +603,7 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
     rows = rows_frame([payment_row("OLD-IN-FILE", "1.00"), payment_row("IN-WINDOW", "1.00")])
     alone = load_run_inputs(engine, "M001", S, COVERED, rows)
     ahead = load_run_inputs(engine, "M001", S, COVERED, rows,
-                            WindowLoad(engine, "M001", COVERED))
+                            WindowLoad(engine, "M001", S, COVERED))
     for name in ("payments", "refunds", "ledger", "open_items"):
         first, second = getattr(alone, name), getattr(ahead, name)
         key = first.columns[0]
@@ -612,7 +612,8 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
     assert sorted(ahead.payments["partner_reference_no"]) == ["IN-WINDOW", "OLD-IN-FILE"]
     assert list(ahead.refunds["partner_refund_no"]) == ["RF-1"]
     with pytest.raises(ValueError, match="the window loaded is"):
-        load_run_inputs(engine, "M002", S, COVERED, rows, WindowLoad(engine, "M001", COVERED))
+        load_run_inputs(engine, "M002", S, COVERED, rows,
+                        WindowLoad(engine, "M001", S, COVERED))
     engine.dispose()
 
 
@@ -622,7 +623,7 @@ def test_a_window_load_that_failed_is_the_loads_database_error(tmp_path: Path) -
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     init_db(engine)
     empty = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")
-    window = WindowLoad(empty, "M001", COVERED)
+    window = WindowLoad(empty, "M001", S, COVERED)
     window.let_writers_in()  # SQLite: until the load has ended
     with pytest.raises(StoreError) as caught:
         load_run_inputs(engine, "M001", S, COVERED, rows_frame([]), window)
@@ -824,7 +825,7 @@ def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
     release = threading.Event()
     started = threading.Event()
 
-    def slow_window(*args: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def slow_window(*args: object) -> store.Window:
         started.set()
         release.wait(30)
         raise RuntimeError("not reached by the run")
@@ -832,7 +833,7 @@ def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
     monkeypatch.setattr(store, "_load_window", slow_window)
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     with pytest.raises(ValueError, match="the file was rejected"):
-        WindowLoad(engine, "M001", COVERED)
+        WindowLoad(engine, "M001", S, COVERED)
         assert started.wait(10)
         raise ValueError("the file was rejected")
     loading = [t for t in threading.enumerate() if t.name == "recon-window"]
