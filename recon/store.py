@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from functools import partial
@@ -468,8 +468,8 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
                   halves: bool) -> Window:
     """The window through ADBC. With `halves` the payments come in two halves of the
     covered days, on two connections at once: each server process scans and sends its
-    half (at 1M rows 0.77–0.89 s, against 0.90–0.91 s on one connection). The ledger's
-    entries follow on the first connection."""
+    half (at 1M rows 0.77–0.89 s, against 0.90–0.91 s on one connection). The refunds and
+    the ledger's entries follow on the first connection."""
     middle, later = end, None
     if halves:
         first_day, last_day = min(covered), max(covered) + dt.timedelta(days=1)
@@ -482,14 +482,14 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
     with _ArrowLookups(engine) as arrow:
         table = arrow.fetch_table(*_window_payments(arrow, merchant_id, start, middle))
         arrow.use_lookup_settings()  # its range scan done: the refunds' payments are found by key
-        refunds = _window_refunds(arrow, merchant_id, start, end)
         if later is not None:  # waited for: its connection closes when its query ends
             table = pa.concat_tables([table, later.result()])
-        # The database joins the ledger while the payments become a frame here.
-        ledger = Future[pd.DataFrame]()
-        threading.Thread(target=_settle_future, name="recon-window-ledger", daemon=True,
-                         args=(ledger, partial(_window_ledger, arrow, merchant_id,
-                                               settlement_date, start, end, table.num_rows))
+        # The database finds the refunds and joins the ledger while the payments become a
+        # frame here.
+        queried = Future[tuple[pd.DataFrame, pd.DataFrame]]()
+        threading.Thread(target=_settle_future, name="recon-window-queries", daemon=True,
+                         args=(queried, partial(_window_queries, arrow, merchant_id,
+                                                settlement_date, start, end, table.num_rows))
                          ).start()
         try:
             # Each column in one chunk (ADBC sends a batch at a time), one at a time.
@@ -500,8 +500,16 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
                 del column
             payments = _payment_frame(arrow_frame(pa.table(columns, names=names)), merchant_id)
         finally:
-            futures_wait([ledger])  # the connection is not closed under its query
-    return Window(payments, refunds, ledger.result())
+            futures_wait([queried])  # the connection is not closed under its queries
+    return Window(payments, *queried.result())
+
+
+def _window_queries(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
+                    lo: Any, hi: Any, payments: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The window's refunds and ledger entries, on the connection that read its payments
+    (`payments` of them)."""
+    return (_window_refunds(lookups, merchant_id, lo, hi),
+            _window_ledger(lookups, merchant_id, settlement_date, lo, hi, payments))
 
 
 def _arrow_payments(engine: Engine, merchant_id: str, lo: dt.datetime,
@@ -600,13 +608,18 @@ def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
                           open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
     named_refunds = _named_refunds(lookups)
     loaded = window.result()
-    refunded = _refunded_payments(refund_rows, loaded.refunds, file_keys["inv"])
-    # Their refunds are loaded, and their earlier refund entries (`_load_ledger`).
-    lookups.add_keys({"rorig": refunded})
-    refunds = _load_refunds(lookups, loaded.refunds, named_refunds)
+    # Which invoices are the window's payments: joined here while the refunds are queried.
+    window_keys = text_array(loaded.payments["partner_reference_no"])  # primary keys
+    with ThreadPoolExecutor(1, thread_name_prefix="recon-seen") as pool:
+        seeing = pool.submit(lambda: found_both_ways(window_keys, file_keys["inv"])[1])
+        refunded = _refunded_payments(refund_rows, loaded.refunds, file_keys["inv"])
+        # Their refunds are loaded, and their earlier refund entries (`_load_ledger`).
+        lookups.add_keys({"rorig": refunded})
+        refunds = _load_refunds(lookups, loaded.refunds, named_refunds)
+        seen = seeing.result()
     open_payments = _distinct(open_items.loc[open_items["kind"] == cat.PAYMENT, "record_key"])
-    payments, outside, unnamed = _load_payments(lookups, loaded.payments, file_keys, named,
-                                                open_payments)
+    payments, outside, unnamed = _load_payments(lookups, loaded.payments, window_keys, seen,
+                                                file_keys, named, open_payments)
     # The file's keys the window's payments are not: their entries by settle key.
     elsewhere = pa.concat_arrays([outside, file_keys["rinv"], file_keys["rno"]])
     lookups.add_keys({"file": elsewhere})
@@ -662,20 +675,19 @@ def _payment_frame(raw: pd.DataFrame, merchant_id: str | None = None) -> pd.Data
     return frame
 
 
-def _load_payments(lookups: _Lookups, window: pd.DataFrame, file_keys: dict[str, pa.Array],
-                   named: pa.Array, open_payments: pa.Array
-                   ) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
+def _load_payments(lookups: _Lookups, window: pd.DataFrame, window_keys: pa.Array,
+                   seen: np.ndarray, file_keys: dict[str, pa.Array], named: pa.Array,
+                   open_payments: pa.Array) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
     """The window's payments, plus those the file or the open items name elsewhere; the
     file's invoices that are no key of the window's payments; and the keys of the
     payments found elsewhere that no key of the file (`named`: all of them) names.
 
-    One lookup of the file's invoices among the window's payments (a million each) tells
-    which invoices to look for elsewhere. The window's payments need no such list: their
-    ledger entries came with the window (`_window_ledger`)."""
+    `seen`: which of the file's invoices are keys of the window's payments (`window_keys`),
+    one lookup of a million among a million: the others are looked for elsewhere. The
+    window's payments need no such list: their ledger entries came with the window
+    (`_window_ledger`)."""
     columns = _payment_columns(lookups)
-    window_keys = text_array(window["partner_reference_no"])  # primary keys: distinct
     invoices = file_keys["inv"]
-    _, seen = found_both_ways(window_keys, invoices)
     lookups.add_keys({"pay": pa.concat_arrays([
         invoices.filter(pa.array(~seen)),
         open_payments.filter(pa.array(~found_in(open_payments, window_keys)))])})
