@@ -955,6 +955,8 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         if read_width > width:
             parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
     if parsed is None:  # a few rows of other widths: set aside, read as the general path does
+        if not _is_utf8(data, start, end):
+            return None  # the general path says where (Arrow's handler gets the row as text)
         parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
     # Each row Arrow read, or set aside, took one line at least, and an empty line none:
     # as many rows as lines leave no empty line to look for (a scan of the whole file).
@@ -1117,6 +1119,20 @@ def _arrow_csv(data: bytes, start: int, end: int, delimiter: str, width: int, qu
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid:
         return None
+
+
+def _is_utf8(data: bytes, start: int, end: int) -> bool:
+    """Whether data[start:end] is UTF-8 text, checked by Arrow in place (no copy, no
+    decoded text)."""
+    size = end - start
+    text = pa.LargeStringArray.from_buffers(
+        1, pa.py_buffer(np.array([0, size], dtype=np.int64)),
+        pa.py_buffer(memoryview(data)[start:end]))
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _with_odd_rows(odd: list[tuple[int, str]], delimiter: str, width: int,

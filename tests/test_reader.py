@@ -3,6 +3,7 @@ import csv
 import datetime as dt
 import io
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -365,6 +366,24 @@ def test_a_bad_byte_inside_a_well_formed_row_is_found_where_it_is(tmp_path: Path
     offset = data.index(b"STOREX") + 5
     path.write_bytes(data[:offset] + b"\xff" + data[offset + 1:])
     assert f"not UTF-8 text (byte 0xff at offset {offset})" in fault(path)
+
+
+def test_a_bad_byte_in_a_row_of_another_width_is_said_without_a_trace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row too short among well-formed ones is set aside by Arrow's path, whose handler
+    is given the row as text: a byte that is not UTF-8 there made pyarrow print a Python
+    trace ("Exception ignored") beside the one-line rejection."""
+    unraised: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraised.append)
+    rows = (CELLS + "\n") * 20
+    short = CELLS.rsplit(",", 2)[0].replace("ST01", "\udcff")
+    data = (",".join(HEADER) + "\n" + rows + short + "\n" + rows).encode("utf-8",
+                                                                        "surrogateescape")
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    offset = data.index(b"\xff")
+    assert f"not UTF-8 text (byte 0xff at offset {offset})" in fault(path)
+    assert unraised == []
 
 
 def test_a_bad_byte_is_said_before_a_trailer_that_cannot_be_read(tmp_path: Path) -> None:
