@@ -166,7 +166,9 @@ def text_array(values: pd.Series | pa.Array | Iterable[str]) -> pa.Array:
     categorical column or an Arrow array is taken without copying through Python."""
     if isinstance(values, pa.Array):
         return values.cast(pa.large_string())
-    if not isinstance(values, pd.Series):
+    if isinstance(values, pd.Index):  # its array, not a Python string per value
+        values = pd.Series(values.array)
+    elif not isinstance(values, pd.Series):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values.dtype, pd.CategoricalDtype):  # a dictionary, decoded by Arrow
         return one_chunk(pa.array(values).cast(pa.large_string()))
