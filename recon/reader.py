@@ -955,8 +955,6 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         if read_width > width:
             parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
     if parsed is None:  # a few rows of other widths: set aside, read as the general path does
-        if not _is_utf8(data, start, end):
-            return None  # the general path says where (Arrow's handler gets the row as text)
         parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
     # Each row Arrow read, or set aside, took one line at least, and an empty line none:
     # as many rows as lines leave no empty line to look for (a scan of the whole file).
@@ -1105,6 +1103,10 @@ def _arrow_csv(data: bytes, start: int, end: int, delimiter: str, width: int, qu
         odd.append((row.number, row.text))
         return "skip"
 
+    # The handler is given each row as text: pyarrow prints a Python trace for a row that
+    # is not UTF-8, where Arrow's own check, without a handler, only fails the read.
+    if odd is not None and not _is_utf8(data, start, end):
+        return None
     try:
         return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),

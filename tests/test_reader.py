@@ -375,10 +375,9 @@ def test_a_bad_byte_in_a_row_of_another_width_is_said_without_a_trace(
     trace ("Exception ignored") beside the one-line rejection."""
     unraised: list[object] = []
     monkeypatch.setattr(sys, "unraisablehook", unraised.append)
-    rows = (CELLS + "\n") * 20
-    short = CELLS.rsplit(",", 2)[0].replace("ST01", "\udcff")
-    data = (",".join(HEADER) + "\n" + rows + short + "\n" + rows).encode("utf-8",
-                                                                        "surrogateescape")
+    rows = (CELLS + "\n").encode() * 20
+    short = CELLS.rsplit(",", 2)[0].encode().replace(b"ST01", b"\xff")
+    data = ",".join(HEADER).encode() + b"\n" + rows + short + b"\n" + rows
     path = tmp_path / "f.csv"
     path.write_bytes(data)
     offset = data.index(b"\xff")
