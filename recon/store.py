@@ -458,9 +458,8 @@ def _load_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
         lo, hi = start.replace(tzinfo=None), end.replace(tzinfo=None)
         payments = _payment_frame(lookups.fetch(*_window_payments(lookups, merchant_id, lo, hi)),
                                   merchant_id)
-        return Window(payments, _window_refunds(lookups, merchant_id, lo, hi),
-                      _window_ledger(lookups, merchant_id, settlement_date, lo, hi,
-                                     len(payments)))
+        return Window(payments, *_window_queries(lookups, merchant_id, settlement_date, lo, hi,
+                                                 len(payments)))
 
 
 def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
@@ -507,7 +506,7 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
 def _window_queries(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                     lo: Any, hi: Any, payments: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The window's refunds and ledger entries, on the connection that read its payments
-    (`payments` of them)."""
+    (`payments` of them), once they are read."""
     return (_window_refunds(lookups, merchant_id, lo, hi),
             _window_ledger(lookups, merchant_id, settlement_date, lo, hi, payments))
 
@@ -548,9 +547,8 @@ def _window_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date
         t.c.merchant_id == merchant_id, t.c.transaction_time >= lo, t.c.transaction_time < hi)
     with lookups.probing_ledger(payments):
         return lookups.fetch(select(*_LEDGER_COLUMNS).where(
-            recon_ledger.c.merchant_id == merchant_id,
-            recon_ledger.c.settlement_date != settlement_date,
-            recon_ledger.c.settle_key.in_(keys)), [c.name for c in _LEDGER_COLUMNS])
+            *_of_other_dates(merchant_id, settlement_date), recon_ledger.c.settle_key.in_(keys)),
+            _LEDGER_NAMES)
 
 
 def load_run_inputs(
@@ -762,14 +760,22 @@ _LEDGER_COLUMNS = [*(recon_ledger.c[name] for name in (
     _minor(recon_ledger.c.amount).label("amount"), recon_ledger.c.line_no]
 
 
+_LEDGER_NAMES = [c.name for c in _LEDGER_COLUMNS]
+
+
+def _of_other_dates(merchant_id: str, settlement_date: dt.date) -> tuple[Any, Any]:
+    """Where a ledger entry is the merchant's, of a date other than `settlement_date`."""
+    t = recon_ledger
+    return t.c.merchant_id == merchant_id, t.c.settlement_date != settlement_date
+
+
 def _ledger_of(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                column: Any, tags: Sequence[str], *conditions: Any) -> pd.DataFrame:
     """The ledger entries of the merchant's other dates whose `column` is one of the keys
     with one of `tags` and that meet `conditions`."""
-    t = recon_ledger
-    return lookups.fetch(_keyed(_LEDGER_COLUMNS, column, tags, t.c.merchant_id == merchant_id,
-                                t.c.settlement_date != settlement_date, *conditions),
-                         [c.name for c in _LEDGER_COLUMNS])
+    return lookups.fetch(_keyed(_LEDGER_COLUMNS, column, tags,
+                                *_of_other_dates(merchant_id, settlement_date), *conditions),
+                         _LEDGER_NAMES)
 
 
 def _named_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
