@@ -14,10 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recon import reader
 from recon.errors import FileRejected
 from recon.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
 from recon.formats import OVO_V1, FileFormat
 from recon.reader import (
+    _count,
     _decode_csv,
     _detect_delimiter,
     _fast_csv_grid,
@@ -25,6 +27,7 @@ from recon.reader import (
     _first_line,
     _Grid,
     _grid_from_table,
+    _lone_cr,
     _parse_times,
     _per_distinct,
     _plain_ends,
@@ -395,6 +398,24 @@ def test_a_bad_byte_is_said_before_a_trailer_that_cannot_be_read(tmp_path: Path)
 SNIFF_TEXT = st.text(st.sampled_from(["\n", " ", "\t", "a", ",", ";", "é", "\u2028"]),
                      max_size=60)
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b"\r").replace(b"\x01", b"\n")),
+       st.integers(1, 7), st.integers(0, 45), st.integers(0, 45))
+def test_bytes_counted_a_step_at_a_time_are_bytes_counted(
+        data: bytes, step: int, start: int, end: int) -> None:
+    """The line ends, quotes and lone CRs the fast path counts in NumPy steps (here of a
+    few bytes, so a CR and its LF fall in different steps) are those `bytes.count` finds."""
+    old_step = reader._COUNT_STEP
+    reader._COUNT_STEP = step
+    try:
+        for byte in (b"\n", b"\r", b'"'):
+            assert _count(data, byte) == data.count(byte)
+            assert _count(data, byte, start, end) == data.count(byte, start, end)
+        assert _lone_cr(data) == (data.count(b"\r") != data.count(b"\r\n"))
+    finally:
+        reader._COUNT_STEP = old_step
 
 @settings(max_examples=200, deadline=None)
 @given(SNIFF_TEXT, st.integers(1, 16), st.booleans())
