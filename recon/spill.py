@@ -1,0 +1,199 @@
+"""A settlement file written to disk in parts that share no key, read a batch at a time.
+
+A run whose file is larger than memory holds one part at a time: this is how its rows
+get there. The file is read in batches (`SettlementBatches`); each batch goes to disk as
+it comes (Arrow IPC), and the refund rows, a few percent of a file, are kept: the
+payment groups (`recon.parts.payment_groups`) need them with the refunds and the
+ledger's entries, which the caller looks up (`groups_of`). Then each batch is read back
+and its rows are written to the file of their part (`part_numbers`: the part of their
+payment's group), so every part holds its rows in file order, and the rows of one part
+are what `match_in_parts` would give that part's match.
+
+Memory: one batch and the refund rows. Disk: the file's rows twice over at most, the
+batches being removed as their rows reach the parts. A file the reader rejects (its
+SettlementDate, its TOTAL trailer, no rows: known after the last batch) leaves nothing
+behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recon import categories as cat
+from recon.errors import ReconError
+from recon.formats import FileFormat
+from recon.memory import give_back_free_heap
+from recon.parts import part_numbers
+from recon.reader import BATCH_BYTES, SettlementBatches, Trailer
+from recon.schemas import SETTLEMENT_LABELS, SETTLEMENT_ROWS, arrow_text
+
+log = logging.getLogger(__name__)
+
+#: The columns of the refund rows the payment groups are found by.
+REFUND_ROW_COLUMNS = ("transaction_type", "merchant_invoice", "refund_invoice",
+                      "ovo_reference_no")
+
+#: The rows' Arrow types on disk: the labels as text (each batch has categories of its
+#: own); `SpilledFile.rows` makes them categoricals again.
+_ARROW_TYPES = {"int64": pa.int64(), "Int64": pa.int64(), "object": pa.date32(),
+                "str": pa.large_string(), "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}
+SPILL_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in SETTLEMENT_ROWS.items()])
+
+
+class SpillFailed(ReconError):
+    """The parts could not be written (the disk is full, the folder cannot be made)."""
+
+
+@dataclass
+class SpilledFile:
+    """The parts of a settlement file on disk: `rows(part)` reads one part."""
+
+    folder: Path
+    parts: int
+    part_rows: list[int]
+    trailer: Trailer | None
+    sheet_format: str
+    refund_rows: pd.DataFrame = field(repr=False)
+
+    @property
+    def data_rows(self) -> int:
+        return sum(self.part_rows)
+
+    def path(self, part: int) -> Path:
+        return self.folder / f"part-{part:04d}.arrow"
+
+    def rows(self, part: int) -> pd.DataFrame:
+        """The part's rows in file order, typed as the reader types them."""
+        with pa.memory_map(str(self.path(part))) as source:
+            table = pa.ipc.open_file(source).read_all()
+        frame = table.to_pandas()  # the pandas metadata written with them: the reader's types
+        del table
+        for label in SETTLEMENT_LABELS:
+            frame[label] = frame[label].astype("category")
+        return frame
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def spill_settlement_file(
+    path: Path,
+    fmt: FileFormat,
+    settlement_date: dt.date,
+    folder: Path,
+    parts: int,
+    groups_of: Callable[[pd.DataFrame], dict[str, str]],
+    name: str | None = None,
+    batch_bytes: int | None = BATCH_BYTES,
+) -> SpilledFile:
+    """The file's rows in `parts` files under `folder` (made here; it must not exist), by
+    the part of their payment's group. `groups_of` is given the file's refund rows (the
+    columns of `REFUND_ROW_COLUMNS`, in file order) once every batch is read, and answers
+    as `payment_groups` does. Raises `FileRejected` as the reader does, and `SpillFailed`;
+    either way `folder` is removed."""
+    if parts < 1:
+        raise ValueError(f"parts must be 1 or more, not {parts}")
+    shown = name or path.name
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise SpillFailed(f"{shown}: cannot make the spill folder {folder} "
+                          f"({exc.strerror})") from exc
+    try:
+        batches = SettlementBatches(path, fmt, settlement_date, name=name,
+                                    batch_bytes=batch_bytes)
+        written, refund_rows = _write_batches(batches, folder, shown)
+        refunds = pd.concat(refund_rows, ignore_index=True)
+        groups = groups_of(refunds)
+        counts = _write_parts(written, folder, parts, groups, shown)
+        return SpilledFile(folder=folder, parts=parts, part_rows=counts,
+                           trailer=batches.trailer, sheet_format=batches.sheet_format,
+                           refund_rows=refunds)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SpillFailed(f"{shown}: cannot write its parts under {folder} "
+                          f"({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _write_batches(batches: SettlementBatches, folder: Path, shown: str
+                   ) -> tuple[list[Path], list[pd.DataFrame]]:
+    """Each batch to a file of its own; the refund rows kept."""
+    written: list[Path] = []
+    refund_rows: list[pd.DataFrame] = [pd.DataFrame(
+        {column: pd.Series(dtype="str") for column in REFUND_ROW_COLUMNS})]
+    started, lines = time.perf_counter(), 0
+    for number, frame in enumerate(batches):
+        refund_rows.append(frame.loc[frame["transaction_type"] == cat.REFUND,
+                                     list(REFUND_ROW_COLUMNS)].reset_index(drop=True))
+        table = pa.Table.from_pandas(
+            frame.astype(dict.fromkeys(SETTLEMENT_LABELS, "str")), schema=SPILL_SCHEMA,
+            preserve_index=False)
+        if len(frame):
+            lines = int(frame["line_no"].iloc[-1])
+        del frame
+        target = folder / f"batch-{number:05d}.arrow"
+        _write_table(target, table)
+        del table
+        written.append(target)
+        log.info("%s: batch %d on disk (to line %s, %.1f s)", shown, number + 1,
+                 f"{lines:,}", time.perf_counter() - started)
+    return written, refund_rows
+
+
+def _write_table(target: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _write_parts(written: list[Path], folder: Path, parts: int, groups: dict[str, str],
+                 shown: str) -> list[int]:
+    """Each batch's rows into their parts' files, in file order; the batches removed."""
+    counts = [0] * parts
+    sinks = [pa.OSFile(str(folder / f"part-{part:04d}.arrow"), "wb") for part in range(parts)]
+    writers: list[pa.ipc.RecordBatchFileWriter] = []
+    try:
+        schema: pa.Schema | None = None
+        for number, batch in enumerate(written):
+            with pa.memory_map(str(batch)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            if schema is None:  # the pandas metadata of the first batch: the reader's types
+                schema = table.schema
+                writers = [pa.ipc.new_file(sink, schema) for sink in sinks]
+            numbers = part_numbers(arrow_text(table["merchant_invoice"]), groups, parts)
+            order = np.argsort(numbers, kind="stable")  # each part's rows in file order
+            bounds = np.searchsorted(numbers[order], np.arange(parts + 1))
+            ordered = table.take(pa.array(order))
+            del table
+            for part in range(parts):
+                size = int(bounds[part + 1] - bounds[part])
+                if size:
+                    writers[part].write_table(ordered.slice(int(bounds[part]), size)
+                                              .replace_schema_metadata(schema.metadata))
+                    counts[part] += size
+            del ordered
+            os.remove(batch)
+            give_back_free_heap()
+            log.info("%s: batch %d of %d split into %d parts", shown, number + 1,
+                     len(written), parts)
+        if schema is None:  # no batch: the reader rejected the file before
+            writers = [pa.ipc.new_file(sink, SPILL_SCHEMA) for sink in sinks]
+    finally:
+        for writer in writers:
+            writer.close()
+        for sink in sinks:
+            sink.close()
+    return counts
