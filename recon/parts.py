@@ -20,7 +20,8 @@ against `match_settlement`). This is what lets a run hold one part at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -149,6 +150,32 @@ def match_in_parts(
     same result. `on_ledger` is given the whole ledger once every part is matched."""
     rows, payments, refunds, ledger, open_items = conform_inputs(
         rows, payments, refunds, ledger, open_items)
+    results: list[ReconResult] = []
+    at: list[np.ndarray] = []  # each result's rows: their positions in the file
+    for result, positions in matched_parts(rows, payments, refunds, ledger, open_items, ctx,
+                                           parts):
+        results.append(result)
+        at.append(positions)
+    if not results:
+        return match_settlement(rows, payments, refunds, ledger, open_items, ctx, on_ledger)
+    result = _combined(results, at, open_items, ctx)
+    if on_ledger is not None:
+        on_ledger(result.ledger)
+    return result
+
+
+def matched_parts(
+    rows: pd.DataFrame,
+    payments: pd.DataFrame,
+    refunds: pd.DataFrame,
+    ledger: pd.DataFrame,
+    open_items: pd.DataFrame,
+    ctx: MatchContext,
+    parts: int,
+) -> Iterator[tuple[ReconResult, np.ndarray]]:
+    """Each part's `match_settlement`, with the positions of its rows in the file, for the
+    parts that hold a row, payment, refund or open item; of inputs conformed already
+    (`conform_inputs`)."""
     groups = payment_groups(rows, refunds, ledger)
     placed = {
         "rows": part_numbers(rows["merchant_invoice"], groups, parts),
@@ -159,23 +186,41 @@ def match_in_parts(
     }
     inputs = {"rows": rows, "payments": payments, "refunds": refunds, "ledger": ledger,
               "open_items": open_items}
-    results: list[ReconResult] = []
-    at: list[np.ndarray] = []  # each result's rows: their positions in the file
     for part in range(parts):
         taken = {name: np.flatnonzero(placed[name] == part) for name in inputs}
         if not any(len(taken[name]) for name in ("rows", "payments", "refunds", "open_items")):
             continue
         part_of = {name: frame.take(taken[name]) for name, frame in inputs.items()}
-        results.append(match_settlement(part_of["rows"], part_of["payments"],
-                                        part_of["refunds"], part_of["ledger"],
-                                        part_of["open_items"], ctx))
-        at.append(taken["rows"])
-    if not results:
-        return match_settlement(rows, payments, refunds, ledger, open_items, ctx, on_ledger)
-    result = _combined(results, at, open_items, ctx)
-    if on_ledger is not None:
-        on_ledger(result.ledger)
-    return result
+        yield (match_settlement(part_of["rows"], part_of["payments"], part_of["refunds"],
+                                part_of["ledger"], part_of["open_items"], ctx), taken["rows"])
+
+
+def reported_of_parts(results: Iterable[ReconResult], open_items: pd.DataFrame,
+                      ctx: MatchContext) -> ReconResult:
+    """The parts' results, taken one at a time, as the one result the summary, the
+    workbook and the store's exceptions read: what they read of the whole match's result,
+    with of each part only its flagged rows kept (a part's matched rows and ledger are let
+    go as the next part comes; its ledger is written as it is matched). `rows` are the
+    flagged rows, in file order; the ledger has no entries. `open_items`: every part's,
+    as the parts were given them."""
+    kept: list[ReconResult] = []
+    for result in results:
+        flagged = result.rows.loc[result.rows["category"] != cat.MATCHED]
+        kept.append(dataclasses.replace(result, rows=flagged, ledger=_no_entries(flagged)))
+        del result, flagged
+    if not kept:
+        raise ValueError("no part was matched")
+    rows = _stacked([r.rows for r in kept])
+    rows = rows.take(np.argsort(rows["line_no"].to_numpy(), kind="stable")).reset_index(
+        drop=True)
+    return _joined(kept, rows, _no_entries(rows), open_items, ctx)
+
+
+def _no_entries(rows: pd.DataFrame) -> Ledger:
+    return Ledger(kind=rows["transaction_type"], settle_key=rows["settle_key"],
+                  record_key=rows["record_key"], original_reference_no=rows["merchant_invoice"],
+                  amount=rows["gross"].abs(), line_no=rows["line_no"],
+                  at=np.zeros(0, dtype=np.intp))
 
 
 def _combined(results: list[ReconResult], at: list[np.ndarray], open_items: pd.DataFrame,
@@ -191,6 +236,12 @@ def _combined(results: list[ReconResult], at: list[np.ndarray], open_items: pd.D
                     record_key=rows["record_key"],
                     original_reference_no=rows["merchant_invoice"],
                     amount=rows["gross"].abs(), line_no=rows["line_no"], at=settled)
+    return _joined(results, rows, ledger, open_items, ctx)
+
+
+def _joined(results: list[ReconResult], rows: pd.DataFrame, ledger: Ledger,
+            open_items: pd.DataFrame, ctx: MatchContext) -> ReconResult:
+    """The parts' results as one, with `rows` and `ledger` made of theirs."""
 
     def in_given_order(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
         """Open items or closures in the order the open items were given."""

@@ -387,3 +387,59 @@ def test_matching_in_parts_gives_what_matching_the_whole_gives(
     assert [len(ledger) for ledger in seen] == [len(whole.ledger)]
     assert (in_parts.counts, in_parts.amounts, in_parts.totals, in_parts.record_totals) == (
         whole.counts, whole.amounts, whole.totals, whole.record_totals)
+
+
+def _labels_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as text: a part's categories are its own values."""
+    return frame.astype({name: "str" for name, dtype in frame.dtypes.items()
+                         if isinstance(dtype, pd.CategoricalDtype)})
+
+
+def _cells(path: Path) -> dict[str, list[tuple]]:
+    from openpyxl import load_workbook
+
+    book = load_workbook(path)
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tangled(), st.integers(min_value=1, max_value=5))
+def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
+        tmp_path_factory: Any, data: dict[str, Any], parts: int) -> None:
+    """The flagged rows in file order, missing items, open items, closures, refund deltas,
+    counts, amounts and totals, the summary, the store's exception rows and every cell of
+    the workbook: the same from the parts' results, each part's kept only for what is
+    reported, as from the whole match."""
+    from recon.matching import conform_inputs
+    from recon.parts import matched_parts, reported_of_parts
+    from recon.store import _exception_frame
+    from recon.summary import build_summary
+    from recon.workbook import write_exception_workbook
+
+    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
+                            e["original_reference_no"], str(e["amount"]))
+                           for e in data["ledger"]])
+    inputs = conform_inputs(rows_frame(data["rows"]), payments_frame(data["payments"]),
+                            refunds_frame(data["refunds"]), ledger,
+                            open_items_frame(data["open_items"]))
+    whole = match_settlement(*inputs, context())
+    results = (result for result, _ in matched_parts(*inputs, context(), parts))
+    try:
+        reported = reported_of_parts(results, inputs[4], context())
+    except ValueError:  # nothing in any part: nothing to report
+        assert whole.rows.empty and whole.missing.empty and whole.closures.empty
+        return
+    flagged = whole.rows.loc[whole.rows["category"] != cat.MATCHED].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_labels_as_text(reported.rows), _labels_as_text(flagged))
+    for name in ("missing", "closures", "open_items", "refund_deltas", "all_open_items"):
+        pd.testing.assert_frame_equal(getattr(reported, name), getattr(whole, name), obj=name)
+    assert len(reported.ledger) == 0
+    assert (reported.counts, reported.amounts, reported.totals, reported.record_totals) == (
+        whole.counts, whole.amounts, whole.totals, whole.record_totals)
+    summary = build_summary(whole, "f.csv", "0" * 64, "csv", True)
+    assert build_summary(reported, "f.csv", "0" * 64, "csv", True) == summary
+    pd.testing.assert_frame_equal(_exception_frame(reported, "M001", S, 7),
+                                  _exception_frame(whole, "M001", S, 7))
+    folder = tmp_path_factory.mktemp("books")
+    assert _cells(write_exception_workbook(reported, summary, folder / "parts.xlsx")) == _cells(
+        write_exception_workbook(whole, summary, folder / "whole.xlsx"))
