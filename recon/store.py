@@ -955,12 +955,13 @@ class RunWriter:
         self._conn: Any = None
         self._begun: Future[tuple[int, int]] | None = None  # run id and attempt
         self._stop = threading.Event()  # set when the run fails: the COPY ends between batches
+        self._parts: _LedgerParts | None = None  # the ledger written a part at a time
         self.ledger_seconds: float | None = None  # the ledger written alongside, how long
         self.ledger_kept: int | None = None  # a re-run's entries left as the run before wrote them
 
     def write_ledger(self, ledger: Ledger, run: RunRecord) -> None:
         """Begin the run's transaction and write `ledger`, while the caller goes on."""
-        if self._begun is not None:
+        if self._begun is not None or self._parts is not None:
             raise RuntimeError("the run's ledger is being written already")
         if self._engine.dialect.name == "sqlite":
             return
@@ -974,10 +975,79 @@ class RunWriter:
         self.ledger_seconds = time.perf_counter() - started
         return begun
 
+    def write_ledger_part(self, ledger: Ledger, run: RunRecord) -> None:
+        """Write one part of the run's ledger, in the caller's thread: a run matched a part
+        at a time calls this for each part, then `finish` with a result whose ledger has no
+        entries (`reported_of_parts`). No part's entries are held here after the call.
+
+        On PostgreSQL and MariaDB the run's transaction begins with the first part and
+        each part goes in as it comes (binary COPY on PostgreSQL; a re-run there stages
+        the parts and keeps, at `finish`, the entries it would write again, as a whole
+        re-run does). On SQLite the parts go to a temporary table of the run's connection,
+        outside the database's file (the run's write there would hold off the loads of the
+        next parts), and from it into the ledger at `finish`."""
+        if self._begun is not None:
+            raise RuntimeError("the run's ledger is being written whole")
+        if self._parts is not None and self._conn is None:
+            raise RuntimeError("the run's writer is closed")
+        try:
+            if self._parts is None:
+                self._parts = self._begin_parts(run)
+            self._parts.write(self._conn, ledger, run)
+        except BaseException as exc:
+            self._close()  # the transaction is lost: its locks go with it, now
+            if isinstance(exc, SQLAlchemyError):
+                raise database_error(self._engine, exc) from exc
+            raise
+
+    def _begin_parts(self, run: RunRecord) -> _LedgerParts:
+        if self._engine.dialect.name == "sqlite":
+            self._conn = conn = self._engine.connect()
+            conn.execute(text(f"DROP TABLE IF EXISTS temp.{LEDGER_STAGING.name}"))
+            LEDGER_STAGING.create(conn)
+            return _LedgerParts(table=LEDGER_STAGING.name, run_id=0, attempt=0, staged=True)
+        run_id, attempt = self._begin_run(run)
+        rerun = attempt > 1 and self._engine.dialect.name == "postgresql"
+        if rerun:
+            LEDGER_STAGING.create(self._conn)
+        else:
+            _delete_ledger(self._conn, run.merchant_id, run.settlement_date)
+        return _LedgerParts(table=LEDGER_STAGING.name if rerun else recon_ledger.name,
+                            run_id=run_id, attempt=attempt, staged=rerun)
+
+    def _finish_parts(self, parts: _LedgerParts, run: RunRecord) -> tuple[int, int]:
+        """The parts' ledger in place, once every part is written: the run id and attempt."""
+        conn, merchant, day = self._conn, run.merchant_id, run.settlement_date
+        if conn.dialect.name == "sqlite":
+            run_id, attempt = self._begin_run(run)
+            _delete_ledger(conn, merchant, day)
+            columns = ", ".join(name for name in _LEDGER_COPY_COLUMNS if name != "run_id")
+            conn.execute(text(
+                f"INSERT INTO {recon_ledger.name} (run_id, {columns}) "
+                f"SELECT :run_id, {columns} FROM temp.{parts.table} ORDER BY settle_key"),
+                {"run_id": run_id})
+            conn.execute(text(f"DROP TABLE temp.{parts.table}"))
+            return run_id, attempt
+        if parts.staged:
+            self.ledger_kept = _apply_staged(conn, merchant, day, parts.entries)
+        return parts.run_id, parts.attempt
+
     def _begin(self, ledger: Ledger, run: RunRecord) -> tuple[int, int]:
+        run_id, attempt = self._begin_run(run)
+        self.ledger_kept = _write_ledger(self._conn, ledger, run.merchant_id,
+                                         run.settlement_date, run_id, rerun=attempt > 1,
+                                         stop=self._stop.is_set)
+        return run_id, attempt
+
+    def _begin_run(self, run: RunRecord) -> tuple[int, int]:
+        """The run's transaction begun (on the writer's connection, made here if there is
+        none): its run row, the date's exceptions deleted and the items it closed reopened."""
         day, merchant, runs = run.settlement_date, run.merchant_id, recon_runs
-        self._conn = conn = self._engine.connect()
-        conn.begin()
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        conn = self._conn
+        if not conn.in_transaction():
+            conn.begin()
         attempt = conn.execute(select(func.count()).select_from(runs).where(
             runs.c.merchant_id == merchant, runs.c.settlement_date == day)).scalar_one() + 1
         conn.execute(update(runs).where(runs.c.merchant_id == merchant,
@@ -998,8 +1068,6 @@ class RunWriter:
         conn.execute(update(exc_t).where(exc_t.c.merchant_id == merchant,
                                          exc_t.c.closed_by_date == day)
                      .values(state="open", closed_by_date=None, closed_by_line=None))
-        self.ledger_kept = _write_ledger(conn, ledger, merchant, day, run_id,
-                                         rerun=attempt > 1, stop=self._stop.is_set)
         return int(run_id), int(attempt)
 
     def finish(self, result: ReconResult, run: RunRecord) -> PersistedRun:
@@ -1009,8 +1077,11 @@ class RunWriter:
         exc_t = recon_exceptions
         try:
             try:
-                run_id, attempt = (self._begun.result() if self._begun is not None
-                                   else self._begin(result.ledger, run))
+                if self._parts is not None:
+                    run_id, attempt = self._finish_parts(self._parts, run)
+                else:
+                    run_id, attempt = (self._begun.result() if self._begun is not None
+                                       else self._begin(result.ledger, run))
                 finished = dt.datetime.now(dt.UTC)
                 conn = self._conn
                 _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
@@ -1031,8 +1102,9 @@ class RunWriter:
                 self._close()
         except SQLAlchemyError as exc:
             raise database_error(self._engine, exc) from exc
+        entries = len(result.ledger) if self._parts is None else self._parts.entries
         log.info("persisted run %s (attempt %d): %d ledger entries, %d closures", run_id,
-                 attempt, len(result.ledger), len(result.closures))
+                 attempt, entries, len(result.closures))
         return PersistedRun(run_id=run_id, attempt=attempt, rerun=attempt > 1,
                             finished_at=finished)
 
@@ -1046,8 +1118,40 @@ class RunWriter:
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()  # an open transaction is rolled back
+        if conn is None:
+            return
+        if self._parts is not None and conn.dialect.name == "sqlite":
+            # The temporary table lives as long as the connection, which the pool keeps.
+            with contextlib.suppress(SQLAlchemyError):
+                conn.rollback()
+                conn.execute(text(f"DROP TABLE IF EXISTS temp.{self._parts.table}"))
+                conn.commit()
+        conn.close()  # an open transaction is rolled back
+
+
+@dataclass
+class _LedgerParts:
+    """Where a run's ledger written a part at a time goes, and how many entries went."""
+
+    table: str
+    run_id: int
+    attempt: int
+    staged: bool  # a staging table, moved into the ledger at `finish`
+    entries: int = 0
+
+    def write(self, conn: Any, ledger: Ledger, run: RunRecord) -> None:
+        merchant, day = run.merchant_id, run.settlement_date
+        if conn.dialect.name == "postgresql":
+            _copy_ledger(conn, ledger, merchant, day, self.run_id, table=self.table)
+        else:
+            table = LEDGER_STAGING if self.table == LEDGER_STAGING.name else recon_ledger
+            _bulk_insert(conn, table, _ledger_table(ledger, merchant, day, self.run_id))
+        self.entries += len(ledger)
+
+
+def _delete_ledger(conn: Any, merchant: str, day: dt.date) -> None:
+    t = recon_ledger
+    conn.execute(delete(t).where(t.c.merchant_id == merchant, t.c.settlement_date == day))
 
 
 def _write_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date, run_id: int,
@@ -1056,14 +1160,13 @@ def _write_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date, run_id
     entries deleted and `ledger` written, by COPY on PostgreSQL and executemany elsewhere.
     A re-run on PostgreSQL instead keeps the entries it would write again
     (`_replace_ledger`) and returns how many it kept."""
-    t = recon_ledger
     if conn.dialect.name == "postgresql" and rerun:
         return _replace_ledger(conn, ledger, merchant, day, run_id, stop)
-    conn.execute(delete(t).where(t.c.merchant_id == merchant, t.c.settlement_date == day))
+    _delete_ledger(conn, merchant, day)
     if conn.dialect.name == "postgresql":
         _copy_ledger(conn, ledger, merchant, day, run_id, stop)
     else:
-        _bulk_insert(conn, t, _ledger_table(ledger, merchant, day, run_id))
+        _bulk_insert(conn, recon_ledger, _ledger_table(ledger, merchant, day, run_id))
     return None
 
 
@@ -1165,11 +1268,18 @@ def _replace_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
     split. A re-run of the same file and records now changes nothing in the ledger: the
     new entries go into an unindexed staging table by the same COPY, and two joins there
     find what differs."""
-    staged = LEDGER_STAGING.name
     LEDGER_STAGING.create(conn)
-    _copy_ledger(conn, ledger, merchant, day, run_id, stop, table=staged)
+    _copy_ledger(conn, ledger, merchant, day, run_id, stop, table=LEDGER_STAGING.name)
     if stop():
         raise LedgerAbandoned(f"{merchant} {day}: the run failed")
+    return _apply_staged(conn, merchant, day, len(ledger))
+
+
+def _apply_staged(conn: Any, merchant: str, day: dt.date, entries: int) -> int:
+    """The date's ledger made what the staging table holds (`entries` of them): an entry
+    the earlier run wrote as it is now stays, the others are deleted and the new ones
+    written. Returns how many stayed."""
+    staged = LEDGER_STAGING.name
     conn.exec_driver_sql(f"SET LOCAL work_mem = '{REPLACE_WORK_MEM}'")
     same = " AND ".join(f"s.{name} = l.{name}" for name in (
         "settle_key", "line_no", "kind", "record_key", "original_reference_no", "amount"))
@@ -1184,7 +1294,7 @@ def _replace_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
         f"WHERE NOT EXISTS (SELECT 1 FROM {recon_ledger.name} l WHERE {dated} "
         "AND l.settle_key = s.settle_key AND l.line_no = s.line_no) ORDER BY s.settle_key"),
         values).rowcount
-    return len(ledger) - added
+    return entries - added
 
 
 _PG_EPOCH = dt.date(2000, 1, 1)

@@ -1000,3 +1000,65 @@ def test_a_ledger_table_made_with_the_former_surrogate_id_keeps_working(
     assert sorted(zip(inputs.ledger["settle_key"], inputs.ledger["line_no"],
                       strict=True)) == [("INV-1", 2), ("RF-1", 3)]
     engine.dispose()
+
+
+def test_a_ledger_written_a_part_at_a_time_stores_what_the_whole_run_stores(
+        database_url: str) -> None:
+    """A run matched in parts writes each part's ledger as it comes and its exceptions
+    from the report of the parts: the date's ledger, exceptions and runs are what the
+    whole match's run stores, on a first run and on re-runs either way (on PostgreSQL a
+    re-run in parts keeps every entry it would write again). A run that fails after some
+    parts leaves the date as it was."""
+    from recon.matching import conform_inputs, match_settlement
+    from recon.parts import matched_parts, reported_of_parts
+    from recon.schemas import LEDGER, OPEN_ITEMS, empty_frame
+    from recon.store import RunRecord, RunWriter
+    from tests.builders import context, payments_frame, refunds_frame, stored_state
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    payments = payments_frame([(f"INV-{i}", f"{10 + i}.00", "00", "2026-11-27 10:00:00")
+                               for i in range(12)])
+    refunds = refunds_frame([("RF-1", "INV-1", "OVR-1", "5.00", "00", "2026-11-28 09:00:00"),
+                             ("RF-2", "INV-2", "OVR-2", "4.00", "00", "2026-11-28 09:00:00")])
+    rows = [payment_row(f"INV-{i}", f"{10 + i}.00") for i in range(1, 10)] + [
+        payment_row("INV-4", "14.00"), payment_row("GHOST", "5.00"),
+        payment_row("INV-5", "99.00"),
+        refund_row("INV-1", "5.00", "RF-1"),
+        refund_row("INV-3", "4.00", "RF-2")]  # names INV-2's refund: ties INV-2 and INV-3
+    inputs = conform_inputs(rows_frame(rows), payments, refunds, empty_frame(LEDGER),
+                            empty_frame(OPEN_ITEMS))
+    whole = match_settlement(*inputs, context())
+    record = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv",
+                       "0" * 64, len(rows), "archive/f.csv", whole.exceptions, {})
+
+    def in_parts(fail: bool = False) -> RunWriter:
+        writer = RunWriter(engine)
+        results = []
+        for result, _ in matched_parts(*inputs, context(), 3):
+            writer.write_ledger_part(result.ledger, record)
+            results.append(result)
+        assert len(results) > 1
+        if fail:
+            writer.abort()
+            return writer
+        writer.finish(reported_of_parts(results, inputs[4], context()), record)
+        return writer
+
+    in_parts()
+    first = stored_state(engine)
+    assert len(first[0]) == len(whole.ledger) and first[2] == [(1, True)]
+    RunWriter(engine).finish(whole, record)  # a re-run of the whole
+    assert stored_state(engine)[:2] == first[:2]
+    again = in_parts()  # a re-run in parts
+    ledger, exceptions, runs = stored_state(engine)
+    assert (ledger, exceptions) == first[:2]
+    assert runs == [(1, False), (2, False), (3, True)]
+    assert again.ledger_kept == (len(whole.ledger) if engine.dialect.name == "postgresql"
+                                 else None)
+    before = stored_state(engine)
+    in_parts(fail=True)
+    assert stored_state(engine) == before
+    in_parts()  # the engine's connections are as they were: the next run in parts writes
+    assert stored_state(engine)[:2] == first[:2]
+    engine.dispose()
