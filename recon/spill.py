@@ -75,13 +75,7 @@ class SpilledFile:
 
     def rows(self, part: int) -> pd.DataFrame:
         """The part's rows in file order, typed as the reader types them."""
-        with pa.memory_map(str(self.path(part))) as source:
-            table = pa.ipc.open_file(source).read_all()
-        frame = table.to_pandas()  # the pandas metadata written with them: the reader's types
-        del table
-        for label in SETTLEMENT_LABELS:
-            frame[label] = frame[label].astype("category")
-        return frame
+        return read_part(self.path(part), SETTLEMENT_LABELS)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -162,38 +156,70 @@ def _write_table(target: Path, table: pa.Table) -> None:
 def _write_parts(written: list[Path], folder: Path, parts: int, groups: dict[str, str],
                  shown: str) -> list[int]:
     """Each batch's rows into their parts' files, in file order; the batches removed."""
-    counts = [0] * parts
-    sinks = [pa.OSFile(str(folder / f"part-{part:04d}.arrow"), "wb") for part in range(parts)]
-    writers: list[pa.ipc.RecordBatchFileWriter] = []
-    try:
-        schema: pa.Schema | None = None
+    with PartWriter(folder, "part", parts, SPILL_SCHEMA) as writer:
         for number, batch in enumerate(written):
             with pa.memory_map(str(batch)) as source:
                 table = pa.ipc.open_file(source).read_all()
-            if schema is None:  # the pandas metadata of the first batch: the reader's types
-                schema = table.schema
-                writers = [pa.ipc.new_file(sink, schema) for sink in sinks]
-            numbers = part_numbers(arrow_text(table["merchant_invoice"]), groups, parts)
-            order = np.argsort(numbers, kind="stable")  # each part's rows in file order
-            bounds = np.searchsorted(numbers[order], np.arange(parts + 1))
-            ordered = table.take(pa.array(order))
+            writer.add(table, part_numbers(arrow_text(table["merchant_invoice"]), groups,
+                                           parts))
             del table
-            for part in range(parts):
-                size = int(bounds[part + 1] - bounds[part])
-                if size:
-                    writers[part].write_table(ordered.slice(int(bounds[part]), size)
-                                              .replace_schema_metadata(schema.metadata))
-                    counts[part] += size
-            del ordered
             os.remove(batch)
             give_back_free_heap()
             log.info("%s: batch %d of %d split into %d parts", shown, number + 1,
                      len(written), parts)
-        if schema is None:  # no batch: the reader rejected the file before
-            writers = [pa.ipc.new_file(sink, SPILL_SCHEMA) for sink in sinks]
-    finally:
-        for writer in writers:
-            writer.close()
-        for sink in sinks:
-            sink.close()
-    return counts
+    return writer.counts
+
+
+class PartWriter:
+    """A file per part under `folder` (`<stem>-<part>.arrow`), each taking the rows given
+    for it in the order given. The first table added fixes the files' schema with its
+    pandas metadata (what `read_part` makes the columns again); `schema` is for parts
+    written when no table is."""
+
+    def __init__(self, folder: Path, stem: str, parts: int, schema: pa.Schema) -> None:
+        self.paths = [folder / f"{stem}-{part:04d}.arrow" for part in range(parts)]
+        self.counts = [0] * parts
+        self._schema = schema
+        self._sinks: list[pa.NativeFile] = []
+        self._writers: list[pa.ipc.RecordBatchFileWriter] = []
+
+    def __enter__(self) -> PartWriter:
+        self._sinks = [pa.OSFile(str(path), "wb") for path in self.paths]
+        return self
+
+    def add(self, table: pa.Table, numbers: np.ndarray) -> None:
+        """`table`'s rows, each to the file of its part (`numbers`), in their order."""
+        if not self._writers:
+            self._schema = table.schema
+            self._writers = [pa.ipc.new_file(sink, self._schema) for sink in self._sinks]
+        parts = len(self.paths)
+        order = np.argsort(numbers, kind="stable")  # each part's rows in the order given
+        bounds = np.searchsorted(numbers[order], np.arange(parts + 1))
+        ordered = table.take(pa.array(order)).replace_schema_metadata(self._schema.metadata)
+        for part in range(parts):
+            size = int(bounds[part + 1] - bounds[part])
+            if size:
+                self._writers[part].write_table(ordered.slice(int(bounds[part]), size))
+                self.counts[part] += size
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if not self._writers:
+                self._writers = [pa.ipc.new_file(sink, self._schema) for sink in self._sinks]
+            for writer in self._writers:
+                writer.close()
+        finally:
+            for sink in self._sinks:
+                sink.close()
+
+
+def read_part(path: Path, labels: tuple[str, ...]) -> pd.DataFrame:
+    """A part's file as a frame, typed by the pandas metadata written with it, `labels`
+    made categoricals."""
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    frame = table.to_pandas()
+    del table
+    for label in labels:
+        frame[label] = frame[label].astype("category")
+    return frame

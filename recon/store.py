@@ -55,6 +55,7 @@ from recon.calendar import WIB
 from recon.errors import ConfigError, StoreError
 from recon.matching import Ledger, ReconResult
 from recon.money import minor_text
+from recon.parts import part_numbers
 from recon.reader import date_objects, wib_dates
 from recon.schemas import (
     LEDGER,
@@ -74,6 +75,7 @@ from recon.schemas import (
     positions_in,
     text_array,
 )
+from recon.spill import PartWriter, read_part
 from recon.tables import (
     metadata,
     ovo_payments,
@@ -460,6 +462,75 @@ def _load_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
                                   merchant_id)
         return Window(payments, *_window_queries(lookups, merchant_id, settlement_date, lo, hi,
                                                  len(payments)))
+
+
+@dataclass(frozen=True)
+class SpilledPayments:
+    """The window's payments on disk by part (`spill_window_payments`)."""
+
+    paths: list[Path]
+    counts: list[int]
+
+    def payments(self, part: int) -> pd.DataFrame:
+        """The part's payments, of the PAYMENTS types (`conform`)."""
+        return conform(read_part(self.paths[part], PAYMENT_LABELS), PAYMENTS, "payments")
+
+
+#: The window's payments on disk: the PAYMENTS columns, the labels as text.
+_PAYMENTS_SPILL_SCHEMA = pa.schema([
+    (name, {"Int64": pa.int64(), "object": pa.date32(), "str": pa.large_string(),
+            "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}[dtype])
+    for name, dtype in PAYMENTS.items()])
+
+#: Payments a batch of the window's on their way to disk holds (SQLite, MariaDB; ADBC
+#: sends PostgreSQL's in batches of its own).
+SPILL_PAYMENT_ROWS = 500_000
+
+
+def spill_window_payments(engine: Engine, merchant_id: str, covered: Sequence[dt.date],
+                          folder: Path, parts: int, groups: dict[str, str],
+                          batch_rows: int = SPILL_PAYMENT_ROWS) -> SpilledPayments:
+    """The window's payments (what `WindowLoad` loads as its payments) into `parts` files
+    under `folder`, each payment in the part of its group (`part_numbers`), a batch from
+    the database at a time: memory for one batch, where the window whole is about a row
+    of the file per payment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    start, end = _window(covered)
+    try:
+        with PartWriter(folder, "payments", parts, _PAYMENTS_SPILL_SCHEMA) as writer:
+            for raw in _window_payment_batches(engine, merchant_id, start, end, batch_rows):
+                frame = _payment_frame(raw, merchant_id)
+                if frame.empty:
+                    continue
+                table = pa.Table.from_pandas(
+                    frame.astype(dict.fromkeys(PAYMENT_LABELS, "str")),
+                    schema=_PAYMENTS_SPILL_SCHEMA, preserve_index=False)
+                numbers = part_numbers(frame["partner_reference_no"], groups, parts)
+                del frame
+                writer.add(table, numbers)
+    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
+        raise database_error(engine, exc) from exc
+    return SpilledPayments(writer.paths, writer.counts)
+
+
+def _window_payment_batches(engine: Engine, merchant_id: str, start: dt.datetime,
+                            end: dt.datetime, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The window's payments as the database gives them, a batch at a time."""
+    if engine.dialect.name == "postgresql":
+        with _ArrowLookups(engine) as arrow:
+            query, names = _window_payments(arrow, merchant_id, start, end)
+            arrow.cursor.execute(_written_in(query, arrow.dialect))
+            for batch in arrow.cursor.fetch_record_batch():
+                yield arrow_frame(pa.Table.from_batches([batch]).rename_columns(list(names)))
+        return
+    with engine.connect() as conn:
+        query, names = _window_payments(_SqlLookups(conn), merchant_id,
+                                        start.replace(tzinfo=None), end.replace(tzinfo=None))
+        result = conn.execution_options(stream_results=True).execute(query)
+        for rows in result.partitions(batch_rows):
+            columns = list(zip(*rows, strict=True))
+            yield pd.DataFrame({name: pd.Series(values, dtype="object")
+                                for name, values in zip(names, columns, strict=True)})
 
 
 def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,

@@ -1062,3 +1062,44 @@ def test_a_ledger_written_a_part_at_a_time_stores_what_the_whole_run_stores(
     in_parts()  # the engine's connections are as they were: the next run in parts writes
     assert stored_state(engine)[:2] == first[:2]
     engine.dispose()
+
+
+def test_the_window_s_payments_spilled_by_part_are_the_window_load_s(
+        database_url: str, tmp_path: Path) -> None:
+    """Each part's file holds the window's payments whose group is in that part, typed as
+    the window's load types them, a batch from the database at a time; the merchant's
+    payments outside the window and other merchants' are in none."""
+    from recon.calendar import WIB, WorkingCalendar
+    from recon.parts import part_numbers
+    from recon.records import insert_records
+    from recon.schemas import PAYMENT_LABELS, PAYMENTS, conform
+    from recon.store import WindowLoad, spill_window_payments
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    inside = [_payment(f"P-{i}", dt.datetime(2026, 11, 27 + i % 3, 1 + i % 20, tzinfo=WIB),
+                       f"{i}.50") for i in range(40)]
+    for i, payment in enumerate(inside):
+        payment.update(store_id=["", "ST01", "ST02"][i % 3], status=["00", "04", "06"][i % 3])
+    insert_records(engine, [
+        *inside, {**_payment("LONG-AGO", dt.datetime(2026, 10, 1, 12, tzinfo=WIB)),
+                  "store_id": ""},
+        {**_payment("OTHER-MERCHANT", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+         "merchant_id": "M002", "store_id": ""}])
+    covered = WorkingCalendar().covered_dates(S)
+    groups = {"P-3": "P-1", "P-1": "P-1", "P-17": "P-1", "P-30": "P-2", "P-2": "P-2"}
+    spilled = spill_window_payments(engine, "M001", covered, tmp_path / "payments", 3, groups,
+                                    batch_rows=7)
+    window = WindowLoad(engine, "M001", S, covered, alone=True).result().payments
+    expected = part_numbers(window["partner_reference_no"], groups, 3)
+    as_text = dict.fromkeys(PAYMENT_LABELS, "str")
+    for part in range(3):
+        got = spilled.payments(part)
+        assert all(isinstance(got[label].dtype, pd.CategoricalDtype) for label in PAYMENT_LABELS)
+        want = conform(window.loc[expected == part], PAYMENTS, "payments")
+        pd.testing.assert_frame_equal(
+            got.astype(as_text).sort_values("partner_reference_no").reset_index(drop=True),
+            want.astype(as_text).sort_values("partner_reference_no").reset_index(drop=True))
+    assert spilled.counts == [int((expected == part).sum()) for part in range(3)]
+    assert sum(spilled.counts) == 40 and all(spilled.counts)
+    engine.dispose()
