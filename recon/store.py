@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,7 +76,7 @@ from recon.schemas import (
     positions_in,
     text_array,
 )
-from recon.spill import PartWriter, read_part
+from recon.spill import PartWriter, SpillFailed, read_part
 from recon.tables import (
     metadata,
     ovo_payments,
@@ -493,8 +494,12 @@ def spill_window_payments(engine: Engine, merchant_id: str, covered: Sequence[dt
     """The window's payments (what `WindowLoad` loads as its payments) into `parts` files
     under `folder`, each payment in the part of its group (`part_numbers`), a batch from
     the database at a time: memory for one batch, where the window whole is about a row
-    of the file per payment."""
-    folder.mkdir(parents=True, exist_ok=True)
+    of the file per payment. `folder` is made here (it must not exist) and removed when
+    the spill fails: `StoreError` for the database, `SpillFailed` for the disk."""
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise SpillFailed(f"cannot make the spill folder {folder} ({exc.strerror})") from exc
     start, end = _window(covered)
     try:
         with PartWriter(folder, "payments", parts, _PAYMENTS_SPILL_SCHEMA) as writer:
@@ -508,8 +513,14 @@ def spill_window_payments(engine: Engine, merchant_id: str, covered: Sequence[dt
                 numbers = part_numbers(frame["partner_reference_no"], groups, parts)
                 del frame
                 writer.add(table, numbers)
-    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
-        raise database_error(engine, exc) from exc
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, SQLAlchemyError | adbc_driver_manager.Error):
+            raise database_error(engine, exc) from exc
+        if isinstance(exc, OSError):
+            raise SpillFailed(f"the window's payments: cannot write their parts under "
+                              f"{folder} ({exc.strerror or exc})") from exc
+        raise
     return SpilledPayments(writer.paths, writer.counts)
 
 

@@ -1103,3 +1103,25 @@ def test_the_window_s_payments_spilled_by_part_are_the_window_load_s(
     assert spilled.counts == [int((expected == part).sum()) for part in range(3)]
     assert sum(spilled.counts) == 40 and all(spilled.counts)
     engine.dispose()
+
+
+def test_a_spill_of_the_window_s_payments_that_fails_leaves_no_folder(
+        database_url: str, tmp_path: Path) -> None:
+    """A database without the payments table: a one-line StoreError, and the folder the
+    spill made is gone; a folder that is there already is refused and left alone."""
+    from recon.calendar import WorkingCalendar
+    from recon.errors import StoreError
+    from recon.spill import SpillFailed
+    from recon.store import spill_window_payments
+
+    engine = make_engine(database_url)
+    covered = WorkingCalendar().covered_dates(S)
+    with pytest.raises(StoreError) as raised:
+        spill_window_payments(engine, "M001", covered, tmp_path / "payments", 2, {})
+    assert "\n" not in raised.value.one_line() and "ovo_payments" in raised.value.one_line()
+    assert not (tmp_path / "payments").exists()
+    (tmp_path / "there").mkdir()
+    with pytest.raises(SpillFailed, match="cannot make the spill folder"):
+        spill_window_payments(engine, "M001", covered, tmp_path / "there", 2, {})
+    assert (tmp_path / "there").is_dir()
+    engine.dispose()
