@@ -43,17 +43,26 @@ from recon.errors import (  # noqa: E402
     SourceUnavailable,
 )
 from recon.formats import get_profile  # noqa: E402
+from recon.inparts import (  # noqa: E402
+    PartInputs,
+    in_parts_folder,
+    load_in_parts,
+    match_in_parts_on_disk,
+    spill_in_parts,
+)
 from recon.locks import hold_run_lock  # noqa: E402
 from recon.mail import build_alert_email, build_report_email  # noqa: E402
 from recon.matching import Ledger, MatchContext, ReconResult, match_settlement  # noqa: E402
 from recon.memory import give_back_free_heap  # noqa: E402
 from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
+from recon.spill import SpilledFile  # noqa: E402
 from recon.store import (  # noqa: E402
     PersistedRun,
     RunInputs,
     RunRecord,
     RunWriter,
+    Ties,
     WindowLoad,
     load_run_inputs,
     make_engine,
@@ -130,11 +139,48 @@ def match_task(parsed: SettlementFile, inputs: RunInputs, ctx: MatchContext,
     return result
 
 
+@task(name="read", **TASK_OPTIONS)
+def read_parts_task(settings: Settings, engine: Engine, fetched: FetchedFile,
+                    ctx: MatchContext, folder: Path) -> tuple[SpilledFile, Ties]:
+    """The file's rows on disk in parts, by the payment groups the database gives."""
+    started = time.perf_counter()
+    spilled, ties = spill_in_parts(engine, fetched.path, get_profile(settings.profile), ctx,
+                                   folder, settings.parts, name=fetched.name)
+    _timed("read", started, f"{spilled.data_rows:,} data rows in {spilled.parts} parts on "
+                            f"disk (largest {max(spilled.part_rows):,}), "
+                            f"{len(ties.groups):,} payments tied into groups, "
+                            f"{spilled.sheet_format}")
+    return spilled, ties
+
+
+@task(name="load", **TASK_OPTIONS)
+def load_parts_task(engine: Engine, ctx: MatchContext, spilled: SpilledFile, ties: Ties,
+                    folder: Path) -> PartInputs:
+    started = time.perf_counter()
+    inputs = load_in_parts(engine, ctx, spilled, ties, folder)
+    _timed("load", started, f"{sum(inputs.payments.counts):,} payments of the window on disk, "
+                            f"{len(inputs.extra):,} outside it, {len(inputs.refunds):,} "
+                            f"refunds, {len(inputs.ledger):,} ledger entries, "
+                            f"{len(inputs.open_items):,} open items")
+    return inputs
+
+
+@task(name="match", **TASK_OPTIONS)
+def match_parts_task(inputs: PartInputs, ctx: MatchContext,
+                     on_ledger: Callable[[Ledger], None]) -> ReconResult:
+    started = time.perf_counter()
+    result = match_in_parts_on_disk(inputs, ctx, on_ledger)
+    _timed("match", started, f"{result.exceptions:,} exceptions, in {inputs.spilled.parts} "
+                             "parts (each part's ledger written as it was matched)")
+    return result
+
+
 @task(name="persist", **TASK_OPTIONS)
 def persist_task(writer: RunWriter, result: ReconResult, run: RunRecord) -> PersistedRun:
     started = time.perf_counter()
     persisted = writer.finish(result, run)
-    _timed("persist", started, persisted_detail(persisted, writer, len(result.ledger)))
+    entries = len(result.ledger) if writer.parted_entries is None else writer.parted_entries
+    _timed("persist", started, persisted_detail(persisted, writer, entries))
     return persisted
 
 
@@ -144,10 +190,12 @@ def persisted_detail(persisted: PersistedRun, writer: RunWriter, entries: int) -
     detail = f"run {persisted.run_id}, attempt {persisted.attempt}"
     if persisted.rerun:
         detail += " (re-run: replaced the earlier results)"
-    if writer.ledger_seconds is not None:
-        kept = ("" if writer.ledger_kept is None else
-                f"; {writer.ledger_kept:,} of {entries:,} entries unchanged from the run "
-                "before, kept")
+    kept = ("" if writer.ledger_kept is None else
+            f"; {writer.ledger_kept:,} of {entries:,} entries unchanged from the run before, "
+            "kept")
+    if writer.parted_entries is not None:
+        detail += f"; the ledger's {entries:,} entries were written a part at a time{kept}"
+    elif writer.ledger_seconds is not None:
         detail += (f"; the ledger was written alongside the match "
                    f"({writer.ledger_seconds:.2f} s{kept})")
     return detail
@@ -275,10 +323,18 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
     """The steps of one run, in order; raises ReconError when the run cannot finish.
 
     The window's payments and refunds, and the ledger entries of those payments, do not
-    depend on the file: they load on a connection of their own while the file is read."""
+    depend on the file: they load on a connection of their own while the file is read.
+    With `settings.parts` the run holds one part of the file at a time
+    (`_reconcile_in_parts`)."""
     started_at = dt.datetime.now(dt.UTC)
     settings, fetched = _fetched(settings, day)
     engine = make_engine(settings.database_url)  # one pool for the whole run
+    if settings.parts:
+        try:
+            return _reconcile_in_parts(settings, engine, fetched,
+                                       _match_context(settings, day), started_at)
+        finally:
+            engine.dispose()
     try:
         window = WindowLoad(engine, settings.merchant_id, day,
                             _match_context(settings, day).covered_dates)
@@ -286,6 +342,15 @@ def reconcile(settings: Settings, day: dt.date) -> dict[str, Any]:
         return settle(settings, fetched, parsed, day, started_at, engine, window)
     finally:
         engine.dispose()
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a run reports of its file besides the match: its rows, layout, trailer."""
+
+    data_rows: int
+    sheet_format: str
+    trailer: bool
 
 
 def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
@@ -296,51 +361,98 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
         window.let_writers_in()
     with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
         inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed, window)
-        # Read before the run's transaction begins: on SQLite it would hold them off.
-        attempt = next_attempt(engine, merchant, day)
-        earlier_runs = run_history(engine, merchant)
-        record = RunRecord(merchant_id=merchant, settlement_date=day, started_at=started_at,
-                           file_name=fetched.name, file_sha256=fetched.sha256,
-                           file_rows=parsed.data_rows, archive_path=str(fetched.path),
-                           exceptions=0, summary={})
-        writer = RunWriter(engine)
-        staging: Path | None = None
-        try:
+
+        def match(writer: RunWriter, record: RunRecord) -> ReconResult:
             # The database takes the ledger while the match goes on and the workbook is
             # built: the three overlap.
-            result = match_task(parsed, inputs, ctx, partial(writer.write_ledger, run=record))
-            summary = build_summary(result, fetched.name, fetched.sha256, parsed.sheet_format,
-                                    parsed.trailer is not None)
-            record = dataclasses.replace(record, exceptions=result.exceptions, summary=summary)
-            folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
-            staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
-            preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
-                                          "started_at": started_at.isoformat()}}
-            history = with_current_run(earlier_runs, day, result.exceptions, parsed.data_rows)
-            context = contextvars.copy_context()
-            with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
-                persisting = pool.submit(context.run, persist_task, writer, result, record)
-                try:
-                    staged = workbook_task(settings, result, preview, history, staging)
-                finally:
-                    persisted = persisting.result()
-        except BaseException:
-            writer.abort()
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
-        summary = {**summary, "run": {
-            "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
-            "started_at": started_at.isoformat(),
-            "finished_at": persisted.finished_at.isoformat(),
-        }}
-        paths = report_task(result, summary, staged, folder)  # published under the lock
+            return match_task(parsed, inputs, ctx, partial(writer.write_ledger, run=record))
+
+        summary, paths = _persist_and_report(
+            settings, engine, fetched, ctx, started_at,
+            FileFacts(parsed.data_rows, parsed.sheet_format, parsed.trailer is not None), match)
+    return _notified(settings, summary, paths, ctx)
+
+
+def _reconcile_in_parts(settings: Settings, engine: Engine, fetched: FetchedFile,
+                        ctx: MatchContext, started_at: dt.datetime) -> dict[str, Any]:
+    """A run in `settings.parts` parts on disk (`recon.inparts`), under the date's lock from
+    the read on: the payment groups the parts are cut by come from the database. The
+    parts' folder is removed when the run ends, whatever the end."""
+    merchant, day = ctx.merchant_id, ctx.settlement_date
+    folder = in_parts_folder(settings.spill_dir, merchant, day, uuid.uuid4().hex[:8])
+    try:
+        with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
+            spilled, ties = read_parts_task(settings, engine, fetched, ctx, folder / "rows")
+            inputs = load_parts_task(engine, ctx, spilled, ties, folder / "payments")
+
+            def match(writer: RunWriter, record: RunRecord) -> ReconResult:
+                return match_parts_task(inputs, ctx, partial(writer.write_ledger_part,
+                                                             run=record))
+
+            summary, paths = _persist_and_report(
+                settings, engine, fetched, ctx, started_at,
+                FileFacts(spilled.data_rows, spilled.sheet_format, spilled.trailer is not None),
+                match)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return _notified(settings, summary, paths, ctx)
+
+
+def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile,
+                        ctx: MatchContext, started_at: dt.datetime, facts: FileFacts,
+                        match: Callable[[RunWriter, RunRecord], ReconResult]
+                        ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Under the run's lock: match (`match`, given the run's writer), persist, build the
+    workbook and publish the reports; the summary and the reports' paths."""
+    merchant, day = ctx.merchant_id, ctx.settlement_date
+    # Read before the run's transaction begins: on SQLite it would hold them off.
+    attempt = next_attempt(engine, merchant, day)
+    earlier_runs = run_history(engine, merchant)
+    record = RunRecord(merchant_id=merchant, settlement_date=day, started_at=started_at,
+                       file_name=fetched.name, file_sha256=fetched.sha256,
+                       file_rows=facts.data_rows, archive_path=str(fetched.path),
+                       exceptions=0, summary={})
+    writer = RunWriter(engine)
+    staging: Path | None = None
+    try:
+        result = match(writer, record)
+        summary = build_summary(result, fetched.name, fetched.sha256, facts.sheet_format,
+                                facts.trailer)
+        record = dataclasses.replace(record, exceptions=result.exceptions, summary=summary)
+        folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
+        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
+        preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
+                                      "started_at": started_at.isoformat()}}
+        history = with_current_run(earlier_runs, day, result.exceptions, facts.data_rows)
+        context = contextvars.copy_context()
+        with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
+            persisting = pool.submit(context.run, persist_task, writer, result, record)
+            try:
+                staged = workbook_task(settings, result, preview, history, staging)
+            finally:
+                persisted = persisting.result()
+    except BaseException:
+        writer.abort()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary = {**summary, "run": {
+        "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
+        "started_at": started_at.isoformat(),
+        "finished_at": persisted.finished_at.isoformat(),
+    }}
+    paths = report_task(result, summary, staged, folder)  # published under the lock
+    return summary, paths
+
+
+def _notified(settings: Settings, summary: dict[str, Any], paths: dict[str, str],
+              ctx: MatchContext) -> dict[str, Any]:
     try:
         paths["email"] = notify_task(settings, summary, paths["workbook"])
     except NotificationFailed as exc:
         raise NotificationFailed(
-            f"{exc.message}. The results are saved; re-send with: recon notify --date {day} "
-            f"--merchant {merchant}") from exc
+            f"{exc.message}. The results are saved; re-send with: recon notify --date "
+            f"{ctx.settlement_date} --merchant {ctx.merchant_id}") from exc
     return {"summary": summary, "paths": paths}
 
 
@@ -498,6 +610,10 @@ def prepare_task(settings: Settings, day: dt.date) -> Prepared:
     holiday = _calendar(settings).holiday_name(day)
     if holiday is not None:
         return Prepared(day, started_at, skipped=f"NOT_WORKING_DAY: {day} ({holiday})")
+    if settings.parts:
+        return Prepared(day, started_at, error=ConfigError(
+            "parts: a run in parts reads its file under the date's lock, in the process "
+            "that settles it; it does not go with --dask-address/--dask-workers").one_line())
     try:
         settings, fetched, parsed = fetch_and_read(settings, day)
     except ALERTED as exc:

@@ -45,6 +45,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="folder or sftp://user@host:port/dir of the files")
     parser.add_argument("--report-dir", help="where reports are written")
     parser.add_argument("--outbox", help="where emails are written as .eml")
+    parser.add_argument("--parts", type=int, metavar="N",
+                        help="run each date in N parts on disk, one in memory at a time, "
+                             "for a file larger than memory (default 0: the whole file "
+                             "in memory)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:8786",
                         help="spread the work over this Dask scheduler's workers")
     parser.add_argument("--dask-workers", type=int, metavar="N",
@@ -113,7 +117,7 @@ def _override_map(args: argparse.Namespace) -> dict[str, Any]:
     _secrets_in_environment)."""
     return {key: str(value) for key, value in {
         "source": args.source, "report_dir": args.report_dir,
-        "outbox": args.outbox}.items() if value is not None}
+        "outbox": args.outbox, "parts": args.parts}.items() if value is not None}
 
 
 def print_summary_table(summary: dict[str, Any], paths: dict[str, str]) -> None:

@@ -52,6 +52,9 @@ class Settings:
     report_dir: Path = Path("var/reports")
     outbox: Path = Path("var/outbox")
     archive_dir: Path = Path("var/archive")
+    # A run in parts on disk (`recon.inparts`): 0 holds the whole file in memory.
+    parts: int = 0
+    spill_dir: Path = Path("var/spill")
     file_name_pattern: str = "OVO_SETTLEMENT_{merchant_id}_{yyyymmdd}"
     profile: str = "ovo-v1"
     extra_holidays: tuple[dt.date, ...] = ()
@@ -234,7 +237,7 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ConfigError(f"secret_blocks: {', '.join(sorted(unknown))} cannot come "
                                   f"from a secret block ({', '.join(sorted(SECRET_BLOCK_KEYS))})")
             return {str(k): str(v) for k, v in table.items()}
-        if key in {"report_dir", "outbox", "archive_dir"}:
+        if key in {"report_dir", "outbox", "archive_dir", "spill_dir"}:
             return Path(str(value))
         if key in {"extra_holidays", "extra_working_days"}:
             return tuple(_as_date(key, item) for item in _as_list(value))
@@ -255,7 +258,7 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(SMTP_SECURITY)}")
             return text
         if key in {"fee_decimals", "refund_window_days", "smtp_port", "smtp_retries",
-                   "open_item_alert_days", "sftp_retries"}:
+                   "open_item_alert_days", "sftp_retries", "parts"}:
             number = int(str(value))
             if number < 0:
                 raise ConfigError(f"{key}: must not be negative")

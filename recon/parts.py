@@ -125,7 +125,7 @@ def part_numbers(keys: pd.Series, groups: dict[str, str], parts: int) -> np.ndar
     return np.asarray(numbers, dtype=np.int64)
 
 
-def _open_item_payments(open_items: pd.DataFrame, refunds: pd.DataFrame) -> pd.Series:
+def open_item_payments(open_items: pd.DataFrame, refunds: pd.DataFrame) -> pd.Series:
     """The payment each open item belongs to: a payment's its own key, a refund's its
     original payment where the refund is among the records (else its own key: no row can
     settle a refund that is not)."""
@@ -182,7 +182,7 @@ def matched_parts(
         "payments": part_numbers(payments["partner_reference_no"], groups, parts),
         "refunds": part_numbers(refunds["original_partner_reference_no"], groups, parts),
         "ledger": part_numbers(ledger["original_reference_no"], groups, parts),
-        "open_items": part_numbers(_open_item_payments(open_items, refunds), groups, parts),
+        "open_items": part_numbers(open_item_payments(open_items, refunds), groups, parts),
     }
     inputs = {"rows": rows, "payments": payments, "refunds": refunds, "ledger": ledger,
               "open_items": open_items}

@@ -56,7 +56,7 @@ from recon.calendar import WIB
 from recon.errors import ConfigError, StoreError
 from recon.matching import Ledger, ReconResult
 from recon.money import minor_text
-from recon.parts import part_numbers
+from recon.parts import part_numbers, payment_groups
 from recon.reader import date_objects, wib_dates
 from recon.schemas import (
     LEDGER,
@@ -668,7 +668,21 @@ def load_run_inputs(
     return RunInputs(payments, refunds, ledger, open_items)
 
 
-def _load_records(lookups: _Lookups, window: WindowLoad, merchant_id: str,
+class _WindowSource(Protocol):
+    def result(self) -> Window: ...
+
+
+@dataclass(frozen=True)
+class _GivenWindow:
+    """A window loaded already (a part's, in a run in parts)."""
+
+    window: Window
+
+    def result(self) -> Window:
+        return self.window
+
+
+def _load_records(lookups: _Lookups, window: _WindowSource, merchant_id: str,
                   settlement_date: dt.date, rows: pd.DataFrame,
                   open_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """What does not depend on the window is looked up while it loads: the refund keys go
@@ -895,20 +909,118 @@ def _load_ledger(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
                            column != t.c.settle_key)
         return found.loc[positions_in(text_array(found[column.name]), keys)[0]]
 
-    frame = pd.concat([
+    return _ledger_frame([
         *by_settle_key,
         _ledger_of(lookups, merchant_id, settlement_date, t.c.settle_key, ["rec_only"],
                    t.c.record_key == t.c.settle_key),
         differing(t.c.record_key, "rkey", refund_keys),
-        differing(t.c.original_reference_no, "rorig", refunded)],
-        ignore_index=True).drop_duplicates(
-            ["settlement_date", "line_no"])  # an entry: a date's line (its one run's)
+        differing(t.c.original_reference_no, "rorig", refunded)])
+
+
+def _ledger_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Ledger entries as the database gave them, each once, of the LEDGER types."""
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(
+        ["settlement_date", "line_no"])  # an entry: a date's line (its one run's)
     if frame.empty:
         return empty_frame(LEDGER)
     frame["settlement_date"] = _dates(frame["settlement_date"])
     frame["amount"] = frame["amount"].astype("Int64")
     frame["line_no"] = frame["line_no"].astype("Int64").astype("int64")
     return conform(frame, LEDGER, "ledger")
+
+
+@dataclass(frozen=True)
+class Ties:
+    """What a run in parts loads before its parts (`load_ties`): the payment groups, and
+    the small things they come from, loaded whole."""
+
+    refund_rows: pd.DataFrame  # the file's refund rows (REFUND_ROW_COLUMNS)
+    refunds: pd.DataFrame  # every refund a part's load can find (REFUNDS), and more
+    ledger: pd.DataFrame  # every entry that can tie two payments (LEDGER), and more
+    window_refunds: pd.DataFrame  # the window's refunds, as the database gives them
+    window_ledger: pd.DataFrame  # the window's payments' entries of other dates, as given
+    open_items: pd.DataFrame  # OPEN_ITEMS
+    groups: dict[str, str]  # payment_groups of the above
+
+
+def load_ties(engine: Engine, merchant_id: str, settlement_date: dt.date,
+              covered: Sequence[dt.date], refund_rows: pd.DataFrame) -> Ties:
+    """The payment groups of a run in parts, before its parts are loaded, from the file's
+    refund rows and what can tie two payments (`payment_groups`): every refund a part's
+    load can find (the window's, those the refund rows and the open items name, and those
+    of the payments the refund rows name or the window's refunds are of), every ledger
+    entry of other dates whose settle key is a refund row's key or whose record is one of
+    those refunds, and every payment entry of other dates whose settle key or record is
+    not its payment's (none the matcher writes). More than the whole run loads, so the
+    groups are those of the whole run or coarser: a part still holds whole groups. Also
+    the window's refunds, the window's payments' ledger entries and the open items, which
+    the parts take by the part of their payment."""
+    start, end = _window(covered)
+    refund_rows = refund_rows.loc[refund_rows["transaction_type"] == cat.REFUND]
+    try:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(engine.connect())
+            open_items = _load_open_items(conn, merchant_id, settlement_date)
+            lookups: _Lookups
+            if engine.dialect.name == "postgresql":
+                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
+                lo, hi = start, end
+            else:
+                lookups = stack.enter_context(_SqlLookups(conn))
+                lo, hi = start.replace(tzinfo=None), end.replace(tzinfo=None)
+            t = ovo_payments
+            payments = int(conn.execute(select(func.count()).select_from(t).where(
+                t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
+                t.c.transaction_time < hi)).scalar_one())
+            window_refunds, window_ledger = _window_queries(
+                lookups, merchant_id, settlement_date, lo, hi, payments)
+            refund_numbers = _distinct(refund_rows["refund_invoice"])
+            references = _distinct(refund_rows["ovo_reference_no"])
+            lookups.add_keys({"rinv": refund_numbers, "rno": references, "oref": _distinct(
+                open_items.loc[open_items["kind"] == cat.REFUND, "record_key"])})
+            named = _named_refunds(lookups)
+            lookups.add_keys({"rorig": pc.unique(pa.concat_arrays([
+                _distinct(refund_rows["merchant_invoice"]),
+                _distinct(window_refunds["original_partner_reference_no"])]))})
+            refunds = _load_refunds(lookups, window_refunds, named)
+            lookups.add_keys({"file": pc.unique(pa.concat_arrays([refund_numbers, references])),
+                              "rkey": text_array(refunds["partner_refund_no"])})
+            r = recon_ledger
+            ledger = _ledger_frame([
+                window_ledger,
+                _ledger_of(lookups, merchant_id, settlement_date, r.c.settle_key, ["file"]),
+                _ledger_of(lookups, merchant_id, settlement_date, r.c.record_key, ["rkey"]),
+                lookups.fetch(select(*_LEDGER_COLUMNS).where(
+                    *_of_other_dates(merchant_id, settlement_date), r.c.kind == cat.PAYMENT,
+                    or_(r.c.original_reference_no != r.c.settle_key,
+                        r.c.record_key != r.c.settle_key)), _LEDGER_NAMES)])
+    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
+        raise database_error(engine, exc) from exc
+    return Ties(refund_rows=refund_rows, refunds=refunds, ledger=ledger,
+                window_refunds=window_refunds, window_ledger=window_ledger,
+                open_items=open_items,
+                groups=payment_groups(refund_rows, refunds, ledger))
+
+
+def load_part_records(engine: Engine, merchant_id: str, settlement_date: dt.date,
+                      rows: pd.DataFrame, window: Window, open_items: pd.DataFrame
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A part's payments, refunds and ledger entries, as `load_run_inputs` loads a file's:
+    `rows` are the part's, `window` its window (its payments, and its share of the
+    window's refunds and ledger entries), `open_items` its open items. Each lookup is
+    keyed by the part's keys on a connection of its own."""
+    try:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(engine.connect())
+            lookups: _Lookups
+            if engine.dialect.name == "postgresql":
+                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
+            else:
+                lookups = stack.enter_context(_SqlLookups(conn))
+            return _load_records(lookups, _GivenWindow(window), merchant_id, settlement_date,
+                                 rows, open_items)
+    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
+        raise database_error(engine, exc) from exc
 
 
 def _load_open_items(conn: Any, merchant_id: str, settlement_date: dt.date) -> pd.DataFrame:
@@ -1056,6 +1168,11 @@ class RunWriter:
         begun = self._begin(ledger, run)
         self.ledger_seconds = time.perf_counter() - started
         return begun
+
+    @property
+    def parted_entries(self) -> int | None:
+        """The entries written a part at a time, None for a ledger written whole."""
+        return None if self._parts is None else self._parts.entries
 
     def write_ledger_part(self, ledger: Ledger, run: RunRecord) -> None:
         """Write one part of the run's ledger, in the caller's thread: a run matched a part

@@ -82,6 +82,27 @@ def test_run_reconciles_and_exits_zero(workspace: Workspace) -> None:
     assert list(workspace.outbox.glob("recon_M001_20261130_*.eml"))
 
 
+def test_run_in_parts_on_disk_reconciles_as_the_whole_run(workspace: Workspace) -> None:
+    """`--parts N`: the same table and reports; the run's parts are removed at its end."""
+    write_settlement_csv([ROW, {**ROW, "MerchantInvoice": "GHOST"}],
+                         workspace.inbox / f"{NAME}.csv")
+    whole = workspace.run()
+    assert whole.returncode == 0, whole.stderr
+    in_parts = workspace.run("2026-11-30", "--parts", "2")
+    assert in_parts.returncode == 0, in_parts.stderr
+    assert in_parts.stderr == ""
+
+    def table(out: str) -> str:
+        return out[out.index("\nMerchant M001"):out.index("Open items")]
+
+    assert table(whole.stdout) == table(in_parts.stdout)
+    assert "MISSING_IN_RECORDS" in table(whole.stdout)
+    assert "rows in 2 parts on disk" in in_parts.stdout  # the read step's line
+    assert list((workspace.root / "var" / "spill").iterdir()) == []
+    refused = workspace.run("2026-11-30", "--parts", "-1")
+    assert refused.returncode != 0 and "parts: must not be negative" in refused.stderr
+
+
 def _write(workspace: Workspace, kind: str) -> str:
     csv_path = workspace.inbox / f"{NAME}.csv"
     if kind == "empty":

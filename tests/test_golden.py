@@ -49,7 +49,8 @@ def subset(actual: Any, expected: Any) -> Any:
     return actual
 
 
-def run_case(name: str, database_url: str, tmp_path: Path) -> list[tuple[Path, dict]]:
+def run_case(name: str, database_url: str, tmp_path: Path,
+             config: dict[str, Any] | None = None) -> list[tuple[Path, dict]]:
     case = GOLDEN / name
     spec = tomllib.loads((case / "case.toml").read_text())
     load_case_records(case, database_url)
@@ -57,7 +58,8 @@ def run_case(name: str, database_url: str, tmp_path: Path) -> list[tuple[Path, d
     shutil.copytree(case / "inbox", source)
     overrides = {"database_url": database_url, "source": str(source),
                  "report_dir": str(tmp_path / "reports"), "outbox": str(tmp_path / "outbox"),
-                 "archive_dir": str(tmp_path / "archive"), **spec.get("config", {})}
+                 "archive_dir": str(tmp_path / "archive"), **spec.get("config", {}),
+                 **(config or {})}
     results = []
     for number, day in enumerate(spec["runs"], start=1):
         outcome = run_dates(overrides, None, spec["merchant"], [dt.date.fromisoformat(day)])[0]
@@ -96,3 +98,16 @@ def test_golden_case_with_every_lookup_joined_by_duckdb(
                                            tmp_path):
         expected = json.loads(expected_path.read_text())
         assert subset(summary, expected) == expected, expected_path.name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden_case_run_in_parts_on_disk(name: str, database_url: str, tmp_path: Path,
+                                          prefect_api: str) -> None:
+    """The same cases, each date run in 3 parts on disk (`recon.inparts`): the handwritten
+    summaries, date after date; each run's parts are gone when it ends."""
+    spill = tmp_path / "spill"
+    for expected_path, summary in run_case(name, database_url, tmp_path,
+                                           {"parts": "3", "spill_dir": str(spill)}):
+        expected = json.loads(expected_path.read_text())
+        assert subset(summary, expected) == expected, expected_path.name
+        assert list(spill.iterdir()) == []

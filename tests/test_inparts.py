@@ -1,0 +1,122 @@
+"""A day's run in parts on disk (`recon.inparts`) stores and reports what the whole run
+does: the same ledger, exceptions, closures, summary and workbook."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openpyxl import load_workbook
+from sqlalchemy import insert
+
+from recon import categories as cat
+from recon.calendar import WorkingCalendar
+from recon.filegen import HEADER
+from recon.formats import OVO_V1
+from recon.inparts import load_in_parts, match_in_parts_on_disk, spill_in_parts
+from recon.matching import MatchContext, ReconResult, match_settlement
+from recon.reader import read_settlement_file
+from recon.records import insert_records
+from recon.store import RunRecord, RunWriter, init_db, load_run_inputs, make_engine
+from recon.summary import build_summary
+from recon.tables import recon_exceptions, recon_ledger
+from recon.workbook import write_exception_workbook
+from tests.builders import S, context, stored_state
+from tests.test_properties import _to_records, ledgers_of_other_dates, tangled
+
+RUN = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv", "0" * 64,
+                0, "archive/f.csv", 0, {})
+
+
+def _write_file(rows: list[dict[str, Any]], path: Path) -> None:
+    """The rows as the builders make them, as an ovo-v1 settlement file."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for number, row in enumerate(rows, start=2):
+            writer.writerow([
+                S.isoformat(), row.get("time", "2026-11-27 10:00:00"), "M001", "",
+                row["merchant_invoice"], row.get("refund_invoice", ""),
+                row.get("ovo_reference_no", f"OVO-{number}"), row["transaction_type"],
+                "OVO Cash", row["gross"], row["mdr"], row["tax"], row["net"]])
+
+
+def _database(path: Path, data: dict[str, Any], entries: list[dict[str, Any]]) -> Any:
+    engine = make_engine(f"sqlite:///{path}")
+    init_db(engine)
+    insert_records(engine, *_to_records(data))
+    with engine.begin() as conn:
+        if entries:
+            conn.execute(insert(recon_ledger), entries)
+        for number, opened, kind, key, amount in data["open_items"]:
+            conn.execute(insert(recon_exceptions).values(
+                exception_id=number, merchant_id="M001", settlement_date=opened, run_id=1,
+                category=cat.MISSING_IN_SETTLEMENT, kind=kind, record_key=key,
+                record_amount=Decimal(amount), reason="earlier", state="open"))
+    return engine
+
+
+def _entries(data: dict[str, Any], drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scenario's entries of other dates and the drawn ones, as the ledger holds them
+    (a line of its own each)."""
+    return [{"merchant_id": "M001", "run_id": 1, **entry, "line_no": line}
+            for line, entry in enumerate([*data["ledger"], *drawn], start=2)]
+
+
+def _cells(path: Path) -> dict[str, list[tuple]]:
+    book = load_workbook(path)
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets}
+
+
+def _report(result: ReconResult, folder: Path) -> tuple[dict[str, Any], dict]:
+    summary = build_summary(result, "f.csv", "0" * 64, "csv (,)", False)
+    return summary, _cells(write_exception_workbook(result, summary, folder / "book.xlsx"))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_a_run_in_parts_stores_and_reports_what_the_whole_run_does(
+        tmp_path_factory: pytest.TempPathFactory, drawn: st.DataObject) -> None:
+    """Tangled scenarios (refund rows naming other payments' refunds, refund rows of one
+    settle key under two invoices, entries of other dates of other payments' refunds,
+    payment entries the matcher never writes, open items), 2 to 5 parts: the ledger,
+    exceptions and runs stored, the summary and every cell of the workbook."""
+    data = drawn.draw(tangled())
+    if not data["rows"]:  # a file without rows is rejected either way
+        return
+    entries = _entries(data, drawn.draw(ledgers_of_other_dates(data)))
+    parts = drawn.draw(st.integers(min_value=2, max_value=5))
+    folder = tmp_path_factory.mktemp("inparts")
+    path = folder / "f.csv"
+    _write_file(data["rows"], path)
+    ctx = MatchContext("M001", S, WorkingCalendar(), context().fee_rules)
+
+    whole_db = _database(folder / "whole.db", data, entries)
+    parsed = read_settlement_file(path, OVO_V1, S)
+    inputs = load_run_inputs(whole_db, "M001", S, ctx.covered_dates, parsed.rows)
+    whole = match_settlement(parsed.rows, inputs.payments, inputs.refunds, inputs.ledger,
+                             inputs.open_items, ctx)
+    RunWriter(whole_db).finish(whole, RUN)
+
+    parts_db = _database(folder / "parts.db", data, entries)
+    spilled, ties = spill_in_parts(parts_db, path, OVO_V1, ctx, folder / "rows", parts)
+    loaded = load_in_parts(parts_db, ctx, spilled, ties, folder / "payments")
+    writer = RunWriter(parts_db)
+    reported = match_in_parts_on_disk(loaded, ctx, partial(writer.write_ledger_part, run=RUN))
+    writer.finish(reported, RUN)
+
+    assert stored_state(parts_db) == stored_state(whole_db)
+    (folder / "a").mkdir()
+    (folder / "b").mkdir()
+    assert _report(reported, folder / "a") == _report(whole, folder / "b")
+    assert spilled.data_rows == parsed.data_rows
+    whole_db.dispose()
+    parts_db.dispose()
