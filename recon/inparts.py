@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,10 @@ from recon.store import (
 
 log = logging.getLogger(__name__)
 
+#: The file's batches on their way to the parts: at 10M rows (1.48 GB), 64 MiB batches
+#: peaked at 724 MiB and took 31.1 s, 256 MiB batches 1,998 MiB and 35.7 s.
+PART_BATCH_BYTES = 64 << 20
+
 
 def spill_in_parts(engine: Engine, path: Path, fmt: FileFormat, ctx: MatchContext,
                    folder: Path, parts: int, name: str | None = None
@@ -60,7 +65,7 @@ def spill_in_parts(engine: Engine, path: Path, fmt: FileFormat, ctx: MatchContex
         return ties[0].groups
 
     spilled = spill_settlement_file(path, fmt, ctx.settlement_date, folder, parts, groups_of,
-                                    name=name)
+                                    name=name, batch_bytes=PART_BATCH_BYTES)
     return spilled, ties[0]
 
 
@@ -171,19 +176,28 @@ def match_in_parts_on_disk(inputs: PartInputs, ctx: MatchContext,
 
 def _matched(inputs: PartInputs, ctx: MatchContext,
              on_ledger: Callable[[Ledger], None]) -> Iterator[ReconResult]:
+    """Each part's result; its ledger goes to `on_ledger` in a thread of its own while the
+    next part is matched (one part's ledger at a time: its errors are raised here)."""
     parts = inputs.spilled.parts
     started = time.perf_counter()
-    for part in range(parts):
-        rows, payments, refunds, ledger, open_items = conform_inputs(*inputs.part(part))
-        if not any(len(frame) for frame in (rows, payments, refunds, open_items)):
-            continue
-        result = match_settlement(rows, payments, refunds, ledger, open_items, ctx)
-        del rows, payments, refunds, ledger, open_items
-        on_ledger(result.ledger)
-        log.info("part %d of %d: %s rows matched, %s exceptions (%.1f s)", part + 1, parts,
-                 f"{len(result.rows):,}", f"{result.exceptions:,}",
-                 time.perf_counter() - started)
-        yield result
+    with ThreadPoolExecutor(1, thread_name_prefix="recon-ledger-part") as pool:
+        writing: Future[None] | None = None
+        for part in range(parts):
+            rows, payments, refunds, ledger, open_items = conform_inputs(*inputs.part(part))
+            if not any(len(frame) for frame in (rows, payments, refunds, open_items)):
+                continue
+            result = match_settlement(rows, payments, refunds, ledger, open_items, ctx)
+            del rows, payments, refunds, ledger, open_items
+            if writing is not None:
+                writing.result()
+            writing = pool.submit(on_ledger, result.ledger)
+            log.info("part %d of %d: %s rows matched, %s exceptions (%.1f s)", part + 1,
+                     parts, f"{len(result.rows):,}", f"{result.exceptions:,}",
+                     time.perf_counter() - started)
+            yield result
+            del result
+        if writing is not None:
+            writing.result()
 
 
 def in_parts_folder(root: Path, merchant_id: str, day: dt.date, token: str) -> Path:
