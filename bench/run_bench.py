@@ -208,10 +208,13 @@ def prefect_server(folder: Path) -> Iterator[str]:
         server.wait(30)
 
 
-def run_recon(database: str, folder: Path, label: str, api_url: str) -> dict[str, object]:
-    """The real command, end to end; phases from its log lines."""
+def run_recon(database: str, folder: Path, label: str, api_url: str,
+              parts: int = 0) -> dict[str, object]:
+    """The real command, end to end (`parts`: in parts on disk); phases from its log
+    lines, and the process's peak memory."""
     env = {**os.environ, "RECON_ARCHIVE_DIR": str(folder / f"archive-{label}"),
-           "RECON_MDR_RATES": "OVO Cash=0.007,OVO Points=0.005", "PREFECT_API_URL": api_url}
+           "RECON_MDR_RATES": "OVO Cash=0.007,OVO Points=0.005", "PREFECT_API_URL": api_url,
+           "RECON_PARTS": str(parts), "RECON_SPILL_DIR": str(folder / "spill")}
     started = time.perf_counter()
     done = subprocess.run(
         [str(Path(sys.executable).parent / "recon"), "run", "--date", S.isoformat(),
@@ -440,6 +443,8 @@ def main() -> None:
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--skip-layouts", action="store_true",
                         help="do not time the reads of the file in other layouts")
+    parser.add_argument("--parts", type=int, default=int(os.environ.get("BENCH_PARTS", 0)),
+                        help="also re-run the date on PostgreSQL in this many parts on disk")
     parser.add_argument("--pg", default=os.environ.get(
         "RECON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
@@ -491,6 +496,11 @@ def main() -> None:
             vacuum_ledger(pg_url)
             runs[RERUN] = run_recon(pg_url, folder, "postgresql", api_url)
             print(f"PostgreSQL re-run: {runs[RERUN]['total']:.1f} s", flush=True)
+            if args.parts:  # the date once more, in parts on disk
+                vacuum_ledger(pg_url)
+                label = f"PostgreSQL, a re-run in {args.parts} parts on disk"
+                runs[label] = run_recon(pg_url, folder, "postgresql", api_url, args.parts)
+                print(f"{label}: {runs[label]['total']:.1f} s", flush=True)
 
     compare = {} if args.skip_baselines else baselines(
         folder, {"payments": pd.read_parquet(payments_file)}, pg_url)

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -120,3 +121,38 @@ def test_a_run_in_parts_stores_and_reports_what_the_whole_run_does(
     assert spilled.data_rows == parsed.data_rows
     whole_db.dispose()
     parts_db.dispose()
+
+
+def test_records_that_tie_payments_of_two_parts_stop_the_run() -> None:
+    """Records loaded by the parts that tie two payments the groups put apart (the
+    database changed between the ties' load and the parts'): a one-line StoreError."""
+    from recon.errors import StoreError
+    from recon.inparts import _check_groups
+    from recon.parts import part_numbers
+    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.store import Ties
+    from tests.builders import refund_row, refunds_frame, rows_frame
+
+    keys = [f"P-{i}" for i in range(40)]
+    at = part_numbers(pd.Series(keys, dtype="str"), {}, 4)
+    one, other = keys[0], next(k for k, p in zip(keys, at, strict=True) if p != at[0])
+    rows = rows_frame([refund_row(one, "1.00", "RF-X")])
+    ties = Ties(refund_rows=rows, refunds=empty_frame(REFUNDS), ledger=empty_frame(LEDGER),
+                window_refunds=pd.DataFrame(), window_ledger=pd.DataFrame(),
+                open_items=empty_frame(OPEN_ITEMS), groups={})
+    tied = refunds_frame([("RF-X", other, "OVR-X", "1.00", "00", "2026-11-28 10:00")])
+    _check_groups(ties, empty_frame(REFUNDS), empty_frame(LEDGER), 4)  # nothing ties
+    with pytest.raises(StoreError, match=f"payment {other} is now tied to {one}|payment {one} "
+                                         f"is now tied to {other}") as raised:
+        _check_groups(ties, tied, empty_frame(LEDGER), 4)
+    assert "run the date again" in raised.value.one_line()
+
+
+def test_a_run_in_parts_is_refused_on_a_cluster() -> None:
+    """The fan-out reads each date's file whole on a worker: a run in parts says so."""
+    from pipelines.flows import prepare_task
+    from recon.config import Settings
+
+    prepared = prepare_task.fn(Settings(merchant_id="M001", parts=4), S)
+    assert prepared.error.startswith("CONFIG: parts: a run in parts")
+    assert prepared.parsed is None
