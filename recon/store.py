@@ -653,14 +653,8 @@ def load_run_inputs(
         raise ValueError(f"the window loaded is {window.key}, not {merchant_id} "
                          f"{settlement_date} {covered}")
     try:
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(engine.connect())
+        with _load_connection(engine) as (conn, lookups):
             open_items = _load_open_items(conn, merchant_id, settlement_date)
-            lookups: _Lookups
-            if engine.dialect.name == "postgresql":
-                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
-            else:
-                lookups = stack.enter_context(_SqlLookups(conn))
             payments, refunds, ledger = _load_records(
                 lookups, window, merchant_id, settlement_date, rows, open_items)
     except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
@@ -680,6 +674,20 @@ class _GivenWindow:
 
     def result(self) -> Window:
         return self.window
+
+
+@contextlib.contextmanager
+def _load_connection(engine: Engine) -> Iterator[tuple[Any, _Lookups]]:
+    """A load's connection and its lookups: through ADBC on PostgreSQL (a connection of
+    their own), on the connection elsewhere."""
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(engine.connect())
+        lookups: _Lookups
+        if engine.dialect.name == "postgresql":
+            lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
+        else:
+            lookups = stack.enter_context(_SqlLookups(conn))
+        yield conn, lookups
 
 
 def _load_records(lookups: _Lookups, window: _WindowSource, merchant_id: str,
@@ -956,18 +964,12 @@ def load_ties(engine: Engine, merchant_id: str, settlement_date: dt.date,
     the window's refunds, the window's payments' ledger entries and the open items, which
     the parts take by the part of their payment."""
     start, end = _window(covered)
+    lo, hi = ((start, end) if engine.dialect.name == "postgresql"
+              else (start.replace(tzinfo=None), end.replace(tzinfo=None)))
     refund_rows = refund_rows.loc[refund_rows["transaction_type"] == cat.REFUND]
     try:
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(engine.connect())
+        with _load_connection(engine) as (conn, lookups):
             open_items = _load_open_items(conn, merchant_id, settlement_date)
-            lookups: _Lookups
-            if engine.dialect.name == "postgresql":
-                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
-                lo, hi = start, end
-            else:
-                lookups = stack.enter_context(_SqlLookups(conn))
-                lo, hi = start.replace(tzinfo=None), end.replace(tzinfo=None)
             t = ovo_payments
             payments = int(conn.execute(select(func.count()).select_from(t).where(
                 t.c.merchant_id == merchant_id, t.c.transaction_time >= lo,
@@ -1010,13 +1012,7 @@ def load_part_records(engine: Engine, merchant_id: str, settlement_date: dt.date
     window's refunds and ledger entries), `open_items` its open items. Each lookup is
     keyed by the part's keys on a connection of its own."""
     try:
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(engine.connect())
-            lookups: _Lookups
-            if engine.dialect.name == "postgresql":
-                lookups = stack.enter_context(_ArrowLookups(engine, key_lookups=True))
-            else:
-                lookups = stack.enter_context(_SqlLookups(conn))
+        with _load_connection(engine) as (_, lookups):
             return _load_records(lookups, _GivenWindow(window), merchant_id, settlement_date,
                                  rows, open_items)
     except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
