@@ -104,9 +104,9 @@ def load_in_parts(engine: Engine, ctx: MatchContext, spilled: SpilledFile, ties:
     window = spill_window_payments(engine, merchant, ctx.covered_dates, folder, parts, groups)
     log.info("the window's payments on disk: %s in %d parts (%.1f s)",
              f"{sum(window.counts):,}", parts, time.perf_counter() - started)
-    refunds_at = part_numbers(_text(ties.window_refunds["original_partner_reference_no"]),
-                              groups, parts)
-    ledger_at = part_numbers(_text(ties.window_ledger["original_reference_no"]), groups, parts)
+    refunds_at = part_numbers(ties.window_refunds["original_partner_reference_no"], groups,
+                              parts)
+    ledger_at = part_numbers(ties.window_ledger["original_reference_no"], groups, parts)
     open_at = part_numbers(open_item_payments(ties.open_items, ties.refunds), groups, parts)
     extra, refunds, ledger = [], [], []
     for part in range(parts):
@@ -143,11 +143,6 @@ def load_in_parts(engine: Engine, ctx: MatchContext, spilled: SpilledFile, ties:
             "open_items": part_numbers(open_item_payments(ties.open_items, all_refunds),
                                        groups, parts),
         })
-
-
-def _text(values: pd.Series) -> pd.Series:
-    """Keys as the database gave them (objects where it gave no text type) as text."""
-    return values.fillna("").astype("str")
 
 
 def _check_groups(ties: Ties, refunds: pd.DataFrame, ledger: pd.DataFrame,

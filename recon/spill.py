@@ -22,8 +22,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +44,22 @@ log = logging.getLogger(__name__)
 REFUND_ROW_COLUMNS = ("transaction_type", "merchant_invoice", "refund_invoice",
                       "ovo_reference_no")
 
-#: The rows' Arrow types on disk: the labels as text (each batch has categories of its
-#: own); `SpilledFile.rows` makes them categoricals again.
-_ARROW_TYPES = {"int64": pa.int64(), "Int64": pa.int64(), "object": pa.date32(),
-                "str": pa.large_string(), "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}
-SPILL_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in SETTLEMENT_ROWS.items()])
+#: A frame schema's types as a part's file holds them (dates are the "object" columns).
+_DISK_TYPES = {"int64": pa.int64(), "Int64": pa.int64(), "object": pa.date32(),
+               "str": pa.large_string(), "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}
+
+
+def disk_schema(columns: Mapping[str, str]) -> pa.Schema:
+    """The Arrow schema of a part's file of a frame schema (SETTLEMENT_ROWS, PAYMENTS)."""
+    return pa.schema([(name, _DISK_TYPES[dtype]) for name, dtype in columns.items()])
+
+
+def disk_table(frame: pd.DataFrame, columns: Mapping[str, str],
+               labels: Sequence[str]) -> pa.Table:
+    """A frame of the schema `columns` as it goes to disk: its labels as text (each batch
+    has categories of its own; `read_part` makes them categoricals again)."""
+    return pa.Table.from_pandas(frame.astype(dict.fromkeys(labels, "str")),
+                                schema=disk_schema(columns), preserve_index=False)
 
 
 class SpillFailed(ReconError):
@@ -64,7 +75,6 @@ class SpilledFile:
     part_rows: list[int]
     trailer: Trailer | None
     sheet_format: str
-    refund_rows: pd.DataFrame = field(repr=False)
 
     @property
     def data_rows(self) -> int:
@@ -112,8 +122,7 @@ def spill_settlement_file(
         groups = groups_of(refunds)
         counts = _write_parts(written, folder, parts, groups, shown)
         return SpilledFile(folder=folder, parts=parts, part_rows=counts,
-                           trailer=batches.trailer, sheet_format=batches.sheet_format,
-                           refund_rows=refunds)
+                           trailer=batches.trailer, sheet_format=batches.sheet_format)
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise SpillFailed(f"{shown}: cannot write its parts under {folder} "
@@ -133,9 +142,7 @@ def _write_batches(batches: SettlementBatches, folder: Path, shown: str
     for number, frame in enumerate(batches):
         refund_rows.append(frame.loc[frame["transaction_type"] == cat.REFUND,
                                      list(REFUND_ROW_COLUMNS)].reset_index(drop=True))
-        table = pa.Table.from_pandas(
-            frame.astype(dict.fromkeys(SETTLEMENT_LABELS, "str")), schema=SPILL_SCHEMA,
-            preserve_index=False)
+        table = disk_table(frame, SETTLEMENT_ROWS, SETTLEMENT_LABELS)
         if len(frame):
             lines = int(frame["line_no"].iloc[-1])
         del frame
@@ -156,7 +163,7 @@ def _write_table(target: Path, table: pa.Table) -> None:
 def _write_parts(written: list[Path], folder: Path, parts: int, groups: dict[str, str],
                  shown: str) -> list[int]:
     """Each batch's rows into their parts' files, in file order; the batches removed."""
-    with PartWriter(folder, "part", parts, SPILL_SCHEMA) as writer:
+    with PartWriter(folder, "part", parts, disk_schema(SETTLEMENT_ROWS)) as writer:
         for number, batch in enumerate(written):
             with pa.memory_map(str(batch)) as source:
                 table = pa.ipc.open_file(source).read_all()

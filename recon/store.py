@@ -76,7 +76,7 @@ from recon.schemas import (
     positions_in,
     text_array,
 )
-from recon.spill import PartWriter, SpillFailed, read_part
+from recon.spill import PartWriter, SpillFailed, disk_schema, disk_table, read_part
 from recon.tables import (
     metadata,
     ovo_payments,
@@ -278,14 +278,18 @@ class _SqlLookups:
                     [(k,) for k in values.to_pylist()])
 
     def fetch(self, query: Any, names: Sequence[str]) -> pd.DataFrame:
-        rows = self.conn.execute(query).fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-        return pd.DataFrame({name: pd.Series(values, dtype="object")
-                             for name, values in zip(names, columns, strict=True)})
+        return _object_frame(self.conn.execute(query).fetchall(), names)
 
     def probing_ledger(self, keys: int) -> contextlib.AbstractContextManager[None]:
         """The planner's own choice (`_ArrowLookups.probing_ledger`)."""
         return contextlib.nullcontext()
+
+
+def _object_frame(rows: Sequence[Any], names: Sequence[str]) -> pd.DataFrame:
+    """Driver rows as a frame of object columns named `names` (typed by the caller)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return pd.DataFrame({name: pd.Series(values, dtype="object")
+                         for name, values in zip(names, columns, strict=True)})
 
 
 class _ArrowLookups:
@@ -477,12 +481,6 @@ class SpilledPayments:
         return conform(read_part(self.paths[part], PAYMENT_LABELS), PAYMENTS, "payments")
 
 
-#: The window's payments on disk: the PAYMENTS columns, the labels as text.
-_PAYMENTS_SPILL_SCHEMA = pa.schema([
-    (name, {"Int64": pa.int64(), "object": pa.date32(), "str": pa.large_string(),
-            "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}[dtype])
-    for name, dtype in PAYMENTS.items()])
-
 #: Payments a batch of the window's on their way to disk holds (SQLite, MariaDB; ADBC
 #: sends PostgreSQL's in batches of its own).
 SPILL_PAYMENT_ROWS = 500_000
@@ -502,24 +500,24 @@ def spill_window_payments(engine: Engine, merchant_id: str, covered: Sequence[dt
         raise SpillFailed(f"cannot make the spill folder {folder} ({exc.strerror})") from exc
     start, end = _window(covered)
     try:
-        with PartWriter(folder, "payments", parts, _PAYMENTS_SPILL_SCHEMA) as writer:
+        with PartWriter(folder, "payments", parts, disk_schema(PAYMENTS)) as writer:
             for raw in _window_payment_batches(engine, merchant_id, start, end, batch_rows):
                 frame = _payment_frame(raw, merchant_id)
                 if frame.empty:
                     continue
-                table = pa.Table.from_pandas(
-                    frame.astype(dict.fromkeys(PAYMENT_LABELS, "str")),
-                    schema=_PAYMENTS_SPILL_SCHEMA, preserve_index=False)
+                table = disk_table(frame, PAYMENTS, PAYMENT_LABELS)
                 numbers = part_numbers(frame["partner_reference_no"], groups, parts)
                 del frame
                 writer.add(table, numbers)
-    except BaseException as exc:
+    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        if isinstance(exc, SQLAlchemyError | adbc_driver_manager.Error):
-            raise database_error(engine, exc) from exc
-        if isinstance(exc, OSError):
-            raise SpillFailed(f"the window's payments: cannot write their parts under "
-                              f"{folder} ({exc.strerror or exc})") from exc
+        raise database_error(engine, exc) from exc
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SpillFailed(f"the window's payments: cannot write their parts under {folder} "
+                          f"({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
         raise
     return SpilledPayments(writer.paths, writer.counts)
 
@@ -539,9 +537,7 @@ def _window_payment_batches(engine: Engine, merchant_id: str, start: dt.datetime
                                         start.replace(tzinfo=None), end.replace(tzinfo=None))
         result = conn.execution_options(stream_results=True).execute(query)
         for rows in result.partitions(batch_rows):
-            columns = list(zip(*rows, strict=True))
-            yield pd.DataFrame({name: pd.Series(values, dtype="object")
-                                for name, values in zip(names, columns, strict=True)})
+            yield _object_frame(rows, names)
 
 
 def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
@@ -1198,17 +1194,18 @@ class RunWriter:
     def _begin_parts(self, run: RunRecord) -> _LedgerParts:
         if self._engine.dialect.name == "sqlite":
             self._conn = conn = self._engine.connect()
+            # A failed run's table lives on with its connection, which the pool keeps.
             conn.execute(text(f"DROP TABLE IF EXISTS temp.{LEDGER_STAGING.name}"))
             LEDGER_STAGING.create(conn)
-            return _LedgerParts(table=LEDGER_STAGING.name, run_id=0, attempt=0, staged=True)
+            return _LedgerParts(table=LEDGER_STAGING, run_id=0, attempt=0, staged=True)
         run_id, attempt = self._begin_run(run)
         rerun = attempt > 1 and self._engine.dialect.name == "postgresql"
         if rerun:
             LEDGER_STAGING.create(self._conn)
         else:
             _delete_ledger(self._conn, run.merchant_id, run.settlement_date)
-        return _LedgerParts(table=LEDGER_STAGING.name if rerun else recon_ledger.name,
-                            run_id=run_id, attempt=attempt, staged=rerun)
+        return _LedgerParts(table=LEDGER_STAGING if rerun else recon_ledger, run_id=run_id,
+                            attempt=attempt, staged=rerun)
 
     def _finish_parts(self, parts: _LedgerParts, run: RunRecord) -> tuple[int, int]:
         """The parts' ledger in place, once every part is written: the run id and attempt."""
@@ -1219,9 +1216,9 @@ class RunWriter:
             columns = ", ".join(name for name in _LEDGER_COPY_COLUMNS if name != "run_id")
             conn.execute(text(
                 f"INSERT INTO {recon_ledger.name} (run_id, {columns}) "
-                f"SELECT :run_id, {columns} FROM temp.{parts.table} ORDER BY settle_key"),
+                f"SELECT :run_id, {columns} FROM temp.{parts.table.name} ORDER BY settle_key"),
                 {"run_id": run_id})
-            conn.execute(text(f"DROP TABLE temp.{parts.table}"))
+            conn.execute(text(f"DROP TABLE temp.{parts.table.name}"))
             return run_id, attempt
         if parts.staged:
             self.ledger_kept = _apply_staged(conn, merchant, day, parts.entries)
@@ -1313,22 +1310,15 @@ class RunWriter:
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._parts is not None and conn.dialect.name == "sqlite":
-            # The temporary table lives as long as the connection, which the pool keeps.
-            with contextlib.suppress(SQLAlchemyError):
-                conn.rollback()
-                conn.execute(text(f"DROP TABLE IF EXISTS temp.{self._parts.table}"))
-                conn.commit()
-        conn.close()  # an open transaction is rolled back
+        if conn is not None:
+            conn.close()  # an open transaction is rolled back
 
 
 @dataclass
 class _LedgerParts:
     """Where a run's ledger written a part at a time goes, and how many entries went."""
 
-    table: str
+    table: Table  # the ledger, or LEDGER_STAGING
     run_id: int
     attempt: int
     staged: bool  # a staging table, moved into the ledger at `finish`
@@ -1337,10 +1327,9 @@ class _LedgerParts:
     def write(self, conn: Any, ledger: Ledger, run: RunRecord) -> None:
         merchant, day = run.merchant_id, run.settlement_date
         if conn.dialect.name == "postgresql":
-            _copy_ledger(conn, ledger, merchant, day, self.run_id, table=self.table)
+            _copy_ledger(conn, ledger, merchant, day, self.run_id, table=self.table.name)
         else:
-            table = LEDGER_STAGING if self.table == LEDGER_STAGING.name else recon_ledger
-            _bulk_insert(conn, table, _ledger_table(ledger, merchant, day, self.run_id))
+            _bulk_insert(conn, self.table, _ledger_table(ledger, merchant, day, self.run_id))
         self.entries += len(ledger)
 
 

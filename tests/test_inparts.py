@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from openpyxl import load_workbook
 from sqlalchemy import insert
 
 from recon import categories as cat
@@ -30,7 +29,7 @@ from recon.summary import build_summary
 from recon.tables import recon_exceptions, recon_ledger
 from recon.workbook import write_exception_workbook
 from tests.builders import S, context, stored_state
-from tests.test_properties import _to_records, ledgers_of_other_dates, tangled
+from tests.test_properties import _cells, _to_records, ledgers_of_other_dates, tangled
 
 RUN = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv", "0" * 64,
                 0, "archive/f.csv", 0, {})
@@ -69,11 +68,6 @@ def _entries(data: dict[str, Any], drawn: list[dict[str, Any]]) -> list[dict[str
     (a line of its own each)."""
     return [{"merchant_id": "M001", "run_id": 1, **entry, "line_no": line}
             for line, entry in enumerate([*data["ledger"], *drawn], start=2)]
-
-
-def _cells(path: Path) -> dict[str, list[tuple]]:
-    book = load_workbook(path)
-    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets}
 
 
 def _report(result: ReconResult, folder: Path) -> tuple[dict[str, Any], dict]:
