@@ -1056,70 +1056,83 @@ class PersistedRun:
     finished_at: dt.datetime
 
 
-def _money_text(values: pd.Series) -> list[str | None]:
-    """Nullable minor units -> exact decimal text, None for NULL."""
-    return minor_text(values).to_pylist()
+def _iso_date_text(values: pd.Series) -> pa.Array:
+    """Dates (date objects, None for none) -> ISO text, each distinct date once."""
+    codes, distinct = pd.factorize(values.to_numpy(dtype=object))
+    texts = pa.array([d.isoformat() for d in distinct] + [None], pa.large_string())
+    return texts.take(pa.array(np.where(codes < 0, len(distinct), codes)))
 
 
-def _iso_dates(values: pd.Series) -> list[str | None]:
-    return [None if d is None or pd.isna(d) else d.isoformat() for d in values.tolist()]
+def _none_if_empty(texts: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(texts, ""), _text(None), texts)
 
 
-def _or_none(values: pd.Series) -> list[str | None]:
-    return [v if v else None for v in values.astype("str").tolist()]
+def _text(value: str | None) -> pa.Scalar:
+    return pa.scalar(value, pa.large_string())
 
 
-def _exception_frame(result: ReconResult, merchant_id: str, day: dt.date,
-                     run_id: int) -> pd.DataFrame:
+def _filled(size: int, value: str | None) -> pa.Array:
+    return pa.repeat(_text(value), size)
+
+
+def _exception_table(result: ReconResult, merchant_id: str, day: dt.date,
+                     run_id: int) -> pa.Table:
     """Every exception of the run as database-ready columns: the flagged settlement rows,
-    then the MISSING_IN_SETTLEMENT records (money as exact text, dates as ISO text)."""
+    then the MISSING_IN_SETTLEMENT records (money as exact text, dates as ISO text). Made
+    column by column in Arrow: a bad day flags every row of the file, and a Python object
+    per cell took 2.6 s and 0.5 GB for a million of them."""
     rows = result.rows.loc[result.rows["category"] != cat.MATCHED]
-    flagged = pd.DataFrame({
-        "category": rows["category"].astype("str").tolist(),
-        "kind": [k or "?" for k in rows["transaction_type"].astype("str").tolist()],
-        "line_no": rows["line_no"].astype("int64").tolist(),
-        "merchant_invoice": rows["merchant_invoice"].astype("str").tolist(),
-        "refund_invoice": rows["refund_invoice"].astype("str").tolist(),
-        "ovo_reference_no": rows["ovo_reference_no"].astype("str").tolist(),
-        "record_key": _or_none(rows["record_key"]),
-        "record_date": _iso_dates(rows["record_date"]),
-        "file_amount": _money_text(rows["gross"]),
-        "record_amount": _money_text(rows["record_amount"]),
-        "delta": _money_text(rows["delta"]),
-        "reason": rows["reason"].astype("str").tolist(),
-        "flags": _or_none(rows["flags"]),
-        "state": [None] * len(rows),
-        "closed_by_date": [None] * len(rows),
-    }, dtype=object)
     m = result.missing
-    closed = _iso_dates(m["closed_by_date"])
-    kinds = m["kind"].astype("str").tolist()
-    missing = pd.DataFrame({
-        "category": [cat.MISSING_IN_SETTLEMENT] * len(m),
+    kinds = text_array(m["kind"])
+    dates = _iso_date_text(m["record_date"])
+    closed = _iso_date_text(m["closed_by_date"])
+    nothing = _filled(len(rows), None)
+    flagged = {
+        "category": text_array(rows["category"]),
+        "kind": pc.if_else(pc.equal(kind := text_array(rows["transaction_type"]), ""),
+                           _text("?"), kind),
+        "line_no": pa.array(rows["line_no"].to_numpy(dtype=np.int64)),
+        "merchant_invoice": text_array(rows["merchant_invoice"]),
+        "refund_invoice": text_array(rows["refund_invoice"]),
+        "ovo_reference_no": text_array(rows["ovo_reference_no"]),
+        "record_key": _none_if_empty(text_array(rows["record_key"])),
+        "record_date": _iso_date_text(rows["record_date"]),
+        "file_amount": minor_text(rows["gross"]),
+        "record_amount": minor_text(rows["record_amount"]),
+        "delta": minor_text(rows["delta"]),
+        "reason": text_array(rows["reason"]),
+        "flags": _none_if_empty(text_array(rows["flags"])),
+        "state": nothing,
+        "closed_by_date": nothing,
+    }
+    missing = {
+        "category": _filled(len(m), cat.MISSING_IN_SETTLEMENT),
         "kind": kinds,
-        "line_no": [None] * len(m),
-        "merchant_invoice": m["original_reference_no"].astype("str").tolist(),
-        "refund_invoice": [key if kind == cat.REFUND else None
-                           for key, kind in zip(m["record_key"].astype("str").tolist(), kinds,
-                                                strict=True)],
-        "ovo_reference_no": m["reference_no"].astype("str").tolist(),
-        "record_key": m["record_key"].astype("str").tolist(),
-        "record_date": _iso_dates(m["record_date"]),
-        "file_amount": [None] * len(m),
-        "record_amount": _money_text(m["signed_amount"]),
-        "delta": [None] * len(m),
-        "reason": [f"{kind.lower()} of {date} not in the settlement file"
-                   for kind, date in zip(kinds, _iso_dates(m["record_date"]), strict=True)],
-        "flags": [None] * len(m),
-        "state": ["closed" if c else "open" for c in closed],
+        "line_no": pa.nulls(len(m), pa.int64()),
+        "merchant_invoice": text_array(m["original_reference_no"]),
+        "refund_invoice": pc.if_else(pc.equal(kinds, cat.REFUND), text_array(m["record_key"]),
+                                     _text(None)),
+        "ovo_reference_no": text_array(m["reference_no"]),
+        "record_key": text_array(m["record_key"]),
+        "record_date": dates,
+        "file_amount": _filled(len(m), None),
+        "record_amount": minor_text(m["signed_amount"]),
+        "delta": _filled(len(m), None),
+        "reason": pc.binary_join_element_wise(
+            pc.utf8_lower(kinds), _text(" of "), pc.fill_null(dates, "None"),
+            _text(" not in the settlement file"), _text("")),
+        "flags": _filled(len(m), None),
+        "state": pc.if_else(pc.is_valid(closed), "closed", "open"),
         "closed_by_date": closed,
-    }, dtype=object)
-    frame = pd.concat([f for f in (flagged, missing) if not f.empty] or [flagged],
-                      ignore_index=True)
-    frame.insert(0, "run_id", int(run_id))
-    frame.insert(0, "settlement_date", day.isoformat())
-    frame.insert(0, "merchant_id", merchant_id)
-    return frame
+    }
+    size = len(rows) + len(m)
+    columns = {"merchant_id": _filled(size, merchant_id),
+               "settlement_date": _filled(size, day.isoformat()),
+               "run_id": pa.array(np.full(size, run_id, dtype=np.int64))}
+    for name, values in flagged.items():
+        columns[name] = pa.chunked_array([values, missing[name].cast(values.type)]
+                                         ).combine_chunks()
+    return pa.table(columns)
 
 
 def persist_run(engine: Engine, result: ReconResult, run: RunRecord) -> PersistedRun:
@@ -1276,7 +1289,7 @@ class RunWriter:
                                        else self._begin(result.ledger, run))
                 finished = dt.datetime.now(dt.UTC)
                 conn = self._conn
-                _bulk_insert(conn, exc_t, _exception_frame(result, merchant, day, run_id))
+                _bulk_insert(conn, exc_t, _exception_table(result, merchant, day, run_id))
                 closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
                             for c in result.closures.itertuples(index=False)]
                 if closures:

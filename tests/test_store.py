@@ -896,6 +896,68 @@ def test_a_ledger_written_while_matching_commits_with_the_run_or_not_at_all(
     engine.dispose()
 
 
+def test_each_exception_is_stored_cell_for_cell(database_url: str) -> None:
+    """The flagged rows and the records missing in the file, as the exceptions table holds
+    them: empty keys and flags NULL, a row of no readable kind '?', money as exact
+    decimals (a refund's negative), dates as dates, a missing record's reason and state."""
+    from recon.matching import match_settlement
+    from recon.schemas import OPEN_ITEMS, empty_frame
+    from recon.store import RunRecord, persist_run
+    from recon.tables import recon_exceptions
+    from tests.builders import context, ledger_frame, payments_frame, refunds_frame
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    result = match_settlement(
+        rows_frame([payment_row("INV-1", "100.00"), payment_row("INV-2", "7.00", mdr="1.00"),
+                    payment_row("GHOST", "5.00"),
+                    refund_row("INV-1", "10.50", refund_invoice="RF-NONE"),
+                    payment_row("BAD", "1.00", transaction_type="",
+                                invalid_reason="TransactionType is not PAYMENT or REFUND")]),
+        payments_frame([("INV-1", "100.00", "00", "2026-11-27 10:00:00"),
+                        ("INV-2", "8.00", "00", "2026-11-27 11:00:00"),
+                        ("UNSETTLED", "3.00", "00", "2026-11-28 11:00:00")]),
+        refunds_frame([("RF-9", "INV-1", "OVO-RF-9", "2.25", "00",
+                        "2026-11-29 09:00:00")]),
+        # A later date settled UNSETTLED already (this date is re-run after it).
+        ledger_frame([(dt.date(2026, 12, 1), "PAYMENT", "UNSETTLED", "UNSETTLED",
+                       "UNSETTLED", "3.00")]),
+        empty_frame(OPEN_ITEMS), context())
+    run = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv",
+                    "0" * 64, 5, "archive/f.csv", result.exceptions, {})
+    persist_run(engine, result, run)
+    t = recon_exceptions
+    with engine.connect() as conn:
+        stored = [tuple(r) for r in conn.execute(
+            t.select().with_only_columns(*[c for c in t.c if c.name not in {
+                "exception_id", "run_id", "merchant_id", "settlement_date"}])
+            .order_by(t.c.exception_id))]
+    day = dt.date
+    fee = ("FEE_MISMATCH: MDRAmount 1.00 ≠ 0.7% of 7.00 = 0.05; TaxAmount 0.01 ≠ VAT 11% "
+           "of MDR 1.00 = 0.11; NetAmount 6.94 ≠ Gross − MDR − Tax = 5.99")
+    assert stored == [
+        ("AMOUNT_MISMATCH", "PAYMENT", 3, "INV-2", "", "OVO-3", "INV-2", day(2026, 11, 27),
+         Decimal("7.00"), Decimal("8.00"), Decimal("-1.00"),
+         "GrossAmount 7.00 ≠ payment amount 8.00 (delta -1.00)", fee, None, None, None),
+        ("MISSING_IN_RECORDS", "PAYMENT", 4, "GHOST", "", "OVO-4", None, None,
+         Decimal("5.00"), None, None, "no payment with partnerReferenceNo GHOST",
+         None, None, None, None),
+        ("MISSING_IN_RECORDS", "REFUND", 5, "INV-1", "RF-NONE", "", None, None,
+         Decimal("-10.50"), None, None, "no refund record for RefundInvoice RF-NONE, nor an "
+         "unmatched refund of 10.50 on payment INV-1", None, None, None, None),
+        ("INVALID_ROW", "?", 6, "BAD", "", "OVO-6", None, None, Decimal("1.00"), None, None,
+         "TransactionType is not PAYMENT or REFUND", None, None, None, None),
+        ("MISSING_IN_SETTLEMENT", "PAYMENT", None, "UNSETTLED", None, "R-UNSETTLED",
+         "UNSETTLED", day(2026, 11, 28), None, Decimal("3.00"), None,
+         "payment of 2026-11-28 not in the settlement file", None, "closed",
+         day(2026, 12, 1), None),
+        ("MISSING_IN_SETTLEMENT", "REFUND", None, "INV-1", "RF-9", "OVO-RF-9", "RF-9",
+         day(2026, 11, 29), None, Decimal("-2.25"), None,
+         "refund of 2026-11-29 not in the settlement file", None, "open", None, None),
+    ]
+    engine.dispose()
+
+
 def test_a_rerun_keeps_the_entries_it_writes_again_and_replaces_the_others(
         database_url: str) -> None:
     """After a re-run the date's ledger is what that run settled: an entry changed, gone
