@@ -175,7 +175,7 @@ def _plain_text(v: Any) -> str | None:
     return str(v) or None
 
 
-#: Python values of a column, for the width estimate and the CSV overflow.
+#: Python values of a column, for the width estimate.
 _PY_VALUES: dict[str, Callable[[Any], Any]] = {
     "text": _plain_text,
     "int": int,
@@ -251,21 +251,69 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.Data
     return _SheetData(sheet, frame, cols, header_row + 1, styles, flagged)
 
 
-def _csv_value(value: Any, kind: str) -> Any:
-    """A CSV cell; text that a spreadsheet would read as a formula gets a leading quote."""
-    if value is None:
-        return ""
-    if kind == "text" and isinstance(value, str) and value[:1] in FORMULA_STARTS:
-        return "'" + value
-    return value
-
-
 def _spill(path: Path, cols: Sequence[Col], frame: pd.DataFrame) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([c.title for c in cols])
-        columns = [[_csv_value(v, c.kind) for v in _values(frame, c)] for c in cols]
-        writer.writerows(zip(*columns, strict=True))
+    """`frame`'s rows as CSV, as Python's `csv` writes the rows of their Python values
+    (`_values`; a text a spreadsheet would read as a formula with a leading quote, no
+    value an empty field), made by Arrow a batch of rows at a time: a bad day's overflow
+    runs to millions of rows, which as Python objects took more memory than the run."""
+    with path.open("wb") as handle:
+        header = io.StringIO(newline="")
+        csv.writer(header).writerow([c.title for c in cols])
+        handle.write(header.getvalue().encode("utf-8"))
+        for start in range(0, len(frame), _CSV_BATCH_ROWS):
+            batch = frame.iloc[start:start + _CSV_BATCH_ROWS]
+            lines = _join(*_between([_csv_texts(batch, c) for c in cols], ","), "\r\n")
+            handle.write(joined_values(lines))
+
+
+def _between(items: list[pa.Array], separator: str) -> list[pa.Array | str]:
+    out: list[pa.Array | str] = []
+    for item in items:
+        out += [separator, item] if out else [item]
+    return out
+
+
+#: Rows of the CSV overflow made at a time.
+_CSV_BATCH_ROWS = 100_000
+#: What makes Python's `csv` (QUOTE_MINIMAL) quote a field: the delimiter, the quote
+#: character, a line end.
+_CSV_QUOTED = '[,"\r\n]'
+
+
+def _csv_texts(frame: pd.DataFrame, col: Col) -> pa.Array:
+    """One column's CSV fields, quoted where Python's `csv` quotes them."""
+    series = frame[col.field]
+    if col.kind == "text":
+        values = pc.fill_null(text_array(series), "")
+        formula = pc.match_substring_regex(
+            values, "^[" + re.escape("".join(FORMULA_STARTS)) + "]")
+        values = pc.if_else(formula, _join("'", values), values)
+    elif col.kind == "money":
+        values = pc.fill_null(minor_text(series), "")
+    elif col.kind == "int":
+        values = pc.cast(pa.array(series, pa.int64()), _S)
+    else:
+        values = pc.fill_null(_wall_text(series, col.kind), "")
+    quoted = _join('"', pc.replace_substring(values, '"', '""'), '"')
+    return pc.if_else(pc.match_substring_regex(values, _CSV_QUOTED), quoted, values)
+
+
+def _wall_text(series: pd.Series, kind: str) -> pa.Array:
+    """Dates as `str(date)`; times in WIB as `str(datetime)` of their wall clock (the
+    microseconds only where there are any, nanoseconds dropped)."""
+    wall = (pd.to_datetime(series, utc=True).dt.tz_convert(WIB).dt.tz_localize(None)
+            if kind == "time" else pd.to_datetime(series))
+    missing = np.asarray(wall.isna())
+    ns = np.where(missing, 0, wall.to_numpy(dtype="datetime64[ns]").view(np.int64))
+    seconds = pa.array(ns // 10**9, pa.timestamp("s"), mask=missing)
+    if kind != "time":
+        return pc.strftime(seconds, "%Y-%m-%d").cast(_S)
+    text = pc.strftime(seconds, "%Y-%m-%d %H:%M:%S").cast(_S)
+    micro = (ns // 1000) % 1_000_000
+    if not micro.any():
+        return text
+    fraction = pc.utf8_lpad(pc.cast(pa.array(micro), _S), 6, "0")
+    return pc.if_else(pa.array(micro != 0), _join(text, ".", fraction), text)
 
 
 # ----------------------------------------------------------------- rows as SpreadsheetML
@@ -372,13 +420,20 @@ def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
             rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows))
 
 
+#: zlib's level for the workbook's parts. The rows' XML is most of a large run's
+#: workbook; at level 2 the 1M benchmark's workbook (72k flagged rows) took 1.1 s and
+#: 8.8 MB, at the default 6, 1.8 s and 7.2 MB (a million flagged rows: 12.8 s of 21 s
+#: were spent compressing).
+_ZIP_LEVEL = 2
+
+
 def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
     """Save `book` to `target` with the table sheets' data rows in place."""
     frame_only = io.BytesIO()
     book.save(frame_only)
     by_part = {data.sheet.path.lstrip("/"): data for data in tables}
     with zipfile.ZipFile(frame_only) as source, zipfile.ZipFile(
-            target, "w", zipfile.ZIP_DEFLATED) as out:
+            target, "w", zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as out:
         for info in source.infolist():
             content = source.read(info)
             data = by_part.pop(info.filename, None)
@@ -387,9 +442,7 @@ def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
                 continue
             head, tail = content.split(b"<sheetData>", 1)
             rows, tail = tail.split(b"</sheetData>", 1)
-            part = zipfile.ZipInfo(info.filename, date_time=info.date_time)
-            part.compress_type = zipfile.ZIP_DEFLATED
-            with out.open(part, "w", force_zip64=len(data.frame) > 200_000) as handle:
+            with out.open(info.filename, "w", force_zip64=len(data.frame) > 200_000) as handle:
                 handle.write(head + b"<sheetData>" + rows)
                 for chunk in _sheet_rows(data):
                     handle.write(chunk)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from email import message_from_bytes, policy
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
@@ -189,6 +193,60 @@ def test_a_category_beyond_the_row_limit_continues_in_csv(result, summary,
     unquoted = {v[1:] if v.startswith("'") else v for v in in_csv}
     shown = {sheet.cell(row=r, column=3).value for r in (3, 4)}
     assert shown | unquoted == set(INJECTIONS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("ab ,\"'\r\n\t=+-@é€0"))),
+              st.sampled_from(["", "=1+1", "\t", "a,b", 'say "x"'])),
+    st.one_of(st.none(), st.integers(-10**15, 10**15)),
+    st.integers(-10**9, 10**9),
+    st.one_of(st.none(), st.integers(0, 4_102_444_800 * 10**9)),  # ns since 1970, to 2100
+    st.one_of(st.none(), st.dates(dt.date(1970, 1, 1), dt.date(2199, 12, 31)))),
+    max_size=40), st.integers(1, 7))
+def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
+                                                       rows: list[tuple[Any, ...]],
+                                                       batch: int) -> None:
+    """Every kind of column, written by Arrow a batch at a time, byte for byte as Python's
+    `csv` writes the rows of the cells' Python values (a formula-like text quoted)."""
+    import warnings
+
+    import pandas as pd
+
+    from recon import workbook
+    from recon.workbook import Col, _spill, _values
+
+    cols = [Col("Text, quoted", "text"), Col("Money", "money", "money"),
+            Col("Line", "int", "int"), Col("Time", "time", "time"),
+            Col("Date", "date", "date")]
+    frame = pd.DataFrame({
+        "text": pd.Series([r[0] for r in rows], dtype="str"),
+        "money": pd.array([r[1] for r in rows], dtype="Int64"),
+        "int": pd.Series([r[2] for r in rows], dtype="int64"),
+        "time": pd.to_datetime(pd.Series([r[3] for r in rows], dtype="Int64"), unit="ns",
+                               utc=True),
+        "date": pd.Series([r[4] for r in rows], dtype="object"),
+    })
+    expected = BytesIO()
+    with warnings.catch_warnings():  # a time's nanoseconds, dropped as the CSV drops them
+        warnings.simplefilter("ignore")
+        columns = [_values(frame, c) for c in cols]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([c.title for c in cols])
+    for values in zip(*columns, strict=True):
+        writer.writerow(["" if v is None else "'" + v if c.kind == "text" and v[:1] in
+                         workbook.FORMULA_STARTS else v for c, v in zip(cols, values,
+                                                                        strict=True)])
+    expected.write(text.getvalue().encode("utf-8"))
+    path = tmp_path_factory.mktemp("csv") / "overflow.csv"
+    batches = workbook._CSV_BATCH_ROWS
+    workbook._CSV_BATCH_ROWS = batch
+    try:
+        _spill(path, cols, frame)
+    finally:
+        workbook._CSV_BATCH_ROWS = batches
+    assert path.read_bytes() == expected.getvalue()
 
 
 def test_libreoffice_converts_the_workbook(result, summary, tmp_path: Path) -> None:
