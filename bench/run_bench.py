@@ -368,6 +368,33 @@ NEXT_DAY_LOAD = ("recon loader (PostgreSQL), the date re-run after a day of othe
 RERUN = "PostgreSQL, the date re-run"
 
 
+BAD_DAY = "PostgreSQL, no records (every row flagged)"
+
+
+def run_bad_day(admin_url: str, folder: Path, api_url: str) -> dict[str, object]:
+    """The file run against a database of its own that holds no records: every row is
+    flagged, as on a day the merchant's records did not arrive (the exceptions, the
+    workbook and its CSV overflow at their largest). The database is dropped after."""
+    from sqlalchemy import create_engine, text
+
+    from recon.store import init_db, make_engine
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS recon_bench_bad WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE recon_bench_bad"))
+    url = admin_url.rsplit("/", 1)[0] + "/recon_bench_bad"
+    engine = make_engine(url)
+    init_db(engine)
+    engine.dispose()
+    try:
+        return run_recon(url, folder, "postgresql-bad-day", api_url)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS recon_bench_bad WITH (FORCE)"))
+        admin.dispose()
+
+
 def vacuum_ledger(pg_url: str) -> None:
     """VACUUM ANALYZE the ledger after a run, as autovacuum would before the date's re-run
     (this machine's PostgreSQL runs with autovacuum off)."""
@@ -445,6 +472,10 @@ def main() -> None:
                         help="do not time the reads of the file in other layouts")
     parser.add_argument("--parts", type=int, default=int(os.environ.get("BENCH_PARTS", 0)),
                         help="also re-run the date on PostgreSQL in this many parts on disk")
+    parser.add_argument("--bad-day", action="store_true",
+                        default=os.environ.get("BENCH_BAD_DAY", "") == "1",
+                        help="also run the file against a PostgreSQL database without its "
+                             "records, as on a day their sync failed: every row flagged")
     parser.add_argument("--pg", default=os.environ.get(
         "RECON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
@@ -496,6 +527,9 @@ def main() -> None:
             vacuum_ledger(pg_url)
             runs[RERUN] = run_recon(pg_url, folder, "postgresql", api_url)
             print(f"PostgreSQL re-run: {runs[RERUN]['total']:.1f} s", flush=True)
+            if args.bad_day:
+                runs[BAD_DAY] = run_bad_day(args.pg, folder, api_url)
+                print(f"{BAD_DAY}: {runs[BAD_DAY]['total']:.1f} s", flush=True)
             if args.parts:  # the date once more, in parts on disk
                 vacuum_ledger(pg_url)
                 label = f"PostgreSQL, a re-run in {args.parts} parts on disk"
