@@ -167,9 +167,9 @@ def load_parts_task(engine: Engine, ctx: MatchContext, spilled: SpilledFile, tie
 
 @task(name="match", **TASK_OPTIONS)
 def match_parts_task(inputs: PartInputs, ctx: MatchContext,
-                     on_ledger: Callable[[Ledger], None]) -> ReconResult:
+                     on_ledger: Callable[[Ledger], None], folder: Path) -> ReconResult:
     started = time.perf_counter()
-    result = match_in_parts_on_disk(inputs, ctx, on_ledger)
+    result = match_in_parts_on_disk(inputs, ctx, on_ledger, folder)
     _timed("match", started, f"{result.exceptions:,} exceptions, in {inputs.spilled.parts} "
                              "parts (each part's ledger written as it was matched)")
     return result
@@ -387,7 +387,7 @@ def _reconcile_in_parts(settings: Settings, engine: Engine, fetched: FetchedFile
 
             def match(writer: RunWriter, record: RunRecord) -> ReconResult:
                 return match_parts_task(inputs, ctx, partial(writer.write_ledger_part,
-                                                             run=record))
+                                                             run=record), folder / "flagged")
 
             summary, paths = _persist_and_report(
                 settings, engine, fetched, ctx, started_at,

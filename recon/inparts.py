@@ -11,13 +11,15 @@ at a time, with the result of the whole run.
    are then placed by the part of their payment, as `match_in_parts` places them: a part's
    lookups may find another part's entry, never one the whole run would not load.
 3. `match_in_parts_on_disk`: each part's rows, payments and records are matched
-   (`match_settlement`), its ledger handed on as it is matched, and the results kept only
-   for what is reported (`reported_of_parts`): the summary, the workbook and the
-   exceptions are the whole run's.
+   (`match_settlement`), its ledger handed on as it is matched, its flagged rows written
+   to disk (`recon.flagged`), and the results kept only for what is reported
+   (`reported_of_parts`): the summary, the workbook and the exceptions are the whole
+   run's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -30,7 +32,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from recon import categories as cat
 from recon.errors import StoreError
+from recon.flagged import FlaggedWriter
 from recon.formats import FileFormat
 from recon.matching import Ledger, MatchContext, ReconResult, conform_inputs, match_settlement
 from recon.parts import open_item_payments, part_numbers, payment_groups, reported_of_parts
@@ -163,10 +167,21 @@ def _check_groups(ties: Ties, refunds: pd.DataFrame, ledger: pd.DataFrame,
 
 
 def match_in_parts_on_disk(inputs: PartInputs, ctx: MatchContext,
-                           on_ledger: Callable[[Ledger], None]) -> ReconResult:
-    """Each part matched alone, its ledger given to `on_ledger` as it is matched; the
-    result of the whole run, with the flagged rows alone (`reported_of_parts`)."""
-    return reported_of_parts(_matched(inputs, ctx, on_ledger), inputs.open_items, ctx)
+                           on_ledger: Callable[[Ledger], None], folder: Path) -> ReconResult:
+    """Each part matched alone, its ledger given to `on_ledger` as it is matched and its
+    flagged rows written under `folder` (made here); the result of the whole run
+    (`reported_of_parts`), its flagged rows on disk (`ReconResult.flagged`)."""
+    flagged = FlaggedWriter(folder)
+
+    def kept(results: Iterator[ReconResult]) -> Iterator[ReconResult]:
+        for result in results:
+            rows = result.rows
+            flagged.add(rows.loc[rows["category"] != cat.MATCHED])
+            yield dataclasses.replace(result, rows=rows.iloc[:0])
+            del result, rows
+
+    reported = reported_of_parts(kept(_matched(inputs, ctx, on_ledger)), inputs.open_items, ctx)
+    return dataclasses.replace(reported, flagged=flagged.finish())
 
 
 def _matched(inputs: PartInputs, ctx: MatchContext,

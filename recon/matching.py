@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from recon.schemas import (
     text_array,
     text_isin,
 )
+
+if TYPE_CHECKING:
+    from recon.flagged import FlaggedRows
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class ReconResult:
     record_totals: dict[str, int | None]  # what the records say, for the covered dates
     refund_deltas: pd.DataFrame  # per payment with refunds: records vs settled
     all_open_items: pd.DataFrame  # every open MISSING_IN_SETTLEMENT item, with age
+    #: A run in parts: its flagged rows on disk (`recon.flagged.FlaggedRows`), `rows`
+    #: then holding none of them.
+    flagged: FlaggedRows | None = None
 
     @property
     def exceptions(self) -> int:

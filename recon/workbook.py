@@ -40,6 +40,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from recon import categories as cat
 from recon.calendar import WIB
+from recon.flagged import FlaggedRows
 from recon.matching import ReconResult
 from recon.money import from_minor, minor_text
 from recon.schemas import joined_values, text_array
@@ -190,16 +191,55 @@ def _values(frame: pd.DataFrame, col: Col) -> list[Any]:
     return [convert(v) for v in frame[col.field].tolist()]
 
 
+class _Rows:
+    """A table sheet's rows, read a chunk at a time: a frame's, in memory."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def head(self, rows: int) -> pd.DataFrame:
+        return self.frame.head(rows)
+
+    def chunks(self, start: int, stop: int, rows: int) -> Iterator[pd.DataFrame]:
+        for at in range(start, stop, rows):
+            yield self.frame.iloc[at:min(at + rows, stop)]
+
+
+class _FlaggedRows(_Rows):
+    """A category's flagged rows on disk (a run in parts), in file order."""
+
+    def __init__(self, flagged: FlaggedRows, category: str) -> None:
+        self.flagged, self.category = flagged, category
+
+    def __len__(self) -> int:
+        return self.flagged.counts[self.category]
+
+    def head(self, rows: int) -> pd.DataFrame:
+        return self.flagged.head(self.category, rows)
+
+    def chunks(self, start: int, stop: int, rows: int) -> Iterator[pd.DataFrame]:
+        at = start
+        for chunk in self.flagged.batches(self.category, rows, start):
+            if at >= stop:
+                return
+            yield chunk.iloc[:stop - at]
+            at += len(chunk)
+
+
 @dataclass
 class _SheetData:
     """Data rows still to go into a table sheet's <sheetData>, from `first_row` on."""
 
     sheet: WriteOnlyWorksheet
-    frame: pd.DataFrame
+    rows: _Rows
+    count: int  # the sheet's data rows, the first `count` of `rows`
     cols: Sequence[Col]
     first_row: int
     styles: list[tuple[str, str]]  # per column: the s="" attribute plain, and flagged
-    flagged: np.ndarray | None  # rows drawn with the flag's fill or font
+    marked: Callable[[pd.DataFrame], Any] | None  # rows drawn with the flag's fill or font
 
 
 def _style_attr(sheet: WriteOnlyWorksheet, kind: str, font: Font | None,
@@ -210,19 +250,19 @@ def _style_attr(sheet: WriteOnlyWorksheet, kind: str, font: Font | None,
     return f' s="{sheet.parent._cell_styles.add(_style(sheet, kind, font, fill))}"'
 
 
-def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.DataFrame,
+def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: _Rows,
                  overflow: Path, options: WorkbookOptions, note: str = "none",
                  fill_when: Callable[[pd.DataFrame], Any] | None = None,
                  font_when: Callable[[pd.DataFrame], Any] | None = None) -> _SheetData | None:
     """The sheet's frame through openpyxl; its data rows are returned to be rendered
     into the saved file (None when the sheet has none)."""
     sheet = _new_sheet(book, title)
-    count = len(frame)
+    count = len(rows)
     capacity = options.max_rows - 1
     spills = count > capacity
     if spills:
         capacity -= 1  # the first line says where the rest is
-    head = frame.head(500)
+    head = rows.head(500)
     for index, col in enumerate(cols, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = _width(
             col.kind, _values(head, col), col.title)
@@ -234,34 +274,30 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], frame: pd.Data
         sheet.append([_cell(sheet, f"{count:,} rows: the first {capacity:,} are here, the other "
                                    f"{count - capacity:,} continue in {overflow.name}",
                             font=DELTA_FONT)])
-        _spill(overflow, cols, frame.iloc[capacity:])
-        frame = frame.iloc[:capacity]
+        _spill(overflow, cols, rows.chunks(capacity, count, _CSV_BATCH_ROWS))
+        count = capacity
     sheet.append(_header(sheet, [c.title for c in cols]))
     if count == 0:
         sheet.append([_cell(sheet, note)])
         return None
-    flagged = None
-    font = fill = None
-    if fill_when is not None:
-        flagged, fill = np.asarray(fill_when(frame), dtype=bool), ALERT_FILL
-    elif font_when is not None:
-        flagged, font = np.asarray(font_when(frame), dtype=bool), DELTA_FONT
+    marked = fill_when or font_when
+    font, fill = (None, ALERT_FILL) if fill_when is not None else (
+        (DELTA_FONT, None) if font_when is not None else (None, None))
     styles = [(_style_attr(sheet, c.kind, None, None), _style_attr(sheet, c.kind, font, fill))
               for c in cols]
-    return _SheetData(sheet, frame, cols, header_row + 1, styles, flagged)
+    return _SheetData(sheet, rows, count, cols, header_row + 1, styles, marked)
 
 
-def _spill(path: Path, cols: Sequence[Col], frame: pd.DataFrame) -> None:
-    """`frame`'s rows as CSV, as Python's `csv` writes the rows of their Python values
-    (`_values`; a text a spreadsheet would read as a formula with a leading quote, no
-    value an empty field), made by Arrow a batch of rows at a time: a bad day's overflow
-    runs to millions of rows, which as Python objects took more memory than the run."""
+def _spill(path: Path, cols: Sequence[Col], batches: Iterable[pd.DataFrame]) -> None:
+    """The rows of `batches` as CSV, as Python's `csv` writes the rows of their Python
+    values (`_values`; a text a spreadsheet would read as a formula with a leading quote,
+    no value an empty field), made by Arrow a batch at a time: a bad day's overflow runs
+    to millions of rows, which as Python objects took more memory than the run."""
     with path.open("wb") as handle:
         header = io.StringIO(newline="")
         csv.writer(header).writerow([c.title for c in cols])
         handle.write(header.getvalue().encode("utf-8"))
-        for start in range(0, len(frame), _CSV_BATCH_ROWS):
-            batch = frame.iloc[start:start + _CSV_BATCH_ROWS]
+        for batch in batches:
             lines = _join(*_between([_csv_texts(batch, c) for c in cols], ","), "\r\n")
             handle.write(joined_values(lines))
 
@@ -403,12 +439,12 @@ def _cells(frame: pd.DataFrame, col: Col, refs: pa.Array, style: pa.Array | str)
 def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
     """The <row> elements of `data`, a chunk of rows at a time."""
     letters = [get_column_letter(i) for i in range(1, len(data.cols) + 1)]
-    for start in range(0, len(data.frame), _ROWS_PER_CHUNK):
-        part = data.frame.iloc[start:start + _ROWS_PER_CHUNK]
-        first = data.first_row + start
+    first = data.first_row
+    for part in data.rows.chunks(0, data.count, _ROWS_PER_CHUNK):
         numbers = pc.cast(pa.array(np.arange(first, first + len(part), dtype=np.int64)), _S)
-        flagged = None if data.flagged is None else pa.array(
-            data.flagged[start:start + len(part)])
+        first += len(part)
+        flagged = None if data.marked is None else pa.array(
+            np.asarray(data.marked(part), dtype=bool))
         cells = []
         for col, letter, (plain, marked) in zip(data.cols, letters, data.styles, strict=True):
             style: pa.Array | str = plain
@@ -442,7 +478,7 @@ def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
                 continue
             head, tail = content.split(b"<sheetData>", 1)
             rows, tail = tail.split(b"</sheetData>", 1)
-            with out.open(info.filename, "w", force_zip64=len(data.frame) > 200_000) as handle:
+            with out.open(info.filename, "w", force_zip64=data.count > 200_000) as handle:
                 handle.write(head + b"<sheetData>" + rows)
                 for chunk in _sheet_rows(data):
                     handle.write(chunk)
@@ -611,19 +647,22 @@ def write_exception_workbook(result: ReconResult, summary: dict[str, Any], path:
     for name in cat.ROW_CATEGORIES:
         if name != cat.MATCHED:
             tables.append(_table_sheet(
-                book, name, ROW_COLUMNS, flagged.loc[flagged["category"] == name],
+                book, name, ROW_COLUMNS,
+                _Rows(flagged.loc[flagged["category"] == name]) if result.flagged is None
+                else _FlaggedRows(result.flagged, name),
                 path.with_name(f"{stem}_{name}.csv"), options))
-    tables.append(_table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS, result.missing,
+    tables.append(_table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS,
+                               _Rows(result.missing),
                                path.with_name(f"{stem}_{cat.MISSING_IN_SETTLEMENT}.csv"),
                                options))
     threshold = options.open_item_alert_days
     tables.append(_table_sheet(
-        book, "Open items", OPEN_COLUMNS, result.all_open_items,
+        book, "Open items", OPEN_COLUMNS, _Rows(result.all_open_items),
         path.with_name(f"{stem}_open_items.csv"), options,
         note="none: nothing is waiting to be settled",
         fill_when=lambda frame: frame["age_working_days"].to_numpy() >= threshold))
     tables.append(_table_sheet(
-        book, "Refund deltas", REFUND_COLUMNS, result.refund_deltas,
+        book, "Refund deltas", REFUND_COLUMNS, _Rows(result.refund_deltas),
         path.with_name(f"{stem}_refund_deltas.csv"), options,
         note="none: no refunds in this file or the covered dates",
         font_when=lambda frame: frame["delta"].to_numpy() != 0))

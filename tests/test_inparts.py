@@ -105,7 +105,8 @@ def test_a_run_in_parts_stores_and_reports_what_the_whole_run_does(
     spilled, ties = spill_in_parts(parts_db, path, OVO_V1, ctx, folder / "rows", parts)
     loaded = load_in_parts(parts_db, ctx, spilled, ties, folder / "payments")
     writer = RunWriter(parts_db)
-    reported = match_in_parts_on_disk(loaded, ctx, partial(writer.write_ledger_part, run=RUN))
+    reported = match_in_parts_on_disk(loaded, ctx, partial(writer.write_ledger_part, run=RUN),
+                                      folder / "flagged")
     writer.finish(reported, RUN)
 
     assert stored_state(parts_db) == stored_state(whole_db)

@@ -447,3 +447,74 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
     folder = tmp_path_factory.mktemp("books")
     assert _cells(write_exception_workbook(reported, summary, folder / "parts.xlsx")) == _cells(
         write_exception_workbook(whole, summary, folder / "whole.xlsx"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tangled(), st.integers(min_value=1, max_value=5), st.integers(min_value=2, max_value=4),
+       st.integers(min_value=1, max_value=4))
+def test_flagged_rows_on_disk_report_as_the_whole_match_s(
+        tmp_path_factory: Any, data: dict[str, Any], parts: int, max_rows: int,
+        batch: int) -> None:
+    """Each part's flagged rows written to disk by category (`recon.flagged`) and read
+    back a few at a time, from any row on, are the whole match's in file order; and the
+    workbook (sheets so short that categories continue in CSV), its CSV files and the
+    store's exception rows made from them are the whole match's."""
+    import dataclasses
+
+    from recon.flagged import FLAGGED_COLUMNS, FlaggedWriter
+    from recon.matching import conform_inputs
+    from recon.parts import matched_parts, reported_of_parts
+    from recon.store import _EXCEPTION_COLUMNS, _exception_tables
+    from recon.summary import build_summary
+    from recon.workbook import WorkbookOptions, write_exception_workbook
+
+    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
+                            e["original_reference_no"], str(e["amount"]))
+                           for e in data["ledger"]])
+    inputs = conform_inputs(rows_frame(data["rows"]), payments_frame(data["payments"]),
+                            refunds_frame(data["refunds"]), ledger,
+                            open_items_frame(data["open_items"]))
+    whole = match_settlement(*inputs, context())
+    results = [result for result, _ in matched_parts(*inputs, context(), parts)]
+    if not results:
+        return
+    folder = tmp_path_factory.mktemp("flagged")
+    writer = FlaggedWriter(folder / "flagged")
+    for result in results:
+        writer.add(result.rows.loc[result.rows["category"] != cat.MATCHED])
+    reported = reported_of_parts(iter(results), inputs[4], context())
+    on_disk = dataclasses.replace(reported, rows=reported.rows.iloc[:0],
+                                  flagged=writer.finish())
+
+    def plain(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.loc[:, list(FLAGGED_COLUMNS)].astype(object).reset_index(drop=True)
+        return frame.where(frame.notna(), None)  # a missing date: None or NaN alike
+
+    for name in cat.ROW_CATEGORIES:
+        expected = whole.rows.loc[whole.rows["category"] == name] if name != cat.MATCHED \
+            else whole.rows.iloc[:0]
+        assert on_disk.flagged.counts[name] == len(expected)
+        for start in range(len(expected) + 1):
+            got = list(on_disk.flagged.batches(name, batch, start))
+            assert all(len(chunk) <= batch for chunk in got)
+            pd.testing.assert_frame_equal(
+                plain(pd.concat([on_disk.flagged.head(name, 0), *got])),
+                plain(expected.iloc[start:]), check_dtype=False, obj=f"{name} from {start}")
+
+    def exceptions(result: Any) -> list[str]:
+        return sorted(map(repr, pa.concat_tables(
+            [_EXCEPTION_COLUMNS.empty_table(), *_exception_tables(result, "M001", S, 7, batch)]
+        ).to_pylist()))
+
+    assert exceptions(on_disk) == exceptions(whole)
+    summary = build_summary(whole, "f.csv", "0" * 64, "csv", True)
+    options = WorkbookOptions(max_rows=max_rows)
+    books = {}
+    for label, result in (("disk", on_disk), ("whole", whole)):
+        (folder / label).mkdir()
+        books[label] = write_exception_workbook(result, summary, folder / label / "r.xlsx",
+                                                options=options)
+    assert _cells(books["disk"]) == _cells(books["whole"])
+    overflow = {label: {p.name: p.read_bytes() for p in (folder / label).glob("*.csv")}
+                for label in books}
+    assert overflow["disk"] == overflow["whole"]

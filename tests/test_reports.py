@@ -214,7 +214,7 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
     import pandas as pd
 
     from recon import workbook
-    from recon.workbook import Col, _spill, _values
+    from recon.workbook import Col, _Rows, _spill, _values
 
     cols = [Col("Text, quoted", "text"), Col("Money", "money", "money"),
             Col("Line", "int", "int"), Col("Time", "time", "time"),
@@ -240,12 +240,7 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
                                                                         strict=True)])
     expected.write(text.getvalue().encode("utf-8"))
     path = tmp_path_factory.mktemp("csv") / "overflow.csv"
-    batches = workbook._CSV_BATCH_ROWS
-    workbook._CSV_BATCH_ROWS = batch
-    try:
-        _spill(path, cols, frame)
-    finally:
-        workbook._CSV_BATCH_ROWS = batches
+    _spill(path, cols, _Rows(frame).chunks(0, len(frame), batch))
     assert path.read_bytes() == expected.getvalue()
 
 
