@@ -177,11 +177,17 @@ def match_in_parts_on_disk(inputs: PartInputs, ctx: MatchContext,
         for result in results:
             rows = result.rows
             flagged.add(rows.loc[rows["category"] != cat.MATCHED])
-            yield dataclasses.replace(result, rows=rows.iloc[:0])
+            yield dataclasses.replace(result, rows=_emptied(rows))
             del result, rows
 
     reported = reported_of_parts(kept(_matched(inputs, ctx, on_ledger)), inputs.open_items, ctx)
     return dataclasses.replace(reported, flagged=flagged.finish())
+
+
+def _emptied(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame of no rows with `frame`'s columns and types, holding none of its data (an
+    empty slice of an Arrow-backed text column keeps the column's buffers alive)."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in frame.dtypes.items()})
 
 
 def _matched(inputs: PartInputs, ctx: MatchContext,

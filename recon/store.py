@@ -1317,14 +1317,15 @@ class RunWriter:
                                        else self._begin(result.ledger, run))
                 finished = dt.datetime.now(dt.UTC)
                 conn = self._conn
-                written = 0
+                written = logged = 0
                 for exceptions in _exception_tables(result, merchant, day, run_id,
                                                     _WRITE_BATCH_ROWS):
                     _bulk_insert(conn, exc_t, exceptions)
                     written += exceptions.num_rows
-                    if written < result.exceptions:
-                        log.info("%s: %d of %d rows written", exc_t.name, written,
-                                 result.exceptions)
+                    if written - logged >= _PROGRESS_ROWS and written < result.exceptions:
+                        logged = written
+                        log.info("%s: %s of %s rows written", exc_t.name, f"{written:,}",
+                                 f"{result.exceptions:,}")
                 closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
                             for c in result.closures.itertuples(index=False)]
                 if closures:
@@ -1404,6 +1405,8 @@ def _write_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date, run_id
 
 #: Rows turned into COPY bytes, CSV or driver tuples at a time.
 _WRITE_BATCH_ROWS = 100_000
+#: A long write of exceptions logs its progress every this many rows.
+_PROGRESS_ROWS = 1_000_000
 
 
 def _ledger_columns(ledger: Ledger) -> tuple[dict[str, pa.Array], pa.Array]:

@@ -151,3 +151,24 @@ def test_a_run_in_parts_is_refused_on_a_cluster() -> None:
     prepared = prepare_task.fn(Settings(merchant_id="M001", parts=4), S)
     assert prepared.error.startswith("CONFIG: parts: a run in parts")
     assert prepared.parsed is None
+
+
+def test_a_part_s_result_kept_for_the_report_holds_none_of_its_rows() -> None:
+    """The empty rows a part's result keeps once its flagged rows are on disk have the
+    rows' columns and types but none of their data: an empty slice of an Arrow-backed
+    text column keeps the whole column's buffers (on a day of every row flagged, each
+    part's rows were kept so: 3.5 GiB at 10M rows)."""
+    from recon.inparts import _emptied
+
+    rows = pd.DataFrame({"reason": pd.Series(["no payment with this key"] * 1000, dtype="str"),
+                         "gross": pd.array(range(1000), dtype="Int64"),
+                         "category": pd.Series(["MISSING_IN_RECORDS"] * 1000,
+                                               dtype="category")})
+
+    def held(frame: pd.DataFrame) -> int:
+        return frame["reason"].array._pa_array.get_total_buffer_size()
+
+    assert held(rows.iloc[:0].copy()) == held(rows)  # what a slice would have kept
+    kept = _emptied(rows)
+    assert kept.empty and kept.dtypes.to_dict() == rows.dtypes.to_dict()
+    assert held(kept) < 100
