@@ -363,6 +363,15 @@ def tangled(draw: Any) -> dict[str, Any]:
     return data
 
 
+def _tangled_frames(data: dict[str, Any]) -> tuple[pd.DataFrame, ...]:
+    """A `tangled()` scenario's rows, payments, refunds, ledger and open items."""
+    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
+                            e["original_reference_no"], str(e["amount"]))
+                           for e in data["ledger"]])
+    return (rows_frame(data["rows"]), payments_frame(data["payments"]),
+            refunds_frame(data["refunds"]), ledger, open_items_frame(data["open_items"]))
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tangled(), st.integers(min_value=2, max_value=5))
 def test_matching_in_parts_gives_what_matching_the_whole_gives(
@@ -372,11 +381,7 @@ def test_matching_in_parts_gives_what_matching_the_whole_gives(
     the payments' groups are matched a part at a time."""
     from recon.parts import match_in_parts
 
-    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
-                            e["original_reference_no"], str(e["amount"]))
-                           for e in data["ledger"]])
-    inputs = (rows_frame(data["rows"]), payments_frame(data["payments"]),
-              refunds_frame(data["refunds"]), ledger, open_items_frame(data["open_items"]))
+    inputs = _tangled_frames(data)
     whole = match_settlement(*inputs, context())
     seen = []
     in_parts = match_in_parts(*inputs, context(), parts, on_ledger=seen.append)
@@ -417,12 +422,7 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
     from recon.summary import build_summary
     from recon.workbook import write_exception_workbook
 
-    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
-                            e["original_reference_no"], str(e["amount"]))
-                           for e in data["ledger"]])
-    inputs = conform_inputs(rows_frame(data["rows"]), payments_frame(data["payments"]),
-                            refunds_frame(data["refunds"]), ledger,
-                            open_items_frame(data["open_items"]))
+    inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())
     results = (result for result, _ in matched_parts(*inputs, context(), parts))
     try:
@@ -468,12 +468,7 @@ def test_flagged_rows_on_disk_report_as_the_whole_match_s(
     from recon.summary import build_summary
     from recon.workbook import WorkbookOptions, write_exception_workbook
 
-    ledger = ledger_frame([(e["settlement_date"], e["kind"], e["settle_key"], e["record_key"],
-                            e["original_reference_no"], str(e["amount"]))
-                           for e in data["ledger"]])
-    inputs = conform_inputs(rows_frame(data["rows"]), payments_frame(data["payments"]),
-                            refunds_frame(data["refunds"]), ledger,
-                            open_items_frame(data["open_items"]))
+    inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())
     results = [result for result, _ in matched_parts(*inputs, context(), parts)]
     if not results:
