@@ -49,7 +49,7 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 def _write(frame: pd.DataFrame, path: Path, **flag) -> Path:
     book = Workbook(write_only=True)
-    data = wb._table_sheet(book, "T", COLS, frame, path.with_suffix(".csv"),
+    data = wb._table_sheet(book, "T", COLS, wb._Rows(frame), path.with_suffix(".csv"),
                            wb.WorkbookOptions(), **flag)
     wb._save(book, [data] if data is not None else [], path)
     return path
