@@ -11,6 +11,8 @@ next rows the merge gives it, a run of rows in that part's file.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recon import categories as cat
-from recon.spill import disk_schema
+from recon.spill import disk_errors, disk_schema, make_folder
 
 #: The flagged rows' columns the workbook and the store read, as their frame types.
 FLAGGED_COLUMNS = {
@@ -33,6 +35,7 @@ FLAGGED_COLUMNS = {
 _SCHEMA = disk_schema(FLAGGED_COLUMNS)
 _LABELS = [name for name in FLAGGED_COLUMNS if name in
            {"payment_source", "match_rule", "record_status", "category"}]
+_WHAT = "the flagged rows"
 #: Rows per record batch in a part's file: what a read takes at the least.
 _FILE_BATCH_ROWS = 65_536
 
@@ -44,10 +47,14 @@ class FlaggedWriter:
         self.folder = folder
         self.counts = dict.fromkeys(cat.ROW_CATEGORIES, 0)
         self._part = 0
-        folder.mkdir(parents=True)
+        make_folder(folder, _WHAT)
 
     def add(self, rows: pd.DataFrame) -> None:
-        """A part's flagged rows, in file order."""
+        """A part's flagged rows, in file order (`SpillFailed` if the disk fails)."""
+        with disk_errors(self.folder, _WHAT):
+            self._add(rows)
+
+    def _add(self, rows: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(
             rows.loc[:, list(FLAGGED_COLUMNS)].astype(dict.fromkeys(_LABELS, "str")),
             schema=_SCHEMA, preserve_index=False).replace_schema_metadata(None)
@@ -66,36 +73,47 @@ class FlaggedWriter:
 
 
 class FlaggedRows:
-    """The flagged rows a `FlaggedWriter` wrote, by category, in file order."""
+    """The flagged rows a `FlaggedWriter` wrote, by category, in file order. The workbook
+    and the store read them at once, in threads of their own."""
 
     def __init__(self, folder: Path, counts: dict[str, int]) -> None:
         self.folder, self.counts = folder, counts
+        self._merges: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def batches(self, category: str, rows: int, start: int = 0) -> Iterator[pd.DataFrame]:
         """The category's rows from its `start`th on, `rows` at a time, in file order."""
         paths = sorted((self.folder / category).glob("part-*.arrow"))
         if not paths or start >= self.counts[category]:
             return
-        lines = [_column(path, "line_no") for path in paths]
-        of_part = np.concatenate([np.full(len(numbers), part, dtype=np.int32)
-                                  for part, numbers in enumerate(lines)])
-        of_part = of_part[np.argsort(np.concatenate(lines), kind="stable")]
-        del lines
-        cursors = [_Cursor(path) for path in paths]
-        for part, skipped in enumerate(np.bincount(of_part[:start], minlength=len(paths))):
-            cursors[part].take(int(skipped))
-        for at in range(start, len(of_part), rows):
-            taken = np.bincount(of_part[at:at + rows], minlength=len(paths))
-            pieces = [cursors[part].take(int(size)) for part, size in enumerate(taken)
-                      if size]
-            table = pa.concat_tables(pieces)
-            order = np.argsort(table.column("line_no").to_numpy(), kind="stable")
-            yield _frame(table.take(pa.array(order)))
+        of_part = self._merge(category, paths)
+        with contextlib.ExitStack() as files:
+            cursors = [files.enter_context(_Cursor(path)) for path in paths]
+            for part, skipped in enumerate(np.bincount(of_part[:start], minlength=len(paths))):
+                cursors[part].take(int(skipped))
+            for at in range(start, len(of_part), rows):
+                taken = np.bincount(of_part[at:at + rows], minlength=len(paths))
+                table = pa.concat_tables([cursors[part].take(int(size))
+                                          for part, size in enumerate(taken) if size])
+                order = np.argsort(table.column("line_no").to_numpy(), kind="stable")
+                yield _frame(table.take(pa.array(order)))
 
     def head(self, category: str, rows: int) -> pd.DataFrame:
         """The category's first `rows` rows."""
         return next(self.batches(category, max(rows, 1)),
                     _frame(_SCHEMA.empty_table())).iloc[:rows]
+
+    def _merge(self, category: str, paths: list[Path]) -> np.ndarray:
+        """The part of each of the category's rows in file order (4 bytes a row), from
+        the parts' line numbers, made once for every reader."""
+        with self._lock:
+            if category not in self._merges:
+                lines = [_column(path, "line_no") for path in paths]
+                of_part = np.concatenate([np.full(len(numbers), part, dtype=np.int32)
+                                          for part, numbers in enumerate(lines)])
+                self._merges[category] = of_part[np.argsort(np.concatenate(lines),
+                                                            kind="stable")]
+            return self._merges[category]
 
 
 def _column(path: Path, name: str) -> np.ndarray:
@@ -115,8 +133,14 @@ class _Cursor:
         self._next = 0
         self._left = _SCHEMA.empty_table()
 
+    def __enter__(self) -> _Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._source.close()
+
     def take(self, size: int) -> pa.Table:
-        pieces = []
+        pieces = [self._left.slice(0, 0)]
         while size:
             if not self._left.num_rows:
                 self._left = pa.Table.from_batches([self._reader.get_batch(self._next)])
@@ -125,9 +149,7 @@ class _Cursor:
             self._left = self._left.slice(piece.num_rows)
             pieces.append(piece)
             size -= piece.num_rows
-        if self._left.num_rows == 0 and self._next == self._reader.num_record_batches:
-            self._source.close()
-        return pa.concat_tables(pieces) if pieces else _SCHEMA.empty_table()
+        return pa.concat_tables(pieces)
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:

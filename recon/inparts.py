@@ -38,7 +38,7 @@ from recon.flagged import FlaggedWriter
 from recon.formats import FileFormat
 from recon.matching import Ledger, MatchContext, ReconResult, conform_inputs, match_settlement
 from recon.parts import open_item_payments, part_numbers, payment_groups, reported_of_parts
-from recon.schemas import PAYMENT_LABELS, concat_labelled, found_in, text_array
+from recon.schemas import PAYMENT_LABELS, concat_labelled, empty_frame, found_in, text_array
 from recon.spill import SpilledFile, spill_settlement_file
 from recon.store import (
     SpilledPayments,
@@ -177,17 +177,12 @@ def match_in_parts_on_disk(inputs: PartInputs, ctx: MatchContext,
         for result in results:
             rows = result.rows
             flagged.add(rows.loc[rows["category"] != cat.MATCHED])
-            yield dataclasses.replace(result, rows=_emptied(rows))
+            # Fresh: an empty slice of an Arrow-backed text column keeps its buffers.
+            yield dataclasses.replace(result, rows=empty_frame(rows.dtypes.to_dict()))
             del result, rows
 
     reported = reported_of_parts(kept(_matched(inputs, ctx, on_ledger)), inputs.open_items, ctx)
     return dataclasses.replace(reported, flagged=flagged.finish())
-
-
-def _emptied(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame of no rows with `frame`'s columns and types, holding none of its data (an
-    empty slice of an Arrow-backed text column keeps the column's buffers alive)."""
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in frame.dtypes.items()})
 
 
 def _matched(inputs: PartInputs, ctx: MatchContext,

@@ -94,7 +94,8 @@ class SchemaError(ValueError):
     """A frame handed to a stage does not have the declared columns."""
 
 
-def empty_frame(schema: Mapping[str, str]) -> pd.DataFrame:
+def empty_frame(schema: Mapping[str, Any]) -> pd.DataFrame:
+    """No rows, the columns of `schema` (names and pandas types), sharing no data."""
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
 
 

@@ -17,12 +17,13 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,12 +110,7 @@ def spill_settlement_file(
     if parts < 1:
         raise ValueError(f"parts must be 1 or more, not {parts}")
     shown = name or path.name
-    try:
-        folder.mkdir(parents=True)
-    except OSError as exc:
-        raise SpillFailed(f"{shown}: cannot make the spill folder {folder} "
-                          f"({exc.strerror})") from exc
-    try:
+    with spill_folder(folder, shown):
         batches = SettlementBatches(path, fmt, settlement_date, name=name,
                                     batch_bytes=batch_bytes)
         written, refund_rows = _write_batches(batches, folder, shown)
@@ -123,13 +119,39 @@ def spill_settlement_file(
         counts = _write_parts(written, folder, parts, groups, shown)
         return SpilledFile(folder=folder, parts=parts, part_rows=counts,
                            trailer=batches.trailer, sheet_format=batches.sheet_format)
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise SpillFailed(f"{shown}: cannot write its parts under {folder} "
-                          f"({exc.strerror or exc})") from exc
+
+
+@contextlib.contextmanager
+def spill_folder(folder: Path, what: str) -> Iterator[None]:
+    """`folder` made (`make_folder`) for `what` to be written under, and removed if the
+    writing fails; the disk's errors as `SpillFailed` (`disk_errors`)."""
+    make_folder(folder, what)
+    try:
+        with disk_errors(folder, what):
+            yield
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def make_folder(folder: Path, what: str) -> None:
+    """`folder` made for `what`; it must not exist."""
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise SpillFailed(f"{what}: cannot make the spill folder {folder} "
+                          f"({exc.strerror})") from exc
+
+
+@contextlib.contextmanager
+def disk_errors(folder: Path, what: str) -> Iterator[None]:
+    """The disk's errors (full, not writable) while `what` is written under `folder`, as
+    one-line `SpillFailed`."""
+    try:
+        yield
+    except OSError as exc:
+        raise SpillFailed(f"{what}: cannot write under {folder} ({exc.strerror or exc})"
+                          ) from exc
 
 
 def _write_batches(batches: SettlementBatches, folder: Path, shown: str

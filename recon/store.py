@@ -10,7 +10,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,7 +75,7 @@ from recon.schemas import (
     positions_in,
     text_array,
 )
-from recon.spill import PartWriter, SpillFailed, disk_schema, disk_table, read_part
+from recon.spill import PartWriter, disk_schema, disk_table, read_part, spill_folder
 from recon.tables import (
     metadata,
     ovo_payments,
@@ -494,31 +493,21 @@ def spill_window_payments(engine: Engine, merchant_id: str, covered: Sequence[dt
     the database at a time: memory for one batch, where the window whole is about a row
     of the file per payment. `folder` is made here (it must not exist) and removed when
     the spill fails: `StoreError` for the database, `SpillFailed` for the disk."""
-    try:
-        folder.mkdir(parents=True)
-    except OSError as exc:
-        raise SpillFailed(f"cannot make the spill folder {folder} ({exc.strerror})") from exc
     start, end = _window(covered)
-    try:
-        with PartWriter(folder, "payments", parts, disk_schema(PAYMENTS)) as writer:
-            for raw in _window_payment_batches(engine, merchant_id, start, end, batch_rows):
-                frame = _payment_frame(raw, merchant_id)
-                if frame.empty:
-                    continue
-                table = disk_table(frame, PAYMENTS, PAYMENT_LABELS)
-                numbers = part_numbers(frame["partner_reference_no"], groups, parts)
-                del frame
-                writer.add(table, numbers)
-    except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise database_error(engine, exc) from exc
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise SpillFailed(f"the window's payments: cannot write their parts under {folder} "
-                          f"({exc.strerror or exc})") from exc
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    with spill_folder(folder, "the window's payments"):
+        try:
+            with PartWriter(folder, "payments", parts, disk_schema(PAYMENTS)) as writer:
+                for raw in _window_payment_batches(engine, merchant_id, start, end,
+                                                   batch_rows):
+                    frame = _payment_frame(raw, merchant_id)
+                    if frame.empty:
+                        continue
+                    table = disk_table(frame, PAYMENTS, PAYMENT_LABELS)
+                    numbers = part_numbers(frame["partner_reference_no"], groups, parts)
+                    del frame
+                    writer.add(table, numbers)
+        except (SQLAlchemyError, adbc_driver_manager.Error) as exc:
+            raise database_error(engine, exc) from exc
     return SpilledPayments(writer.paths, writer.counts)
 
 
@@ -1078,11 +1067,8 @@ def _filled(size: int, value: str | None) -> pa.Array:
 #: The exceptions table's columns as a run writes them: money as exact text, dates as
 #: ISO text.
 _EXCEPTION_COLUMNS = pa.schema(
-    [(name, pa.int64() if name in {"run_id", "line_no"} else pa.large_string()) for name in (
-        "merchant_id", "settlement_date", "run_id", "category", "kind", "line_no",
-        "merchant_invoice", "refund_invoice", "ovo_reference_no", "record_key", "record_date",
-        "file_amount", "record_amount", "delta", "reason", "flags", "state",
-        "closed_by_date")])
+    [(c.name, pa.int64() if c.name in {"run_id", "line_no"} else pa.large_string())
+     for c in recon_exceptions.c if c.name not in {"exception_id", "closed_by_line"}])
 
 
 def _exception_tables(result: ReconResult, merchant_id: str, day: dt.date, run_id: int,

@@ -158,7 +158,7 @@ def test_a_part_s_result_kept_for_the_report_holds_none_of_its_rows() -> None:
     rows' columns and types but none of their data: an empty slice of an Arrow-backed
     text column keeps the whole column's buffers (on a day of every row flagged, each
     part's rows were kept so: 3.5 GiB at 10M rows)."""
-    from recon.inparts import _emptied
+    from recon.schemas import empty_frame
 
     rows = pd.DataFrame({"reason": pd.Series(["no payment with this key"] * 1000, dtype="str"),
                          "gross": pd.array(range(1000), dtype="Int64"),
@@ -169,6 +169,6 @@ def test_a_part_s_result_kept_for_the_report_holds_none_of_its_rows() -> None:
         return frame["reason"].array._pa_array.get_total_buffer_size()
 
     assert held(rows.iloc[:0].copy()) == held(rows)  # what a slice would have kept
-    kept = _emptied(rows)
+    kept = empty_frame(rows.dtypes.to_dict())
     assert kept.empty and kept.dtypes.to_dict() == rows.dtypes.to_dict()
     assert held(kept) < 100
