@@ -79,8 +79,8 @@ source = "{tmp_path / 'inbox'}"
 report_dir = "{tmp_path / 'reports'}"
 archive_dir = "{tmp_path / 'archive'}"
 outbox = "{tmp_path / 'outbox'}"
-# Today's file is never polled for: on a working day before noon WIB the default deadline
-# would keep the no-date run waiting past this test's patience.
+# Today's file is absent: on a working day before its deadline (WIB) the no-date run would
+# wait for it until then; a deadline at midnight has always passed.
 file_deadline = "00:00"
 """)
     env = prefect_server
