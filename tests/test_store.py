@@ -440,8 +440,10 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
 
     _window_refunds = store._window_refunds
     monkeypatch.setattr(store, "_window_refunds", window_refunds)
-    loaded = store._load_window(engine, "M001", S, WorkingCalendar().covered_dates(S), True)
-    payments, refunds = loaded.payments, loaded.refunds
+    given: list[pd.DataFrame] = []
+    store._load_window(engine, "M001", S, WorkingCalendar().covered_dates(S), True,
+                       lambda *records: given.extend(records))
+    payments, refunds = given
     engine.dispose()
     assert (len(payments), len(refunds)) == (100_000, 2000)
 
@@ -614,6 +616,62 @@ def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
     with pytest.raises(ValueError, match="the window loaded is"):
         load_run_inputs(engine, "M002", S, COVERED, rows,
                         WindowLoad(engine, "M001", S, COVERED))
+    engine.dispose()
+
+
+def test_the_loader_goes_on_while_the_windows_ledger_join_runs(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window hands its payments and refunds over before its ledger entries: the
+    loader looks the file's other keys up while the ledger's join runs (held here until
+    the loader has done so), and the entries the join finds are in the load. A join that
+    fails after the payments were handed over is the load's one-line database error."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import OperationalError
+
+    from recon import store
+    from recon.calendar import WIB
+    from recon.records import insert_records
+    from recon.tables import recon_ledger
+
+    engine = make_engine(database_url)
+    init_db(engine)
+    insert_records(engine, [_payment("P-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
+                            _payment("P-OLD", dt.datetime(2026, 10, 1, 12, tzinfo=WIB))])
+    with engine.begin() as conn:
+        conn.execute(insert(recon_ledger), [
+            {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
+             "kind": "PAYMENT", "settle_key": key, "record_key": key,
+             "original_reference_no": key, "amount": Decimal("1.00"), "line_no": line}
+            for line, key in ((7, "P-WINDOW"), (8, "P-OLD"))])
+    looked_up = threading.Event()
+    named_ledger, window_ledger = store._named_ledger, store._window_ledger
+
+    def named(*args: Any) -> pd.DataFrame:
+        found = named_ledger(*args)
+        looked_up.set()
+        return found
+
+    def held(*args: Any) -> pd.DataFrame:
+        if not looked_up.wait(20):
+            raise AssertionError("the loader waited for the window's ledger join")
+        return window_ledger(*args)
+
+    monkeypatch.setattr(store, "_named_ledger", named)
+    monkeypatch.setattr(store, "_window_ledger", held)
+    rows = rows_frame([payment_row("P-WINDOW", "1.00"), payment_row("P-OLD", "1.00")])
+    inputs = load_run_inputs(engine, "M001", S, COVERED, rows,
+                             WindowLoad(engine, "M001", S, COVERED))
+    assert sorted(inputs.ledger["line_no"]) == [7, 8]
+
+    def failed(*args: Any) -> pd.DataFrame:
+        raise OperationalError("SELECT ... FROM recon_ledger", {},
+                               Exception("canceling statement due to statement timeout"))
+
+    monkeypatch.setattr(store, "_window_ledger", failed)
+    with pytest.raises(StoreError) as caught:
+        load_run_inputs(engine, "M001", S, COVERED, rows, WindowLoad(engine, "M001", S, COVERED))
+    assert "statement timeout" in caught.value.one_line()
+    assert "\n" not in caught.value.one_line()
     engine.dispose()
 
 
