@@ -4,6 +4,7 @@ the same data against the baselines (DuckDB SQL, datacompy, pandas.read_sql).
 
     make bench                      # N = 1,000,000
     BENCH_ROWS=200000 make bench
+    BENCH_ROUNDS=5 make bench       # each same-data figure the median of 5 rounds (3)
 
 Figures are printed and written to bench/out/results.md; nothing here asserts a time.
 """
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,23 @@ def run_recon(database: str, folder: Path, label: str, api_url: str,
     return {"total": total, "phases": phases}
 
 
+#: Each same-data figure is the median of this many timed rounds (`BENCH_ROUNDS`), the
+#: baselines' and the project's alike: one round of the same code moved by a third from
+#: run to run on this machine.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+
+
+def median_seconds(task: Callable[[], object], rounds: int | None = None) -> float:
+    """The median wall-clock seconds of `rounds` calls of `task` (ROUNDS by default)."""
+    times = []
+    for _ in range(rounds or ROUNDS):
+        gc.collect()
+        started = time.perf_counter()
+        task()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
 def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
     import datacompy
     import duckdb
@@ -247,48 +265,54 @@ def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -
     payments["transaction_date"] = wib_dates(payments["transaction_time"])
     results: dict[str, float] = {}
 
-    started = time.perf_counter()
-    con = duckdb.connect()
-    con.register("records", data["payments"][["partner_reference_no", "amount"]])
-    con.execute(f"""
-        SELECT category, count(*) FROM (
-          SELECT CASE WHEN r.partner_reference_no IS NULL THEN 'MISSING_IN_RECORDS'
-                      WHEN s.MerchantInvoice IS NULL THEN 'MISSING_IN_SETTLEMENT'
-                      WHEN TRY_CAST(s.GrossAmount AS DECIMAL(18,2)) * 100 <> r.amount
-                        THEN 'AMOUNT_MISMATCH'
-                      ELSE 'MATCHED' END AS category
-          FROM (SELECT * FROM read_csv('{path}', all_varchar = true)
-                WHERE TransactionType = 'PAYMENT') s
-          FULL OUTER JOIN records r ON s.MerchantInvoice = r.partner_reference_no)
-        GROUP BY category""").fetchall()
-    results["duckdb baseline: read + join + classify"] = time.perf_counter() - started
+    def duck() -> None:
+        con = duckdb.connect()
+        con.register("records", data["payments"][["partner_reference_no", "amount"]])
+        con.execute(f"""
+            SELECT category, count(*) FROM (
+              SELECT CASE WHEN r.partner_reference_no IS NULL THEN 'MISSING_IN_RECORDS'
+                          WHEN s.MerchantInvoice IS NULL THEN 'MISSING_IN_SETTLEMENT'
+                          WHEN TRY_CAST(s.GrossAmount AS DECIMAL(18,2)) * 100 <> r.amount
+                            THEN 'AMOUNT_MISMATCH'
+                          ELSE 'MATCHED' END AS category
+              FROM (SELECT * FROM read_csv('{path}', all_varchar = true)
+                    WHERE TransactionType = 'PAYMENT') s
+              FULL OUTER JOIN records r ON s.MerchantInvoice = r.partner_reference_no)
+            GROUP BY category""").fetchall()
+        con.close()
 
-    started = time.perf_counter()
-    parsed = read_settlement_file(path, OVO_V1, S)
-    ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
-    match_settlement(parsed.rows, payments, empty_frame(REFUNDS), empty_frame(LEDGER),
-                     empty_frame(OPEN_ITEMS), ctx)
-    results["recon: read + match + classify"] = time.perf_counter() - started
+    results["duckdb baseline: read + join + classify"] = median_seconds(duck)
 
-    started = time.perf_counter()
-    settlement = pd.read_csv(path, dtype=str, keep_default_na=False)
-    settlement = settlement.loc[settlement["TransactionType"] == "PAYMENT"]
-    left = pd.DataFrame({"key": settlement["MerchantInvoice"],
-                         "amount": pd.to_numeric(settlement["GrossAmount"], errors="coerce")})
-    right = pd.DataFrame({"key": data["payments"]["partner_reference_no"],
-                          "amount": data["payments"]["amount"] / 100})
-    left = left.drop_duplicates("key")
-    datacompy.PandasCompare(left, right, join_columns="key").all_mismatch()
-    results["datacompy PandasCompare on key and amount"] = time.perf_counter() - started
+    def recon() -> None:
+        parsed = read_settlement_file(path, OVO_V1, S)
+        ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
+        match_settlement(parsed.rows, payments, empty_frame(REFUNDS), empty_frame(LEDGER),
+                         empty_frame(OPEN_ITEMS), ctx)
+
+    results["recon: read + match + classify"] = median_seconds(recon)
+
+    def compare() -> None:
+        settlement = pd.read_csv(path, dtype=str, keep_default_na=False)
+        settlement = settlement.loc[settlement["TransactionType"] == "PAYMENT"]
+        left = pd.DataFrame({"key": settlement["MerchantInvoice"], "amount": pd.to_numeric(
+            settlement["GrossAmount"], errors="coerce")})
+        right = pd.DataFrame({"key": data["payments"]["partner_reference_no"],
+                              "amount": data["payments"]["amount"] / 100})
+        left = left.drop_duplicates("key")
+        datacompy.PandasCompare(left, right, join_columns="key").all_mismatch()
+
+    results["datacompy PandasCompare on key and amount"] = median_seconds(compare)
 
     if pg_url:
         from sqlalchemy import create_engine
 
         engine = create_engine(pg_url)
-        started = time.perf_counter()
-        pd.read_sql("SELECT partner_reference_no, reference_no, merchant_id, amount, "
-                    "pay_option, status, transaction_time FROM ovo_payments", engine)
-        results["pandas.read_sql of the payments (PostgreSQL)"] = time.perf_counter() - started
+        results["pandas.read_sql of the payments (PostgreSQL)"] = median_seconds(
+            lambda: pd.read_sql("SELECT partner_reference_no, reference_no, merchant_id, "
+                                "amount, pay_option, status, transaction_time "
+                                "FROM ovo_payments", engine))
+        engine.dispose()
+        parsed = read_settlement_file(path, OVO_V1, S)
         results[RERUN_LOAD] = time_loader(pg_url, parsed.rows)
         results[NEXT_DAY_LOAD] = time_loader_after_a_day(pg_url, parsed.rows)
     return results
@@ -407,8 +431,9 @@ def vacuum_ledger(pg_url: str) -> None:
 
 
 def time_loader(pg_url: str, rows: pd.DataFrame) -> float:
-    """The project's loader, as a run calls it (without the window loaded ahead); the
-    second of two loads, so that connections and the database's caches are warm."""
+    """The project's loader, as a run calls it (without the window loaded ahead): the
+    median of ROUNDS loads after a first, so that connections and the database's caches
+    are warm."""
     from sqlalchemy import create_engine
 
     from recon.calendar import WorkingCalendar
@@ -417,9 +442,7 @@ def time_loader(pg_url: str, rows: pd.DataFrame) -> float:
     engine = create_engine(pg_url)
     covered = WorkingCalendar().covered_dates(S)
     load_run_inputs(engine, MERCHANT, S, covered, rows)
-    started = time.perf_counter()
-    load_run_inputs(engine, MERCHANT, S, covered, rows)
-    seconds = time.perf_counter() - started
+    seconds = median_seconds(lambda: load_run_inputs(engine, MERCHANT, S, covered, rows))
     engine.dispose()
     return seconds
 
@@ -552,7 +575,8 @@ def main() -> None:
         lines.append(f"| {phase} | " + " | ".join(cells) + " |")
     lines.append("| end to end (the command; persist and workbook overlap) | "
                  + " | ".join(f"{r['total']:.1f} s" for r in runs.values()) + " |")
-    lines += ["", "| same data | seconds |", "|---|---|"]
+    lines += ["", f"Same data, each figure the median of {ROUNDS} timed rounds:", "",
+              "| same data | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in compare.items()]
     if compare:
         own = compare["recon: read + match + classify"]
