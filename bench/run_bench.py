@@ -233,13 +233,13 @@ def run_recon(database: str, folder: Path, label: str, api_url: str,
 #: Each same-data figure is the median of this many timed rounds (`BENCH_ROUNDS`), the
 #: baselines' and the project's alike: one round of the same code moved by a third from
 #: run to run on this machine.
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", 3)))
 
 
-def median_seconds(task: Callable[[], object], rounds: int | None = None) -> float:
-    """The median wall-clock seconds of `rounds` calls of `task` (ROUNDS by default)."""
+def median_seconds(task: Callable[[], object]) -> float:
+    """The median wall-clock seconds of ROUNDS calls of `task`."""
     times = []
-    for _ in range(rounds or ROUNDS):
+    for _ in range(ROUNDS):
         gc.collect()
         started = time.perf_counter()
         task()

@@ -435,11 +435,13 @@ class WindowLoad:
     def records(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window's payments and refunds, handed over once: this object does not keep
         a million rows alive for the rest of the run."""
-        return _taken(self, "_records")
+        future, self._records = self._records, _taken_already()
+        return future.result()
 
     def ledger(self) -> pd.DataFrame:
         """The window's ledger entries, handed over once."""
-        return _taken(self, "_ledger")
+        future, self._ledger = self._ledger, _taken_already()
+        return future.result()
 
     def result(self) -> Window:
         """The whole window, handed over once."""
@@ -452,13 +454,11 @@ class WindowLoad:
             futures_wait([self._records, self._ledger])
 
 
-def _taken(load: WindowLoad, name: str) -> Any:
-    """The result of `load`'s future `name`, which is replaced by one that says so."""
-    future: Future[Any] = getattr(load, name)
+def _taken_already() -> Future[Any]:
+    """What stands for a part of a window's load once it is handed over."""
     taken: Future[Any] = Future()
     taken.set_exception(RuntimeError("the window's load was taken already"))
-    setattr(load, name, taken)
-    return future.result()
+    return taken
 
 
 @dataclass(frozen=True)
@@ -601,10 +601,15 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
         # The database finds the refunds and joins the ledger while the payments become a
         # frame here.
         refunds, ledger = Future[pd.DataFrame](), Future[pd.DataFrame]()
-        threading.Thread(target=_settle_future, name="recon-window-queries", daemon=True,
-                         args=(ledger, partial(_window_queries_in_turn, arrow, merchant_id,
-                                               settlement_date, start, end, table.num_rows,
-                                               refunds))).start()
+        payments = table.num_rows
+
+        def queries() -> pd.DataFrame:  # the refunds as soon as found, then the entries
+            _settle_future(refunds, partial(_window_refunds, arrow, merchant_id, start, end))
+            refunds.result()  # the refunds' failure is the ledger's too
+            return _window_ledger(arrow, merchant_id, settlement_date, start, end, payments)
+
+        threading.Thread(target=_settle_future, args=(ledger, queries),
+                         name="recon-window-queries", daemon=True).start()
         try:
             # Each column in one chunk (ADBC sends a batch at a time), one at a time.
             names, columns = table.column_names, table.columns
@@ -617,19 +622,6 @@ def _arrow_window(engine: Engine, merchant_id: str, settlement_date: dt.date,
             return ledger.result()
         finally:
             futures_wait([ledger])  # the connection is not closed under its queries
-
-
-def _window_queries_in_turn(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
-                            lo: Any, hi: Any, payments: int,
-                            refunds: Future[pd.DataFrame]) -> pd.DataFrame:
-    """`_window_queries`, the refunds into `refunds` as soon as they are found (a failure
-    into it too), and then the ledger's entries, returned."""
-    try:
-        refunds.set_result(_window_refunds(lookups, merchant_id, lo, hi))
-    except BaseException as exc:
-        refunds.set_exception(exc)
-        raise
-    return _window_ledger(lookups, merchant_id, settlement_date, lo, hi, payments)
 
 
 def _window_queries(lookups: _Lookups, merchant_id: str, settlement_date: dt.date,
