@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipelines.logs import prepare_prefect_environment
+from recon import reader
 
 prepare_prefect_environment()
 
@@ -52,6 +53,15 @@ def _restore_recon_environment() -> Iterator[None]:
         if key not in saved:
             del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _columns_parsed_two_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file a test reads, however few its rows, has its columns parsed two at a time
+    on two threads, as a file of a day's rows has: the golden cases and the properties
+    hold for that path. The path of small files, one column after another, is tested
+    beside it in test_reader.py."""
+    monkeypatch.setattr(reader, "PARALLEL_ROWS", 0)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

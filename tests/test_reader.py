@@ -249,11 +249,48 @@ def test_unreadable_rows_keep_line_and_reason(tmp_path: Path, changes: dict[str,
     assert reason in bad["invalid_reason"]
 
 
+#: Rows with each fault a field can have, one or more per row.
+FAULTS = [{"GrossAmount": "abc"}, {"GrossAmount": "", "MDRAmount": "1.234"},
+          {"NetAmount": "1,5", "TaxAmount": " "}, {"TransactionDateTime": "27/11/2026"},
+          {"TransactionDateTime": "2026-02-30 10:00:00", "SettlementDate": "30-11-2026"},
+          {"TransactionDateTime": "2026-11-27T10:00:00+08:00"},
+          {"MerchantInvoice": "  ", "TransactionType": "VOID"},
+          {"PaymentSource": "GoPay", "TransactionType": "refund"},
+          {"PaymentSource": "ovo points", "SettlementDate": "2026-11-30 00:00"}]
+
+
+@pytest.fixture(params=["in turn", "two at a time"])
+def parse_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The columns of every file read parsed one after another (as a file of fewer than
+    `reader.PARALLEL_ROWS` rows has them), or two at a time on two threads (conftest's
+    default for the tests)."""
+    monkeypatch.setattr(reader, "PARALLEL_ROWS", 10**12 if request.param == "in turn" else 0)
+    return str(request.param)
+
+
+def test_columns_parsed_two_at_a_time_read_as_those_parsed_in_turn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cycle = [*FAULTS, {}]  # every tenth row fine
+    rows = [row(**{"MerchantInvoice": f"INV-{i}", **cycle[i % len(cycle)]}) for i in range(300)]
+    path = write_settlement_csv(rows, tmp_path / "f.csv", trailer=False)
+    read_as = {}
+    for threshold in (10**12, 0):
+        monkeypatch.setattr(reader, "PARALLEL_ROWS", threshold)
+        read_as[threshold] = read(path).rows
+    said = " ".join(read_as[0]["invalid_reason"])
+    for problem in ("is empty", "is not a decimal amount", "is not a date and time",
+                    "is not a YYYY-MM-DD date", "is not PAYMENT or REFUND",
+                    "is not OVO Cash or OVO Points"):
+        assert problem in said
+    pd.testing.assert_frame_equal(read_as[0], read_as[10**12])
+
+
 @pytest.mark.parametrize("write", [write_settlement_csv, write_settlement_xlsx])
 def test_a_row_of_several_faults_lists_them_in_the_columns_order(
-        tmp_path: Path, write: Callable[..., Path]) -> None:
+        tmp_path: Path, write: Callable[..., Path], parse_threads: str) -> None:
     """A row's reasons come in the order of the format's columns, on Arrow's path as on
-    the general one (an XLSX), among thousands of rows that are fine."""
+    the general one (an XLSX), among thousands of rows that are fine, its columns parsed
+    in turn or two at a time."""
     faults = {"TransactionDateTime": "yesterday", "MerchantInvoice": "",
               "TransactionType": "VOID", "PaymentSource": "Gopay", "GrossAmount": "",
               "NetAmount": "12.345"}
