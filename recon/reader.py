@@ -749,8 +749,11 @@ def _grid_of(name: str, suffix: str, holder: list[bytes], fmt: FileFormat,
 #: another took 0.44-0.52 s on two cores. Fewer rows are parsed in turn.
 PARALLEL_ROWS = 100_000
 
-#: The column kinds whose texts are parsed, not taken as they are.
-_PARSED_KINDS = (MONEY, DATETIME, DATE, TRANSACTION_TYPE, PAYMENT_SOURCE)
+#: The column kinds whose texts are parsed, not taken as they are, and what a row's
+#: reason says of a text that cannot be parsed.
+_NOT_PARSED = {MONEY: "is not a decimal amount", DATETIME: "is not a date and time",
+               DATE: "is not a YYYY-MM-DD date", TRANSACTION_TYPE: "is not PAYMENT or REFUND",
+               PAYMENT_SOURCE: "is not OVO Cash or OVO Points"}
 
 
 def _parsed(values: pd.Series, kind: str, fmt: FileFormat) -> tuple[pd.Series, ...]:
@@ -773,7 +776,7 @@ def _parsed(values: pd.Series, kind: str, fmt: FileFormat) -> tuple[pd.Series, .
 def _parsed_columns(raw: pd.DataFrame, fmt: FileFormat) -> dict[str, tuple[pd.Series, ...]]:
     """`_parsed` of each of the format's parsed columns, by field: two at a time, the
     slowest (the times) first, from PARALLEL_ROWS rows."""
-    columns = sorted((col for col in fmt.columns if col.kind in _PARSED_KINDS),
+    columns = sorted((col for col in fmt.columns if col.kind in _NOT_PARSED),
                      key=lambda col: col.kind != DATETIME)
     if len(raw) < PARALLEL_ROWS:
         return {col.field: _parsed(raw[col.field], col.kind, fmt) for col in columns}
@@ -793,32 +796,21 @@ def _rows_of(grid: _Grid, fmt: FileFormat) -> pd.DataFrame:
 
     for col in fmt.columns:
         values = raw[col.field]
-        if col.kind == MONEY:
-            frame[col.field], bad = parsed[col.field]
-            empty = values == ""
-            reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
-            reasons = _add_reason(reasons, bad & ~empty,
-                                  _described(col.header, values, "is not a decimal amount"))
-        elif col.kind == DATETIME:
-            frame[col.field], frame["transaction_date"], bad = parsed[col.field]
-            reasons = _add_reason(reasons, bad,
-                                  _described(col.header, values, "is not a date and time"))
-        elif col.kind == DATE:
-            frame[col.field], bad = parsed[col.field]
-            reasons = _add_reason(reasons, bad,
-                                  _described(col.header, values, "is not a YYYY-MM-DD date"))
-        elif col.kind == TRANSACTION_TYPE:
-            frame[col.field], bad = parsed[col.field]
-            reasons = _add_reason(reasons, bad,
-                                  _described(col.header, values, "is not PAYMENT or REFUND"))
-        elif col.kind == PAYMENT_SOURCE:
-            frame[col.field], bad = parsed[col.field]
-            reasons = _add_reason(
-                reasons, bad, _described(col.header, values, "is not OVO Cash or OVO Points"))
-        else:
+        if col.kind not in _NOT_PARSED:
             frame[col.field] = values
             if col.mandatory_value:
                 reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
+            continue
+        *columns, bad = parsed[col.field]
+        frame[col.field] = columns[0]
+        if col.kind == DATETIME:
+            frame["transaction_date"] = columns[1]
+        if col.kind == MONEY:  # an empty amount is said to be empty
+            empty = values == ""
+            reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
+            bad = bad & ~empty
+        reasons = _add_reason(reasons, bad,
+                              _described(col.header, values, _NOT_PARSED[col.kind]))
     frame["invalid_reason"] = reasons
     for field in SETTLEMENT_LABELS:
         frame[field] = frame[field].astype("category")

@@ -259,12 +259,15 @@ FAULTS = [{"GrossAmount": "abc"}, {"GrossAmount": "", "MDRAmount": "1.234"},
           {"PaymentSource": "ovo points", "SettlementDate": "2026-11-30 00:00"}]
 
 
-@pytest.fixture(params=["in turn", "two at a time"])
+#: `reader.PARALLEL_ROWS` for a file's columns parsed one after another (as a file of
+#: fewer rows has them), or two at a time on two threads (conftest's default for the tests).
+PARSED = {"in turn": 10**12, "two at a time": 0}
+
+
+@pytest.fixture(params=list(PARSED))
 def parse_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The columns of every file read parsed one after another (as a file of fewer than
-    `reader.PARALLEL_ROWS` rows has them), or two at a time on two threads (conftest's
-    default for the tests)."""
-    monkeypatch.setattr(reader, "PARALLEL_ROWS", 10**12 if request.param == "in turn" else 0)
+    """The columns of every file read parsed as `PARSED` says."""
+    monkeypatch.setattr(reader, "PARALLEL_ROWS", PARSED[request.param])
     return str(request.param)
 
 
@@ -274,15 +277,15 @@ def test_columns_parsed_two_at_a_time_read_as_those_parsed_in_turn(
     rows = [row(**{"MerchantInvoice": f"INV-{i}", **cycle[i % len(cycle)]}) for i in range(300)]
     path = write_settlement_csv(rows, tmp_path / "f.csv", trailer=False)
     read_as = {}
-    for threshold in (10**12, 0):
+    for way, threshold in PARSED.items():
         monkeypatch.setattr(reader, "PARALLEL_ROWS", threshold)
-        read_as[threshold] = read(path).rows
-    said = " ".join(read_as[0]["invalid_reason"])
+        read_as[way] = read(path).rows
+    said = " ".join(read_as["two at a time"]["invalid_reason"])
     for problem in ("is empty", "is not a decimal amount", "is not a date and time",
                     "is not a YYYY-MM-DD date", "is not PAYMENT or REFUND",
                     "is not OVO Cash or OVO Points"):
         assert problem in said
-    pd.testing.assert_frame_equal(read_as[0], read_as[10**12])
+    pd.testing.assert_frame_equal(read_as["two at a time"], read_as["in turn"])
 
 
 @pytest.mark.parametrize("write", [write_settlement_csv, write_settlement_xlsx])
