@@ -28,6 +28,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recon.money import minor_text
+
+if TYPE_CHECKING:
+    from recon.matching import ReconResult
 
 ROOT = Path(__file__).resolve().parent.parent
 S = dt.date(2026, 11, 30)
@@ -247,61 +251,83 @@ def median_seconds(task: Callable[[], object]) -> float:
     return float(np.median(times))
 
 
-def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
-    import datacompy
+def duckdb_baseline(path: Path, payments: pd.DataFrame) -> None:
+    """The issue's DuckDB SQL baseline: read the CSV, full outer join on MerchantInvoice =
+    partner_reference_no, classify missing, unknown and amount mismatch."""
     import duckdb
 
+    con = duckdb.connect()
+    con.register("records", payments[["partner_reference_no", "amount"]])
+    con.execute(f"""
+        SELECT category, count(*) FROM (
+          SELECT CASE WHEN r.partner_reference_no IS NULL THEN 'MISSING_IN_RECORDS'
+                      WHEN s.MerchantInvoice IS NULL THEN 'MISSING_IN_SETTLEMENT'
+                      WHEN TRY_CAST(s.GrossAmount AS DECIMAL(18,2)) * 100 <> r.amount
+                        THEN 'AMOUNT_MISMATCH'
+                      ELSE 'MATCHED' END AS category
+          FROM (SELECT * FROM read_csv('{path}', all_varchar = true)
+                WHERE TransactionType = 'PAYMENT') s
+          FULL OUTER JOIN records r ON s.MerchantInvoice = r.partner_reference_no)
+        GROUP BY category""").fetchall()
+    con.close()
+
+
+def typed_payments(payments: pd.DataFrame) -> pd.DataFrame:
+    """The generated payments as the match takes them (the PAYMENTS columns it reads)."""
+    from recon.reader import wib_dates
+
+    typed = payments.assign(
+        amount=lambda f: f["amount"].astype("Int64"), store_id="",
+        transaction_time=lambda f: pd.to_datetime(f["transaction_time"]).dt.tz_localize("UTC"))
+    typed["transaction_date"] = wib_dates(typed["transaction_time"])
+    return typed
+
+
+def read_and_match(path: Path, payments: pd.DataFrame) -> ReconResult:
+    """The project's read of the file and its match against `payments` (`typed_payments`),
+    with no refunds, ledger or open items: what the baselines are compared with."""
     from recon.calendar import WorkingCalendar
     from recon.config import FeeRules
     from recon.formats import OVO_V1
     from recon.matching import MatchContext, match_settlement
-    from recon.reader import read_settlement_file, wib_dates
+    from recon.reader import read_settlement_file
     from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
 
+    parsed = read_settlement_file(path, OVO_V1, S)
+    ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
+    return match_settlement(parsed.rows, payments, empty_frame(REFUNDS), empty_frame(LEDGER),
+                            empty_frame(OPEN_ITEMS), ctx)
+
+
+def datacompy_compare(path: Path, payments: pd.DataFrame) -> None:
+    """The issue's datacompy baseline: `PandasCompare` of the file's payment rows and the
+    payments, on key and amount."""
+    import datacompy
+
+    settlement = pd.read_csv(path, dtype=str, keep_default_na=False)
+    settlement = settlement.loc[settlement["TransactionType"] == "PAYMENT"]
+    left = pd.DataFrame({"key": settlement["MerchantInvoice"], "amount": pd.to_numeric(
+        settlement["GrossAmount"], errors="coerce")})
+    right = pd.DataFrame({"key": payments["partner_reference_no"],
+                          "amount": payments["amount"] / 100})
+    left = left.drop_duplicates("key")
+    datacompy.PandasCompare(left, right, join_columns="key").all_mismatch()
+
+
+def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
+    from recon.formats import OVO_V1
+    from recon.reader import read_settlement_file
+
     path = next((folder / "inbox").glob("*.csv"))
-    payments = data["payments"].assign(
-        amount=lambda f: f["amount"].astype("Int64"), store_id="",
-        transaction_time=lambda f: pd.to_datetime(f["transaction_time"]).dt.tz_localize("UTC"))
-    payments["transaction_date"] = wib_dates(payments["transaction_time"])
+    payments = typed_payments(data["payments"])
     results: dict[str, float] = {}
+    results["duckdb baseline: read + join + classify"] = median_seconds(
+        lambda: duckdb_baseline(path, data["payments"]))
+    results["recon: read + match + classify"] = median_seconds(
+        lambda: read_and_match(path, payments))
 
-    def duck() -> None:
-        con = duckdb.connect()
-        con.register("records", data["payments"][["partner_reference_no", "amount"]])
-        con.execute(f"""
-            SELECT category, count(*) FROM (
-              SELECT CASE WHEN r.partner_reference_no IS NULL THEN 'MISSING_IN_RECORDS'
-                          WHEN s.MerchantInvoice IS NULL THEN 'MISSING_IN_SETTLEMENT'
-                          WHEN TRY_CAST(s.GrossAmount AS DECIMAL(18,2)) * 100 <> r.amount
-                            THEN 'AMOUNT_MISMATCH'
-                          ELSE 'MATCHED' END AS category
-              FROM (SELECT * FROM read_csv('{path}', all_varchar = true)
-                    WHERE TransactionType = 'PAYMENT') s
-              FULL OUTER JOIN records r ON s.MerchantInvoice = r.partner_reference_no)
-            GROUP BY category""").fetchall()
-        con.close()
-
-    results["duckdb baseline: read + join + classify"] = median_seconds(duck)
-
-    def recon() -> None:
-        parsed = read_settlement_file(path, OVO_V1, S)
-        ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
-        match_settlement(parsed.rows, payments, empty_frame(REFUNDS), empty_frame(LEDGER),
-                         empty_frame(OPEN_ITEMS), ctx)
-
-    results["recon: read + match + classify"] = median_seconds(recon)
-
-    def compare() -> None:
-        settlement = pd.read_csv(path, dtype=str, keep_default_na=False)
-        settlement = settlement.loc[settlement["TransactionType"] == "PAYMENT"]
-        left = pd.DataFrame({"key": settlement["MerchantInvoice"], "amount": pd.to_numeric(
-            settlement["GrossAmount"], errors="coerce")})
-        right = pd.DataFrame({"key": data["payments"]["partner_reference_no"],
-                              "amount": data["payments"]["amount"] / 100})
-        left = left.drop_duplicates("key")
-        datacompy.PandasCompare(left, right, join_columns="key").all_mismatch()
-
-    results["datacompy PandasCompare on key and amount"] = median_seconds(compare)
+    results["datacompy PandasCompare on key and amount"] = median_seconds(
+        lambda: datacompy_compare(path, data["payments"]))
 
     if pg_url:
         from sqlalchemy import create_engine
