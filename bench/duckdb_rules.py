@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from run_bench import (
     read_and_match,
     typed_payments,
 )
+
+if TYPE_CHECKING:
+    import duckdb
 
 #: The dates the benchmark's settlement date covers (WIB): the 27th to the 29th.
 COVERED = ("2026-11-27", "2026-11-29")
@@ -65,7 +69,7 @@ PAYMENT_CATEGORY = f"""
          ELSE 'MATCHED' END"""
 
 
-def _connect(records: pd.DataFrame) -> object:
+def _connect(records: pd.DataFrame) -> duckdb.DuckDBPyConnection:
     import duckdb
 
     con = duckdb.connect()
