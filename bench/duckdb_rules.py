@@ -12,17 +12,18 @@ queries could come.
   categories in the specification's order (a second time in the file, no record, not
   paid, amount, timing, the net arithmetic); the exceptions into pandas.
 - "duckdb, typed read with line numbers": the same, each row numbered as it is read
-  (the ledger and the workbook name every row by its line).
+  (the ledger keeps every row's line, the workbook each exception's).
 - "duckdb, the reader's checks": every field read as text with its row's line number,
   typed and checked with a one-line reason per field as the reader does; then the same
   payment categories, invalid rows, refund rows without a refund record, and the paid
   payments no valid row settles (missing in settlement); exceptions and missing into
-  pandas, counts and sums by category.
+  pandas, counts by category.
 - "recon": `run_bench.read_and_match`, every rule of the specification.
 
-Neither DuckDB query has refunds by three keys, duplicates against earlier dates, fee
-rates, open items, flags or deltas, which the benchmark's data does not exercise; the
-category counts of each are printed beside the project's. Line numbers are row numbers
+No DuckDB query here has refunds by three keys, duplicates against earlier dates, fee
+rates, open items, flags or deltas: as in `make bench`'s same-data figures, the match is
+given no refunds, ledger, open items or fee rates. The category counts of each are
+printed beside the project's. Line numbers are row numbers
 plus one: right for the generated file (no quoted line breaks, no empty lines).
 """
 
