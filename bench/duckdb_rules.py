@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -49,23 +49,30 @@ from run_bench import (
     typed_payments,
 )
 
+from recon.calendar import WorkingCalendar
+from recon.categories import PAID_STATUSES
+from recon.formats import DATE, DATETIME, MONEY, OVO_V1, PAYMENT_SOURCE, TRANSACTION_TYPE
+from recon.reader import _MONEY_RE, _NOT_PARSED
+
 if TYPE_CHECKING:
     import duckdb
 
-#: The dates the benchmark's settlement date covers (WIB): the 27th to the 29th.
-COVERED = ("2026-11-27", "2026-11-29")
-#: The reader's decimal amount (`recon.reader`), in DuckDB's regular expressions.
-MONEY = r"'^\s*[+-]?\d{1,15}(\.\d{0,2}0*)?\s*$'"
-#: The amount columns, and what the queries call their minor units.
-AMOUNTS = {"GrossAmount": "gross", "MDRAmount": "mdr", "TaxAmount": "tax", "NetAmount": "net"}
+    from recon.matching import ReconResult
+
+#: The dates the benchmark's settlement date covers (WIB), as an SQL list of dates.
+COVERED = ", ".join(f"DATE '{day}'" for day in WorkingCalendar().covered_dates(S))
+#: The paid statuses, as an SQL list.
+PAID = ", ".join(f"'{status}'" for status in sorted(PAID_STATUSES))
+#: The amount columns, and what the queries call their minor units (the reader's fields).
+AMOUNTS = {col.header: col.field for col in OVO_V1.columns if col.kind == MONEY}
 #: The payment categories, first that holds wins; `p` a payment row, `c` its record.
 PAYMENT_CATEGORY = f"""
     CASE WHEN p.nth > 1 THEN 'DUPLICATE_SETTLEMENT'
          WHEN c.amount IS NULL THEN 'MISSING_IN_RECORDS'
-         WHEN c.status NOT IN ('00', '04') THEN 'STATUS_MISMATCH'
+         WHEN c.status NOT IN ({PAID}) THEN 'STATUS_MISMATCH'
          WHEN p.gross <> c.amount THEN 'AMOUNT_MISMATCH'
          WHEN CAST(timezone('Asia/Jakarta', c.transaction_time) AS DATE)
-              NOT BETWEEN DATE '{COVERED[0]}' AND DATE '{COVERED[1]}' THEN 'TIMING_DIFFERENCE'
+              NOT IN ({COVERED}) THEN 'TIMING_DIFFERENCE'
          WHEN p.net <> p.gross - p.mdr - p.tax THEN 'FEE_MISMATCH'
          ELSE 'MATCHED' END"""
 
@@ -83,11 +90,9 @@ def typed_read(path: Path, records: pd.DataFrame, line_numbers: bool = False) ->
     """DuckDB types the file as it reads it; rows it cannot type are dropped. With
     `line_numbers` each row kept gets its number, and the exceptions carry it."""
     con = _connect(records)
-    types = {"SettlementDate": "DATE", "TransactionDateTime": "TIMESTAMP",
-             **{name: "DECIMAL(18,2)" for name in AMOUNTS}}
-    columns = ", ".join(f"'{name}': '{types.get(name, 'VARCHAR')}'" for name in (
-        "SettlementDate", "TransactionDateTime", "MerchantID", "StoreID", "MerchantInvoice",
-        "RefundInvoice", "OVOReferenceNo", "TransactionType", "PaymentSource", *AMOUNTS))
+    types = {DATE: "DATE", DATETIME: "TIMESTAMP", MONEY: "DECIMAL(18,2)"}
+    columns = ", ".join(f"'{col.header}': '{types.get(col.kind, 'VARCHAR')}'"
+                        for col in OVO_V1.columns)
     con.execute(f"""
         CREATE TEMP TABLE classified AS
         WITH f AS (SELECT {"row_number() OVER () + 1 AS line_no, " if line_numbers else ""}*
@@ -100,6 +105,7 @@ def typed_read(path: Path, records: pd.DataFrame, line_numbers: bool = False) ->
         SELECT {"p.line_no, " if line_numbers else ""}p.inv, p.gross,
                {PAYMENT_CATEGORY} AS category
         FROM p LEFT JOIN records c ON p.inv = c.partner_reference_no""")
+    # The exceptions into pandas, as a run's workbook and store take them.
     con.execute("SELECT * FROM classified WHERE category <> 'MATCHED'").df()
     counts = dict(con.execute("SELECT category, count(*) FROM classified GROUP BY ALL").fetchall())
     con.close()
@@ -107,25 +113,30 @@ def typed_read(path: Path, records: pd.DataFrame, line_numbers: bool = False) ->
 
 
 def _money(name: str) -> str:
-    return (f"CASE WHEN regexp_matches({name}, {MONEY}) "
+    """The amount of the text column `name` in minor units where it is one by the reader's
+    pattern, else NULL."""
+    return (f"CASE WHEN regexp_matches({name}, '{_MONEY_RE}') "
             f"THEN CAST(CAST(trim({name}) AS DECIMAL(18,2)) * 100 AS BIGINT) END")
 
 
-def _reason(name: str, value: str, what: str) -> str:
-    return f"CASE WHEN {value} IS NULL THEN '{name} ''' || coalesce({name}, '') || ''' {what}' END"
+def _reason(name: str, value: str, kind: str) -> str:
+    """The reader's reason for a text of the column `name` (of `kind`) that gave no
+    `value`: the header, the text quoted (its first 40 characters), what it is not."""
+    return (f"CASE WHEN {value} IS NULL THEN '{name} ''' || left(coalesce({name}, ''), 40) "
+            f"|| ''' {_NOT_PARSED[kind]}' END")
 
 
 def with_checks(path: Path, records: pd.DataFrame) -> dict[str, int]:
     """Every field as text, typed and checked with its reason, then the categories."""
     con = _connect(records)
     reasons = ", ".join([
-        _reason("SettlementDate", "sdate", "is not a YYYY-MM-DD date"),
-        _reason("TransactionDateTime", "t_utc", "is not a date and time"),
+        _reason("SettlementDate", "sdate", DATE),
+        _reason("TransactionDateTime", "t_utc", DATETIME),
         "CASE WHEN coalesce(trim(MerchantInvoice), '') = '' "
         "THEN 'MerchantInvoice is empty' END",
-        _reason("TransactionType", "ttype", "is not PAYMENT or REFUND"),
-        _reason("PaymentSource", "source", "is not OVO Cash or OVO Points"),
-        *(_reason(name, short, "is not a decimal amount") for name, short in AMOUNTS.items())])
+        _reason("TransactionType", "ttype", TRANSACTION_TYPE),
+        _reason("PaymentSource", "source", PAYMENT_SOURCE),
+        *(_reason(name, short, MONEY) for name, short in AMOUNTS.items())])
     con.execute(f"""
         CREATE TEMP TABLE rows AS
         WITH raw AS (SELECT row_number() OVER () + 1 AS line_no, *
@@ -159,8 +170,9 @@ def with_checks(path: Path, records: pd.DataFrame) -> dict[str, int]:
         SELECT c.* FROM records c
         ANTI JOIN (SELECT inv FROM rows WHERE reason = '' AND ttype = 'PAYMENT') r
           ON r.inv = c.partner_reference_no
-        WHERE c.status IN ('00', '04') AND CAST(timezone('Asia/Jakarta', c.transaction_time)
-              AS DATE) BETWEEN DATE '{COVERED[0]}' AND DATE '{COVERED[1]}'""").df()
+        WHERE c.status IN ({PAID}) AND CAST(timezone('Asia/Jakarta', c.transaction_time)
+              AS DATE) IN ({COVERED})""").df()
+    # The exceptions into pandas, as a run's workbook and store take them.
     con.execute("SELECT * FROM classified WHERE category <> 'MATCHED'").df()
     counts = dict(con.execute(
         "SELECT category, count(*) FROM classified GROUP BY ALL").fetchall())
@@ -187,16 +199,18 @@ def main() -> None:
             "recon": lambda: read_and_match(path, payments),
             "datacompy": lambda: datacompy_compare(path, data["payments"])}
         times: dict[str, list[float]] = {name: [] for name in tasks}
+        last: dict[str, object] = {}  # each task's result in the last round
         for round_no in range(1, args.rounds + 1):
             for name, task in tasks.items():
                 gc.collect()
                 started = time.perf_counter()
-                task()
+                last[name] = task()
                 times[name].append(time.perf_counter() - started)
             print(f"round {round_no}: " + ", ".join(
                 f"{name} {seconds[-1]:.2f} s" for name, seconds in times.items()), flush=True)
-        own = read_and_match(path, payments).counts
-        checked, typed = with_checks(path, records), typed_read(path, records)
+    own = cast("ReconResult", last["recon"]).counts
+    checked = cast("dict[str, int]", last["duckdb, the reader's checks"])
+    typed = cast("dict[str, int]", last["duckdb, typed read"])
     base, datacompy = np.array(times["duckdb baseline"]), np.array(times["datacompy"])
     print(f"\n{args.rows:,} payments, settlement date {S}, merchant {MERCHANT}; "
           f"{args.rounds} rounds\n")
