@@ -36,11 +36,12 @@ from recon.config import Settings, load_settings  # noqa: E402
 from recon.delivery import deliver  # noqa: E402
 from recon.errors import (  # noqa: E402
     ConfigError,
-    FileMissing,
-    FileRejected,
+    Interrupted,
     NotificationFailed,
+    NotWorkingDay,
+    OutputUnwritable,
     ReconError,
-    SourceUnavailable,
+    RunLocked,
 )
 from recon.formats import get_profile  # noqa: E402
 from recon.inparts import (  # noqa: E402
@@ -54,6 +55,7 @@ from recon.locks import hold_run_lock  # noqa: E402
 from recon.mail import build_alert_email, build_report_email  # noqa: E402
 from recon.matching import Ledger, MatchContext, ReconResult, match_settlement  # noqa: E402
 from recon.memory import give_back_free_heap  # noqa: E402
+from recon.paths import remove_leftovers  # noqa: E402
 from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
 from recon.spill import SpilledFile  # noqa: E402
@@ -111,7 +113,7 @@ def fetch_task(settings: Settings, day: dt.date) -> FetchedFile:
 def read_task(settings: Settings, fetched: FetchedFile, day: dt.date) -> SettlementFile:
     started = time.perf_counter()
     parsed = read_settlement_file(fetched.path, get_profile(settings.profile), day,
-                                  name=fetched.name)
+                                  name=fetched.name, limits=settings.read_limits)
     invalid = int((parsed.rows["invalid_reason"] != "").sum())
     _timed("read", started, f"{parsed.data_rows:,} data rows ({invalid:,} unreadable), "
                             f"{parsed.sheet_format}")
@@ -145,7 +147,8 @@ def read_parts_task(settings: Settings, engine: Engine, fetched: FetchedFile,
     """The file's rows on disk in parts, by the payment groups the database gives."""
     started = time.perf_counter()
     spilled, ties = spill_in_parts(engine, fetched.path, get_profile(settings.profile), ctx,
-                                   folder, settings.parts, name=fetched.name)
+                                   folder, settings.parts, name=fetched.name,
+                                   limits=settings.read_limits)
     _timed("read", started, f"{spilled.data_rows:,} data rows in {spilled.parts} parts on "
                             f"disk (largest {max(spilled.part_rows):,}), "
                             f"{len(ties.groups):,} payments tied into groups, "
@@ -177,8 +180,10 @@ def match_parts_task(inputs: PartInputs, ctx: MatchContext,
 
 @task(name="persist", **TASK_OPTIONS)
 def persist_task(writer: RunWriter, result: ReconResult, run: RunRecord) -> PersistedRun:
+    """The run's results written in its transaction; committed once the reports are
+    staged (`_persist_and_report`)."""
     started = time.perf_counter()
-    persisted = writer.finish(result, run)
+    persisted = writer.write(result, run)
     entries = len(result.ledger) if writer.parted_entries is None else writer.parted_entries
     _timed("persist", started, persisted_detail(persisted, writer, entries))
     return persisted
@@ -223,19 +228,24 @@ def workbook_task(settings: Settings, result: ReconResult, summary: dict[str, An
 @task(name="report", **TASK_OPTIONS)
 def report_task(result: ReconResult, summary: dict[str, Any], staged: Path,
                 folder: Path) -> dict[str, str]:
+    """Move the staged reports into place (renames within one folder, checked before the
+    commit) and note them as Prefect artifacts."""
     started = time.perf_counter()
     workbook = publish_staged(staged.parent, folder) / staged.name
-    summary_path = write_summary(summary, folder / "summary.json")
+    summary_path = folder / "summary.json"
     key = _artifact_key("recon", result.merchant_id, summary["settlement_date"])
-    create_table_artifact(
-        key=key, description=f"{result.merchant_id} {summary['settlement_date']}",
-        table=[{"category": name, "count": summary["counts"][name],
-                "gross_amount": summary["amounts"][name]} for name in summary["counts"]])
-    create_markdown_artifact(
-        key=f"{key}-workbook",
-        markdown=f"### {result.merchant_id} {summary['settlement_date']}\n\n"
-                 f"{summary['exceptions']} exceptions; workbook `{workbook}`, "
-                 f"summary `{summary_path}`")
+    try:
+        create_table_artifact(
+            key=key, description=f"{result.merchant_id} {summary['settlement_date']}",
+            table=[{"category": name, "count": summary["counts"][name],
+                    "gross_amount": summary["amounts"][name]} for name in summary["counts"]])
+        create_markdown_artifact(
+            key=f"{key}-workbook",
+            markdown=f"### {result.merchant_id} {summary['settlement_date']}\n\n"
+                     f"{summary['exceptions']} exceptions; workbook `{workbook}`, "
+                     f"summary `{summary_path}`")
+    except Exception as exc:  # the artifacts are a view; the reports are in place already
+        get_run_logger().warning("Prefect artifacts not created: %s", exc)
     _timed("report", started, f"{workbook}")
     return {"workbook": str(workbook), "summary": str(summary_path)}
 
@@ -247,6 +257,21 @@ def publish_staged(staging: Path, folder: Path) -> Path:
         item.replace(folder / item.name)
     staging.rmdir()
     return folder
+
+
+def check_publishable(staging: Path, folder: Path) -> None:
+    """Before the commit: the report folder exists and takes files (the staged ones are
+    renamed into it after the commit, which needs no space). OutputUnwritable if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+        probe.touch()
+        probe.unlink()
+        if not os.access(staging, os.W_OK | os.X_OK):
+            raise PermissionError(13, "staging folder not writable")
+    except OSError as exc:
+        raise OutputUnwritable(f"the report folder {folder} cannot be written "
+                               f"({exc.strerror or exc}); nothing was saved") from exc
 
 
 @task(name="notify", **TASK_OPTIONS)
@@ -264,21 +289,29 @@ def notify_task(settings: Settings, summary: dict[str, Any], workbook: str) -> s
 
 
 @task(name="alert", **TASK_OPTIONS)
-def alert_task(settings: Settings, merchant_id: str, day: dt.date, reason: str) -> str:
-    message = build_alert_email(merchant_id or "(merchant unknown)", day, reason,
-                                settings.mail_from, settings.mail_to, settings.mail_cc)
+def alert_task(settings: Settings, merchant_id: str, day: dt.date, error: ReconError) -> str:
+    """Tell the settlement team (`alert_to`) in words; the operator's log gets the command."""
+    logger = get_run_logger()
+    merchant = merchant_id or "(merchant unknown)"
+    logger.error("to re-run once fixed: recon run --date %s%s", day,
+                 f" --merchant {merchant_id}" if merchant_id else "")
+    message = build_alert_email(merchant, day, error.reason_code, error.message,
+                                settings.mail_from, settings.alert_recipients, settings.mail_cc)
     stem = f"alert_{merchant_id or 'unknown'}_{day:%Y%m%d}"
     try:
         delivery = deliver(message, settings, stem)
     except NotificationFailed as exc:
-        get_run_logger().error("the alert could not be sent: %s", exc.message)
+        logger.error("the alert could not be sent: %s", exc.message)
         return ""
-    get_run_logger().warning("alert sent to the settlement team: %s", delivery.detail)
+    logger.warning("alert sent to %s: %s", ", ".join(settings.alert_recipients),
+                   delivery.detail)
     return delivery.detail
 
 
-#: Failures the settlement team is alerted about: the file is not there or not usable.
-ALERTED = (FileMissing, FileRejected, SourceUnavailable)
+#: Failures the settlement team is alerted about: the file is not there or not usable, or
+#: the run failed on the way. An operator's mistake (CONFIG), a lock held by another run
+#: and a mail that could not go are the operator's alone.
+NOT_ALERTED = (ConfigError, RunLocked, NotificationFailed, Interrupted, NotWorkingDay)
 
 
 def _calendar(settings: Settings) -> WorkingCalendar:
@@ -359,7 +392,9 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
     merchant, day = ctx.merchant_id, ctx.settlement_date
     if window is not None:
         window.let_writers_in()
-    with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
+    with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds,
+                       settings.lock_stale_seconds):
+        _remove_leftovers(settings, merchant, day)
         inputs = load_task(engine, merchant, day, list(ctx.covered_dates), parsed, window)
 
         def match(writer: RunWriter, record: RunRecord) -> ReconResult:
@@ -381,7 +416,9 @@ def _reconcile_in_parts(settings: Settings, engine: Engine, fetched: FetchedFile
     merchant, day = ctx.merchant_id, ctx.settlement_date
     folder = in_parts_folder(settings.spill_dir, merchant, day, uuid.uuid4().hex[:8])
     try:
-        with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds):
+        with hold_run_lock(engine, merchant, day, settings.lock_wait_seconds,
+                           settings.lock_stale_seconds):
+            _remove_leftovers(settings, merchant, day, keep=folder)
             spilled, ties = read_parts_task(settings, engine, fetched, ctx, folder / "rows")
             inputs = load_parts_task(engine, ctx, spilled, ties, folder / "payments")
 
@@ -398,12 +435,23 @@ def _reconcile_in_parts(settings: Settings, engine: Engine, fetched: FetchedFile
     return _notified(settings, summary, paths, ctx)
 
 
+def _remove_leftovers(settings: Settings, merchant: str, day: dt.date,
+                      keep: Path | None = None) -> None:
+    removed = remove_leftovers(settings.report_dir, settings.spill_dir, settings.archive_dir,
+                               merchant, day, keep)
+    if removed:
+        get_run_logger().warning("removed %d leftover(s) of an earlier run of %s %s that did "
+                                 "not finish", len(removed), merchant, day)
+
+
 def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile,
                         ctx: MatchContext, started_at: dt.datetime, facts: FileFacts,
                         match: Callable[[RunWriter, RunRecord], ReconResult]
                         ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Under the run's lock: match (`match`, given the run's writer), persist, build the
-    workbook and publish the reports; the summary and the reports' paths."""
+    """Under the run's lock: match (`match`, given the run's writer), write the results,
+    stage the workbook and summary.json, then commit and move the reports into place; the
+    summary and the reports' paths. Whatever fails before the commit leaves the database
+    and the published reports as they were."""
     merchant, day = ctx.merchant_id, ctx.settlement_date
     # Read before the run's transaction begins: on SQLite it would hold them off.
     attempt = next_attempt(engine, merchant, day)
@@ -413,14 +461,13 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
                        file_rows=facts.data_rows, archive_path=str(fetched.path),
                        exceptions=0, summary={})
     writer = RunWriter(engine)
-    staging: Path | None = None
+    folder = report_folder(settings.report_dir, merchant, day.isoformat())
+    staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
     try:
         result = match(writer, record)
         summary = build_summary(result, fetched.name, fetched.sha256, facts.sheet_format,
                                 facts.trailer)
         record = dataclasses.replace(record, exceptions=result.exceptions, summary=summary)
-        folder = report_folder(settings.report_dir, merchant, summary["settlement_date"])
-        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
         preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
                                       "started_at": started_at.isoformat()}}
         history = with_current_run(earlier_runs, day, result.exceptions, facts.data_rows)
@@ -428,21 +475,33 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
         with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
             persisting = pool.submit(context.run, persist_task, writer, result, record)
             try:
-                staged = workbook_task(settings, result, preview, history, staging)
+                staged = _staged(workbook_task, settings, result, preview, history, staging)
             finally:
                 persisted = persisting.result()
+        summary = {**summary, "run": {
+            "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
+            "started_at": started_at.isoformat(),
+            "finished_at": persisted.finished_at.isoformat(),
+        }}
+        _staged(write_summary, summary, staging / "summary.json")
+        check_publishable(staging, folder)
+        writer.commit()
     except BaseException:
         writer.abort()
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    summary = {**summary, "run": {
-        "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
-        "started_at": started_at.isoformat(),
-        "finished_at": persisted.finished_at.isoformat(),
-    }}
     paths = report_task(result, summary, staged, folder)  # published under the lock
     return summary, paths
+
+
+def _staged(write: Callable[..., Path], *args: Any) -> Path:
+    """`write(*args)` of a staged report; a full or read-only disk is OutputUnwritable."""
+    try:
+        return write(*args)
+    except OSError as exc:
+        where = exc.filename or args[-1]
+        raise OutputUnwritable(f"{where} cannot be written ({exc.strerror or exc}); "
+                               "nothing was saved") from exc
 
 
 def _notified(settings: Settings, summary: dict[str, Any], paths: dict[str, str],
@@ -482,6 +541,16 @@ def settlement_day(settlement_date: str | None) -> dt.date:
     if scheduled is not None:
         return scheduled.astimezone(WIB).date()
     return today_wib()
+
+
+def as_recon_error(exc: Exception) -> ReconError:
+    """`exc` as the run's one-line error: an unexpected one is logged with its traceback
+    for the operator and becomes ERROR."""
+    if isinstance(exc, ReconError):
+        return exc
+    get_run_logger().exception("the run failed unexpectedly")
+    return ReconError(f"the run failed unexpectedly ({type(exc).__name__}: {exc}); "
+                      "the log has the details")
 
 
 def _failed(exc: ReconError) -> State:
@@ -532,11 +601,11 @@ def reconcile_settlement(
         return skipped
     try:
         outcome = reconcile(settings, day)
-    except ALERTED as exc:
-        alert_task(settings, settings.merchant_id, day, exc.one_line())
-        return _failed(exc)
-    except ReconError as exc:
-        return _failed(exc)
+    except Exception as exc:
+        error = as_recon_error(exc)
+        if not isinstance(error, NOT_ALERTED):
+            alert_task(settings, settings.merchant_id, day, error)
+        return _failed(error)
     counts = outcome["summary"]["counts"]
     logger.info("reconciled %s %s: %d exceptions, workbook %s", outcome["summary"]["merchant_id"],
                 day, sum(v for k, v in counts.items() if k != "MATCHED"),
@@ -616,11 +685,11 @@ def prepare_task(settings: Settings, day: dt.date) -> Prepared:
             "that settles it; it does not go with --dask-address/--dask-workers").one_line())
     try:
         settings, fetched, parsed = fetch_and_read(settings, day)
-    except ALERTED as exc:
-        alert_task(settings, settings.merchant_id, day, exc.one_line())
-        return Prepared(day, started_at, error=exc.one_line())
-    except ReconError as exc:
-        return Prepared(day, started_at, error=exc.one_line())
+    except Exception as exc:
+        error = as_recon_error(exc)
+        if not isinstance(error, NOT_ALERTED):
+            alert_task(settings, settings.merchant_id, day, error)
+        return Prepared(day, started_at, error=error.one_line())
     return Prepared(day, started_at, settings, fetched, parsed)
 
 

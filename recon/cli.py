@@ -7,7 +7,9 @@ import contextlib
 import datetime as dt
 import gc
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,10 @@ from recon.errors import (
     ConfigError,
     FileMissing,
     FileRejected,
+    Interrupted,
     NotificationFailed,
     NotWorkingDay,
+    OutputUnwritable,
     ReconError,
     RunLocked,
     SourceUnavailable,
@@ -31,7 +35,7 @@ from recon.memory import limit_malloc_arenas
 
 EXIT_BY_CODE = {cls.reason_code: cls.exit_code for cls in (
     ConfigError, NotWorkingDay, FileMissing, FileRejected, RunLocked, NotificationFailed,
-    StoreError, SourceUnavailable)}
+    StoreError, SourceUnavailable, OutputUnwritable, Interrupted)}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument("--merchant", help="MerchantID (default: the one report of that date)")
     notify.add_argument("--report-dir", help="where reports were written")
     notify.add_argument("--outbox", help="where emails are written as .eml")
+
+    unlock = commands.add_parser(
+        "unlock", help="release a date's lock left by a run that is gone (after checking that "
+                       "no live run holds it)")
+    _add_common(unlock)
+    unlock.add_argument("--date", required=True, help="settlement date YYYY-MM-DD")
+    unlock.add_argument("--merchant", required=True, help="MerchantID")
 
     demo = commands.add_parser("demo", help="the embedded default end to end on generated data")
     demo.add_argument("--dir", default="var/demo", help="demo folder, recreated (var/demo)")
@@ -288,6 +299,37 @@ def _merchants(args: argparse.Namespace, settings: Settings) -> list[str | None]
     return list(settings.merchant_ids) or [None]
 
 
+def _preflight(args: argparse.Namespace, settings: Settings, merchants: Sequence[str | None],
+               days: Sequence[dt.date]) -> None:
+    """What an operator may have got wrong, found before Prefect starts and before any
+    alert can go out: the merchants, their source folders, the database and its tables.
+    A run that will wait for today's file says so first, with its deadline."""
+    from recon.sources import announce_wait, check_source
+
+    if args.parts is not None and args.parts < 0:
+        raise ConfigError("--parts must be 0 or more")
+    per_merchant = [settings.for_merchant(merchant) for merchant in merchants]
+    for each in per_merchant:
+        check_source(each)
+    from recon.store import check_database
+
+    named = [m for m in merchants if m and m not in {str(e["merchant_id"])
+                                                     for e in settings.merchants}]
+    unknown = check_database(settings.database_url, named)
+    for merchant in unknown:
+        from recon.sources import source_names_merchant
+
+        if not source_names_merchant(settings.for_merchant(merchant), merchant):
+            raise ConfigError(f"unknown merchant {merchant}: not configured, no payment or run "
+                              f"of it in the database, and no file at {settings.source} "
+                              "names it")
+    for each in per_merchant:
+        for day in days:
+            line = announce_wait(each, day)
+            if line:
+                print(f"recon: {line}", flush=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     day = _parse_date(args.date)
@@ -296,8 +338,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if holiday:
         raise NotWorkingDay(f"{day} ({day:%A}) is not a working day ({holiday}): "
                             "no settlement file is due")
+    merchants = _merchants(args, settings)
     with _secrets_in_environment(args):
-        runs = _runs(args, _merchants(args, settings), [day])
+        _preflight(args, _settings(args), merchants, [day])
+        with prefect_environment():
+            runs = _runs(args, merchants, [day])
     return _report(runs)
 
 
@@ -310,9 +355,12 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     days = calendar.working_days(first, last)
     if not days:
         raise NotWorkingDay(f"no working day from {first} to {last}")
-    print(f"backfill: {len(days)} working days from {days[0]} to {days[-1]}")
+    merchants = _merchants(args, settings)
     with _secrets_in_environment(args):
-        runs = _runs(args, _merchants(args, settings), days)
+        _preflight(args, _settings(args), merchants, days)
+        print(f"backfill: {len(days)} working days from {days[0]} to {days[-1]}")
+        with prefect_environment():
+            runs = _runs(args, merchants, days)
     return _report(runs)
 
 
@@ -325,7 +373,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving reconcile-merchants/{settings.deployment_name}: cron "
           f"'{settings.schedule_cron}' Asia/Jakarta, merchants "
           f"{', '.join(settings.merchant_ids) or '(from the file names)'}; Ctrl-C to stop")
-    with _secrets_in_environment(args):
+    with _secrets_in_environment(args), prefect_environment():
         serve_daily(config, settings)
     return 0
 
@@ -349,44 +397,101 @@ def _cmd_notify(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from recon.demo import run_demo
 
-    return run_demo(args.dir)
+    with prefect_environment():
+        return run_demo(args.dir)
+
+
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    from recon.locks import release_lock
+    from recon.store import check_database, make_engine
+
+    settings = _settings(args)
+    day = _parse_date(args.date)
+    check_database(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        print(release_lock(engine, settings.merchant_id, day, settings.lock_stale_seconds))
+    finally:
+        engine.dispose()
+    return 0
 
 
 #: Seconds a temporary Prefect server may take to start. Its first start on a machine
 #: creates its database (about 17 s here, and over Prefect's own 20 s on a slow day, which
 #: failed a fresh machine's first `recon demo`).
 EPHEMERAL_STARTUP_SECONDS = 120
-FLOW_COMMANDS = frozenset({"run", "backfill", "serve", "demo"})
 
 
 @contextlib.contextmanager
-def prefect_defaults() -> Iterator[None]:
-    """Prefect settings the commands need unless the environment or profile sets them."""
+def prefect_environment() -> Iterator[None]:
+    """Prefect for a command that runs flows: the configured API server, else a temporary
+    one of the command's own (`pipelines.server`) that never outlives it."""
     from prefect.settings import (
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
+    from pipelines.server import temporary_server
+
     with temporary_settings(set_defaults={
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}):
-        yield
+        try:
+            with temporary_server(EPHEMERAL_STARTUP_SECONDS):
+                yield
+        except RuntimeError as exc:
+            if "temporary Prefect server" not in str(exc):
+                raise
+            raise ReconError(str(exc)) from exc
+
+
+#: After SIGINT or SIGTERM a command unwinds (the flow run marked, the transaction rolled
+#: back, the temporary server stopped); if that has not ended it by then, it exits anyway.
+STOP_SECONDS = 8.0
+_SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+_stopped_by: list[int] = []
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """The first SIGINT/SIGTERM unwinds the command as Ctrl-C does; a second one, or
+    STOP_SECONDS without an end, exits at once. The temporary server goes with the
+    process (its death signal)."""
+    if _stopped_by:
+        _exit_now(signum, "stopped again")
+    _stopped_by.append(signum)
+    timer = threading.Timer(STOP_SECONDS, _exit_now, (signum, "did not unwind in time"))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt(_SIGNAL_NAMES.get(signum, str(signum)))
+
+
+def _exit_now(signum: int, why: str) -> None:
+    print(f"recon: INTERRUPTED: stopped by {_SIGNAL_NAMES.get(signum, signum)} ({why}); "
+          "nothing of an unfinished run was saved", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def _install_signal_handlers() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum in _SIGNAL_NAMES:
+            signal.signal(signum, _stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     args = _parser().parse_args(argv)
     handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "backfill": _cmd_backfill,
-                "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo}
+                "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo,
+                "unlock": _cmd_unlock}
     try:
-        # Only the commands that run flows import Prefect.
-        with prefect_defaults() if args.command in FLOW_COMMANDS else contextlib.nullcontext():
-            return handlers[args.command](args)
+        return handlers[args.command](args)
     except ReconError as exc:
         print(f"recon: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("recon: interrupted", file=sys.stderr)
-        return 130
+        signum = _stopped_by[0] if _stopped_by else signal.SIGINT
+        print(f"recon: INTERRUPTED: stopped by {_SIGNAL_NAMES.get(signum, signum)}; nothing "
+              "of an unfinished run was saved", file=sys.stderr)
+        return 128 + signum
 
 
 def command() -> None:
@@ -395,6 +500,7 @@ def command() -> None:
     after a 1M run here; the command's files, connections and logs are closed by then).
     Frozen objects are left out of collections (`gc.freeze`); their memory goes with the
     process."""
+    _install_signal_handlers()
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.errors import ConfigError
+from recon.formats import ReadLimits
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 #: Settings that only come from the environment, never from a file in a repository.
@@ -66,10 +69,19 @@ class Settings:
     fee_decimals: int = 2
     refund_window_days: int = 60
     lock_wait_seconds: float = 30.0
+    # A SQLite lock row whose heartbeat is older than this is a dead run's, taken over.
+    lock_stale_seconds: float = 300.0
+    merchant_id_pattern: str = r"^[A-Za-z0-9_-]{1,32}$"
+    max_file_bytes: int = ReadLimits.max_file_bytes
+    max_xlsx_uncompressed_bytes: int = ReadLimits.max_xlsx_uncompressed_bytes
+    max_xlsx_ratio: int = ReadLimits.max_xlsx_ratio
+    max_quoted_lines: int = ReadLimits.max_quoted_lines
     mail_from: str = "ovo-recon@localhost"
     mail_to: tuple[str, ...] = ("settlement-team@localhost",)
     mail_cc: tuple[str, ...] = ()
     mail_all_clear: bool = True
+    # Who hears of a file missing or rejected, or a failed run (empty: mail_to).
+    alert_to: tuple[str, ...] = ()
     smtp_host: str = ""
     smtp_port: int = 0
     smtp_security: str = "starttls"
@@ -110,6 +122,25 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @property
+    def read_limits(self) -> ReadLimits:
+        return ReadLimits(max_file_bytes=self.max_file_bytes,
+                          max_xlsx_uncompressed_bytes=self.max_xlsx_uncompressed_bytes,
+                          max_xlsx_ratio=self.max_xlsx_ratio,
+                          max_quoted_lines=self.max_quoted_lines)
+
+    @property
+    def alert_recipients(self) -> tuple[str, ...]:
+        return self.alert_to or self.mail_to
+
+    def check_merchant_id(self, merchant_id: str, where: str = "merchant") -> str:
+        """`merchant_id` when it matches `merchant_id_pattern`, else ConfigError: it names
+        folders and files, so it must never be a path."""
+        if not re.fullmatch(self.merchant_id_pattern, merchant_id or ""):
+            raise ConfigError(f"{where} {merchant_id!r} is not a valid merchant ID "
+                              f"(merchant_id_pattern {self.merchant_id_pattern})")
+        return merchant_id
+
+    @property
     def merchant_ids(self) -> tuple[str, ...]:
         """The merchants to reconcile: the configured list, else the one merchant_id."""
         if self.merchants:
@@ -126,7 +157,7 @@ class Settings:
                 known = ", ".join(self.merchant_ids)
                 raise ConfigError(f"merchant {merchant_id} is not configured (known: {known})")
             changes.update(entry or {})
-            changes["merchant_id"] = merchant_id
+            changes["merchant_id"] = self.check_merchant_id(merchant_id)
         for key, value in (overrides or {}).items():
             if value is not None:
                 changes[key] = _coerce(key, value)
@@ -201,7 +232,8 @@ def _as_rates(key: str, value: Any) -> dict[str, Decimal]:
 
 #: Settings that hold for the whole installation, never per merchant.
 GLOBAL_KEYS = frozenset({"database_url", "merchants", "secret_blocks", "schedule_cron",
-                         "deployment_name", "lock_wait_seconds"})
+                         "deployment_name", "lock_wait_seconds", "lock_stale_seconds",
+                         "merchant_id_pattern"})
 
 
 def _merchant_entries(value: Any) -> tuple[Mapping[str, Any], ...]:
@@ -213,7 +245,10 @@ def _merchant_entries(value: Any) -> tuple[Mapping[str, Any], ...]:
             raise ConfigError(f"merchants entry {number}: merchant_id is required")
         converted: dict[str, Any] = {}
         for key, item in entry.items():
-            if key in GLOBAL_KEYS or key in SECRET_KEYS or key not in SETTING_KEYS:
+            if key not in SETTING_KEYS:
+                raise ConfigError(f"merchants entry {number}: unknown key {key!r}"
+                                  + _closest(key))
+            if key in GLOBAL_KEYS or key in SECRET_KEYS:
                 raise ConfigError(f"merchants entry {number}: {key!r} cannot be set per merchant")
             converted[key] = _coerce(key, item)
         entries.append(converted)
@@ -241,7 +276,7 @@ def _coerce(key: str, value: Any) -> Any:
             return Path(str(value))
         if key in {"extra_holidays", "extra_working_days"}:
             return tuple(_as_date(key, item) for item in _as_list(value))
-        if key in {"mail_to", "mail_cc"}:
+        if key in {"mail_to", "mail_cc", "alert_to"}:
             return tuple(str(item) for item in _as_list(value))
         if key == "mdr_rates":
             return _as_rates(key, value)
@@ -263,6 +298,16 @@ def _coerce(key: str, value: Any) -> Any:
             if number < 0:
                 raise ConfigError(f"{key}: must not be negative")
             return number
+        if key in {"max_file_bytes", "max_xlsx_uncompressed_bytes", "max_xlsx_ratio",
+                   "max_quoted_lines"}:
+            number = int(str(value))
+            if number < 1:
+                raise ConfigError(f"{key}: must be at least 1")
+            return number
+        if key == "merchant_id_pattern":
+            text = str(value)
+            re.compile(text)
+            return text
         if key == "file_deadline":
             if isinstance(value, dt.time):
                 return value
@@ -270,8 +315,9 @@ def _coerce(key: str, value: Any) -> Any:
                 return dt.time.fromisoformat(str(value).strip())
             except ValueError as exc:
                 raise ConfigError(f"{key}: {value!r} is not a time (HH:MM, WIB)") from exc
-        if key in {"lock_wait_seconds", "smtp_timeout", "smtp_backoff_seconds", "poll_seconds",
-                   "sftp_timeout", "sftp_backoff_seconds", "sftp_stable_seconds"}:
+        if key in {"lock_wait_seconds", "lock_stale_seconds", "smtp_timeout",
+                   "smtp_backoff_seconds", "poll_seconds", "sftp_timeout",
+                   "sftp_backoff_seconds", "sftp_stable_seconds"}:
             return float(str(value))
         if key == "fee_rounding":
             text = str(value).strip().lower()
@@ -279,11 +325,17 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(ROUNDING_MODES)}")
             return text
         return str(value).strip()
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, json.JSONDecodeError, re.error) as exc:
         raise ConfigError(f"{key}: {value!r} is not valid ({exc})") from exc
 
 
 SETTING_KEYS = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def _closest(key: str) -> str:
+    """' (did you mean 'x'?)' for the known key nearest to `key`, '' when none is near."""
+    found = difflib.get_close_matches(key.lower(), SETTING_KEYS, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]!r}?)" if found else ""
 
 
 def load_settings(
@@ -309,7 +361,8 @@ def load_settings(
                 raise ConfigError(f"configuration file {path}: {key} must not be in a file; "
                                   f"set RECON_{key.upper()} in the environment")
             if key not in SETTING_KEYS:
-                raise ConfigError(f"configuration file {path}: unknown key {key!r}")
+                raise ConfigError(f"configuration file {path}: unknown key {key!r}"
+                                  + _closest(key))
             values[key] = _coerce(key, value)
     for key in SETTING_KEYS:
         env_value = env.get(f"RECON_{key.upper()}")
@@ -319,9 +372,13 @@ def load_settings(
         if value is None:
             continue
         if key not in SETTING_KEYS:
-            raise ConfigError(f"unknown setting {key!r}")
+            raise ConfigError(f"unknown setting {key!r}" + _closest(key))
         values[key] = _coerce(key, value)
     settings = Settings(**values)
+    if settings.merchant_id:
+        settings.check_merchant_id(settings.merchant_id)
+    for entry in settings.merchants:
+        settings.check_merchant_id(str(entry["merchant_id"]), "merchants entry")
     overlap = set(settings.extra_holidays) & set(settings.extra_working_days)
     if overlap:
         days = ", ".join(sorted(d.isoformat() for d in overlap))

@@ -28,6 +28,33 @@ class Column:
     #: A required column must be present in the header; a mandatory value must be
     #: non-empty on every row or the row is INVALID_ROW.
     mandatory_value: bool = False
+    #: A key the database keeps (its column's width): a longer text, or one with a control
+    #: character, makes the row INVALID_ROW on every database alike.
+    key_length: int | None = None
+
+
+#: Characters no text field may hold (C0 controls and DEL): a NUL aborts a statement on
+#: PostgreSQL, a line feed in a key breaks a CSV or a mail header downstream.
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much of a file the reader will take before it refuses the file as a whole.
+
+    The defaults hold a day of 10M rows (about 1.5 GB of CSV); an XLSX sheet holds at most
+    1,048,576 rows, well under a GiB of XML."""
+
+    max_file_bytes: int = 4 << 30
+    max_xlsx_uncompressed_bytes: int = 1 << 30
+    #: A part of an XLSX file that expands more than this many times is a zip bomb, not a
+    #: sheet: real sheets' XML compresses 5-20 times.
+    max_xlsx_ratio: int = 200
+    #: A quoted field may span this many physical lines; more is a stray quote.
+    max_quoted_lines: int = 5
+
+
+DEFAULT_LIMITS = ReadLimits()
 
 
 @dataclass(frozen=True)
@@ -59,11 +86,11 @@ OVO_V1 = FileFormat(
     columns=(
         Column("SettlementDate", "settlement_date", DATE),
         Column("TransactionDateTime", "transaction_time", DATETIME),
-        Column("MerchantID", "merchant_id"),
+        Column("MerchantID", "merchant_id", key_length=32),
         Column("StoreID", "store_id", required=False),
-        Column("MerchantInvoice", "merchant_invoice", mandatory_value=True),
-        Column("RefundInvoice", "refund_invoice", required=False),
-        Column("OVOReferenceNo", "ovo_reference_no"),
+        Column("MerchantInvoice", "merchant_invoice", mandatory_value=True, key_length=64),
+        Column("RefundInvoice", "refund_invoice", required=False, key_length=64),
+        Column("OVOReferenceNo", "ovo_reference_no", key_length=64),
         Column("TransactionType", "transaction_type", TRANSACTION_TYPE),
         Column("PaymentSource", "payment_source", PAYMENT_SOURCE),
         Column("GrossAmount", "gross", MONEY),

@@ -35,9 +35,10 @@ from sqlalchemy import Engine
 from recon import categories as cat
 from recon.errors import StoreError
 from recon.flagged import FlaggedWriter
-from recon.formats import FileFormat
+from recon.formats import DEFAULT_LIMITS, FileFormat, ReadLimits
 from recon.matching import Ledger, MatchContext, ReconResult, conform_inputs, match_settlement
 from recon.parts import open_item_payments, part_numbers, payment_groups, reported_of_parts
+from recon.paths import within
 from recon.schemas import PAYMENT_LABELS, concat_labelled, empty_frame, found_in, text_array
 from recon.spill import SpilledFile, spill_settlement_file
 from recon.store import (
@@ -57,8 +58,8 @@ PART_BATCH_BYTES = 64 << 20
 
 
 def spill_in_parts(engine: Engine, path: Path, fmt: FileFormat, ctx: MatchContext,
-                   folder: Path, parts: int, name: str | None = None
-                   ) -> tuple[SpilledFile, Ties]:
+                   folder: Path, parts: int, name: str | None = None,
+                   limits: ReadLimits = DEFAULT_LIMITS) -> tuple[SpilledFile, Ties]:
     """The file's rows on disk in `parts` parts under `folder` (made here), by the payment
     groups `load_ties` gives once the file's refund rows are read."""
     ties: list[Ties] = []
@@ -69,7 +70,7 @@ def spill_in_parts(engine: Engine, path: Path, fmt: FileFormat, ctx: MatchContex
         return ties[0].groups
 
     spilled = spill_settlement_file(path, fmt, ctx.settlement_date, folder, parts, groups_of,
-                                    name=name, batch_bytes=PART_BATCH_BYTES)
+                                    name=name, batch_bytes=PART_BATCH_BYTES, limits=limits)
     return spilled, ties[0]
 
 
@@ -213,5 +214,10 @@ def _matched(inputs: PartInputs, ctx: MatchContext,
 
 def in_parts_folder(root: Path, merchant_id: str, day: dt.date, token: str) -> Path:
     """A run's own folder for its parts under `root`."""
-    return root / f"{merchant_id}_{day:%Y%m%d}_{token}"
+    return within(root, f"{in_parts_prefix(merchant_id, day)}{token}")
+
+
+def in_parts_prefix(merchant_id: str, day: dt.date) -> str:
+    """What the parts' folders of every run of (merchant, day) begin with."""
+    return f"{merchant_id}_{day:%Y%m%d}_"
 

@@ -1,8 +1,10 @@
 """One run per (merchant, settlement date) at a time, held in the database.
 
-PostgreSQL: a session advisory lock; MariaDB/MySQL: GET_LOCK; SQLite: a row in
-recon_locks (a dead holder on this host is detected by its process id and taken over).
-A second run waits up to `wait_seconds`, then refuses with RunLocked.
+PostgreSQL: a session advisory lock; MariaDB/MySQL: GET_LOCK (both end with the holder's
+session). SQLite: a row in recon_locks whose holder renews its heartbeat while it runs; a
+dead holder on this host (its process is gone), or a holder anywhere whose heartbeat is
+older than `stale_seconds`, is taken over. A second run waits up to `wait_seconds`, then
+refuses with RunLocked. `release_lock` is the operator's `recon unlock`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import Connection, Engine, delete, insert, select, text
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from recon.errors import RunLocked
@@ -56,23 +59,82 @@ def _holder_is_dead(holder: str) -> bool:
     return False
 
 
-def _try_row_lock(engine: Engine, merchant_id: str, day: dt.date) -> bool:
+def _as_utc(moment: dt.datetime | str | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _why_stale(holder: str, heartbeat: dt.datetime | None, stale_seconds: float) -> str:
+    """Why a lock row's holder is dead ('' while it may be alive)."""
+    if _holder_is_dead(holder):
+        return "its process is no longer alive"
+    if heartbeat is None:
+        return ""
+    age = (dt.datetime.now(dt.UTC) - heartbeat).total_seconds()
+    if age > stale_seconds:
+        return f"its heartbeat is {age:.0f} s old (lock_stale_seconds {stale_seconds:g})"
+    return ""
+
+
+def _row_holder(conn: Connection, merchant_id: str, day: dt.date
+                ) -> tuple[str, dt.datetime | None] | None:
     t = recon_locks
+    row = conn.execute(select(t.c.holder, t.c.heartbeat_at, t.c.acquired_at).where(
+        t.c.merchant_id == merchant_id, t.c.settlement_date == day)).first()
+    if row is None:
+        return None
+    return str(row.holder), _as_utc(row.heartbeat_at) or _as_utc(row.acquired_at)
+
+
+def _try_row_lock(engine: Engine, merchant_id: str, day: dt.date,
+                  stale_seconds: float) -> bool:
+    t = recon_locks
+    now = dt.datetime.now(dt.UTC)
     try:
         with engine.begin() as conn:
             conn.execute(insert(t).values(merchant_id=merchant_id, settlement_date=day,
-                                          holder=_holder(), acquired_at=dt.datetime.now(dt.UTC)))
+                                          holder=_holder(), acquired_at=now, heartbeat_at=now))
         return True
     except IntegrityError:
         pass
     with engine.begin() as conn:
-        holder = conn.execute(select(t.c.holder).where(
-            t.c.merchant_id == merchant_id, t.c.settlement_date == day)).scalar_one_or_none()
-        if holder is not None and _holder_is_dead(holder):
-            log.warning("taking over the lock of %s, a run that is no longer alive", holder)
+        found = _row_holder(conn, merchant_id, day)
+        why = "" if found is None else _why_stale(found[0], found[1], stale_seconds)
+        if found is not None and why:
+            log.warning("taking over the lock of %s %s from %s: %s", merchant_id, day,
+                        found[0], why)
             conn.execute(delete(t).where(t.c.merchant_id == merchant_id,
-                                         t.c.settlement_date == day, t.c.holder == holder))
+                                         t.c.settlement_date == day, t.c.holder == found[0]))
     return False
+
+
+class _Heartbeat:
+    """Renews the lock row's heartbeat every `every` seconds until stopped."""
+
+    def __init__(self, engine: Engine, merchant_id: str, day: dt.date, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(engine, merchant_id, day,
+                                                                  every),
+                                        name="recon-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self, engine: Engine, merchant_id: str, day: dt.date, every: float) -> None:
+        t = recon_locks
+        while not self._stop.wait(every):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(update(t).where(
+                        t.c.merchant_id == merchant_id, t.c.settlement_date == day,
+                        t.c.holder == _holder()).values(heartbeat_at=dt.datetime.now(dt.UTC)))
+            except SQLAlchemyError as exc:  # the run's own write may hold the file a while
+                log.debug("lock heartbeat not renewed this time: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _try_server_lock(conn: Connection, name: str) -> bool:
@@ -91,7 +153,7 @@ def _release_server_lock(conn: Connection, name: str) -> None:
 
 @contextlib.contextmanager
 def hold_run_lock(engine: Engine, merchant_id: str, settlement_date: dt.date,
-                  wait_seconds: float) -> Iterator[None]:
+                  wait_seconds: float, stale_seconds: float = 300.0) -> Iterator[None]:
     """Hold the run lock for the body; wait up to `wait_seconds` for it, else RunLocked."""
     name = lock_name(engine.url.database or "", merchant_id, settlement_date)
     deadline = time.monotonic() + max(wait_seconds, 0.0)
@@ -102,20 +164,24 @@ def hold_run_lock(engine: Engine, merchant_id: str, settlement_date: dt.date,
     try:
         if engine.dialect.name == "sqlite":
             announced = False
-            while not _try_row_lock(engine, merchant_id, settlement_date):
+            while not _try_row_lock(engine, merchant_id, settlement_date, stale_seconds):
                 if time.monotonic() >= deadline:
                     raise refused
                 if not announced:
                     log.info("waiting for another run of %s %s", merchant_id, settlement_date)
                     announced = True
                 time.sleep(POLL_SECONDS)
+            heartbeat = _Heartbeat(engine, merchant_id, settlement_date,
+                                   max(min(stale_seconds / 4, 30.0), 0.05))
             try:
                 yield
             finally:
+                heartbeat.stop()
                 with engine.begin() as conn:
                     conn.execute(delete(recon_locks).where(
                         recon_locks.c.merchant_id == merchant_id,
-                        recon_locks.c.settlement_date == settlement_date))
+                        recon_locks.c.settlement_date == settlement_date,
+                        recon_locks.c.holder == _holder()))
             return
         with engine.connect() as conn:
             announced = False
@@ -133,5 +199,43 @@ def hold_run_lock(engine: Engine, merchant_id: str, settlement_date: dt.date,
             finally:
                 _release_server_lock(conn, name)
                 conn.commit()
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+
+
+def release_lock(engine: Engine, merchant_id: str, settlement_date: dt.date,
+                 stale_seconds: float) -> str:
+    """Release the lock of (merchant, date) left by a run that is gone, after making sure
+    no live run holds it: RunLocked while one may. What was done, in words."""
+    what = f"{merchant_id} {settlement_date}"
+    try:
+        if engine.dialect.name != "sqlite":
+            name = lock_name(engine.url.database or "", merchant_id, settlement_date)
+            with engine.connect() as conn:
+                if not _try_server_lock(conn, name):
+                    raise RunLocked(f"the lock of {what} is held by a live database session; "
+                                    "it ends with that run (stop the run to release it)")
+                _release_server_lock(conn, name)
+                conn.commit()
+            return f"no run holds the lock of {what} (server locks end with their session)"
+        with engine.begin() as conn:
+            found = _row_holder(conn, merchant_id, settlement_date)
+            if found is None:
+                return f"no run holds the lock of {what}"
+            holder, heartbeat = found
+            why = _why_stale(holder, heartbeat, stale_seconds)
+            if not why:
+                age = ("" if heartbeat is None else
+                       f", heartbeat {(dt.datetime.now(dt.UTC) - heartbeat).total_seconds():.0f}"
+                       " s ago")
+                raise RunLocked(f"the lock of {what} is held by {holder}, which may be alive"
+                                f"{age}; stop that run, or wait lock_stale_seconds "
+                                f"({stale_seconds:g} s) after it died")
+            conn.execute(delete(recon_locks).where(
+                recon_locks.c.merchant_id == merchant_id,
+                recon_locks.c.settlement_date == settlement_date,
+                recon_locks.c.holder == holder))
+        log.warning("released the lock of %s held by %s: %s", what, holder, why)
+        return f"released the lock of {what} held by {holder} ({why})"
     except SQLAlchemyError as exc:
         raise database_error(engine, exc) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import logging
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from recon import categories as cat
+from recon.errors import NotificationFailed
 from recon.money import format_idr, to_minor
+from recon.paths import within
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +82,55 @@ def build_report_email(summary: dict[str, Any], workbook: Path, sender: str,
     return message
 
 
-def build_alert_email(merchant_id: str, settlement_date: dt.date, reason: str, sender: str,
-                      to: tuple[str, ...], cc: tuple[str, ...] = ()) -> EmailMessage:
+#: What an alert tells the settlement team, by the failure's reason code: what happened,
+#: in words, and what to expect. The command that fixes it is for the operator's log.
+_ALERT_TEXTS = {
+    "FILE_MISSING": ("had not arrived at the source by its deadline",
+                     "No reconciliation was made for this date. Operations will fetch the file "
+                     "from OVO and re-run the date; the report will follow then."),
+    "FILE_REJECTED": ("arrived but cannot be trusted as a whole",
+                      "Nothing from this file was recorded. Operations will ask OVO for a "
+                      "corrected file and re-run the date; the report will follow then."),
+    "SOURCE_UNAVAILABLE": ("could not be fetched: OVO's file server could not be reached or "
+                           "refused the connection",
+                           "No reconciliation was made for this date. Operations will re-run it "
+                           "once the server can be reached; the report will follow then."),
+}
+_RUN_FAILED = ("could not be reconciled: the run failed",
+               "Nothing from this run was recorded; the previous report of this date, if any, "
+               "still stands. Operations have the details and will re-run the date.")
+
+
+def build_alert_email(merchant_id: str, settlement_date: dt.date, reason_code: str,
+                      detail: str, sender: str, to: tuple[str, ...],
+                      cc: tuple[str, ...] = ()) -> EmailMessage:
+    """The alert for a date that was not reconciled, in words the settlement team acts on."""
+    what, expect = _ALERT_TEXTS.get(reason_code, _RUN_FAILED)
     subject = f"[OVO recon] {merchant_id} {settlement_date}: ALERT, file not reconciled"
     message = _message(sender, to, cc, subject)
     message.set_content(
         f"The OVO settlement file for merchant {merchant_id}, settlement date "
-        f"{settlement_date}, was not reconciled.\n\nReason: {reason}\n\n"
-        "Nothing was written to the reconciliation database. Fix or re-send the file and "
-        f"re-run: recon run --date {settlement_date} --merchant {merchant_id}\n"
+        f"{settlement_date:%A %d %B %Y}, {what}.\n\n"
+        f"What was found: {' '.join(detail.split())}\n\n"
+        f"What to expect: {expect}\n"
     )
     return message
 
 
 def write_to_outbox(message: EmailMessage, outbox: Path, stem: str) -> Path:
-    """Write `message` as <outbox>/<stem>_<UTC time>.eml; earlier files are kept."""
-    outbox.mkdir(parents=True, exist_ok=True)
+    """Write `message` as <outbox>/<stem>_<UTC time>.eml; earlier files are kept.
+    NotificationFailed when the outbox cannot be written."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = outbox / f"{stem}_{stamp}.eml"
+    path = within(outbox, f"{stem}_{stamp}.eml")
     temp = path.with_suffix(".eml.tmp")
-    temp.write_bytes(bytes(message))
-    temp.replace(path)
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(bytes(message))
+        temp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise NotificationFailed(f"the outbox {outbox} cannot be written "
+                                 f"({exc.strerror or exc})") from exc
     log.info("email %r written to %s", message["Subject"], path)
     return path

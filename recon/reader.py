@@ -11,7 +11,9 @@ import csv
 import datetime as dt
 import functools
 import io
+import itertools
 import logging
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +32,16 @@ from recon.calendar import WIB
 from recon.config import normalise_pay_option
 from recon.errors import FileRejected
 from recon.formats import (
+    CONTROL_CHARACTERS,
     DATE,
     DATETIME,
+    DEFAULT_LIMITS,
     MONEY,
     PAYMENT_SOURCE,
     TRANSACTION_TYPE,
+    Column,
     FileFormat,
+    ReadLimits,
     normalise_header,
 )
 from recon.memory import give_back_free_heap
@@ -69,6 +75,10 @@ _ZONED_SHAPES = tuple((f"{_DAY_RE}{sep}{_CLOCK_RE}{_ZONE_RE}$", f"%Y-%m-%d{sep}%
 #: Times a nanosecond timestamp holds whatever the offset (pandas' own bounds are 1677-2262).
 _TIME_RANGE = (pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31"))
 PROGRESS_EVERY = 500_000
+
+# Python's csv refuses a field over 131,072 characters with an error of its own; a field
+# of any length is read, and a text field longer than its column makes its row INVALID_ROW.
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -218,28 +228,90 @@ def _sniff_delimiter(data: bytes, fmt: FileFormat) -> str | None:
     return None if line is None else _detect_delimiter(line, fmt.delimiters)
 
 
-def _read_csv_table(name: str, text: str, delimiter: str, line_base: int = 0) -> _Table:
+def _read_csv_table(name: str, text: str, delimiter: str, line_base: int = 0,
+                    limits: ReadLimits = DEFAULT_LIMITS, marker: str = "TOTAL") -> _Table:
     """Every row with its physical line number (blank lines and quoted line breaks kept
-    in the count), `line_base` past the line's in `text`."""
+    in the count), `line_base` past the line's in `text`. A row across lines is checked
+    for a stray quote (`_check_spanning_row`), the last one also for a quote never closed."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
     def numbered() -> Iterator[tuple[int, list[str]]]:
-        previous_end = 0
+        previous_end = last_start = 0
         try:
             for row in reader:
                 start = previous_end + 1
                 previous_end = reader.line_num
+                if previous_end > start:
+                    _check_spanning_row(name, start + line_base, previous_end - start + 1,
+                                        row, limits, marker)
+                if row:
+                    last_start = start
                 yield start + line_base, row
         except csv.Error as exc:
             raise FileRejected(name, f"line {reader.line_num + line_base}: unreadable CSV "
                                      f"({exc})") from exc
+        if last_start and '"' in text and _open_at_end(text, last_start, delimiter):
+            raise FileRejected(name, f"line {last_start + line_base}: a quoted field opens "
+                                     "here and is never closed (a stray quote?)")
 
     return _split_rows(name, numbered(), f"csv ({delimiter})")
 
 
-def _read_xlsx_table(name: str, data: bytes) -> _Table:
+def _check_spanning_row(name: str, line_no: int, span: int, cells: list[str],
+                        limits: ReadLimits, marker: str) -> None:
+    """A row whose quoted fields take `span` physical lines from `line_no`: refused when
+    it spans more than `limits.max_quoted_lines` or swallows a line that looks like the
+    trailer, the marks of a stray quote that hides the rows after it."""
+    if span > limits.max_quoted_lines:
+        raise FileRejected(name, f"line {line_no}: a quoted field opens here and runs over "
+                                 f"{span} lines (max_quoted_lines {limits.max_quoted_lines}; "
+                                 "a stray quote?)")
+    if any(_swallows_trailer(cell, marker) for cell in cells if "\n" in cell or "\r" in cell):
+        raise FileRejected(name, f"line {line_no}: a quoted field opens here and takes in a "
+                                 f"{marker} line (a stray quote?)")
+
+
+def _swallows_trailer(cell: str, marker: str) -> bool:
+    lines = cell.replace("\r\n", "\n").replace("\r", "\n").split("\n")[1:]
+    return any(line.lstrip().lstrip('"').upper().startswith(marker.upper()) for line in lines)
+
+
+def _open_at_end(text: str, first_line: int, delimiter: str) -> bool:
+    """Whether the row from line `first_line` of `text` to its end ends inside a quoted
+    field (Python's csv, not strict, takes such a field to the end of the file)."""
+    tail = "".join(itertools.islice(io.StringIO(text, newline=""), first_line - 1, None))
+    try:
+        for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _check_xlsx_size(name: str, data: bytes, limits: ReadLimits) -> None:
+    """Refuse an XLSX file whose parts would expand past the limits, before any is read
+    (Python's zipfile stops each part at its declared size, so the declared sizes hold)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FileRejected(name, f"corrupt XLSX ({type(exc).__name__}: {exc})") from exc
+    total = sum(part.file_size for part in parts)
+    if total > limits.max_xlsx_uncompressed_bytes:
+        raise FileRejected(name, f"XLSX expands to {total:,} bytes, over "
+                                 f"max_xlsx_uncompressed_bytes "
+                                 f"({limits.max_xlsx_uncompressed_bytes:,})")
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > 1 << 20 and ratio > limits.max_xlsx_ratio:
+            raise FileRejected(name, f"XLSX part {part.filename!r} expands {ratio:,.0f} times "
+                                     f"(max_xlsx_ratio {limits.max_xlsx_ratio}): not a sheet")
+
+
+def _read_xlsx_table(name: str, data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> _Table:
     from openpyxl import load_workbook
 
+    _check_xlsx_size(name, data, limits)
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as exc:
@@ -250,6 +322,11 @@ def _read_xlsx_table(name: str, data: bytes) -> _Table:
         if not workbook.worksheets:
             raise FileRejected(name, "XLSX has no worksheet")
         sheet = workbook.worksheets[0]
+        # The sheet's declared dimension is not trusted: A1:XFD1048576 would pad every
+        # row to 16,384 cells and add rows up to the millionth. Rows are read as written.
+        reset = getattr(sheet, "reset_dimensions", None)
+        if reset is not None:
+            reset()
 
         def numbered() -> Iterator[tuple[int, list[str]]]:
             try:
@@ -484,8 +561,38 @@ def _add_reason(reasons: pd.Series, mask: pd.Series,
     return reasons
 
 
+def _printable(values: pd.Series) -> pd.Series:
+    """The texts with each control character written as \\xNN, so that a reason or a
+    stored cell never carries one."""
+    return values.str.replace(CONTROL_CHARACTERS, lambda m: f"\\x{ord(m.group()):02x}",
+                              regex=True)
+
+
 def _quoted(values: pd.Series) -> pd.Series:
-    return "'" + values.str.slice(0, 40) + "'"
+    return "'" + _printable(values.str.slice(0, 40)) + "'"
+
+
+def _checked_text(col: Column, values: pd.Series, reasons: pd.Series
+                  ) -> tuple[pd.Series, pd.Series]:
+    """A key column's values and the rows' reasons, with the rows whose key holds a control
+    character or is longer than `key_length` found: their value is kept printable and
+    within the width, so that every database takes the row alike."""
+    width = col.key_length
+    if width is None:
+        return values, reasons
+    control = values.str.contains(CONTROL_CHARACTERS, regex=True).astype(bool)
+    too_long = (values.str.len() > width).astype(bool)
+    reasons = _add_reason(reasons, control, lambda where: (
+        col.header + " " + _quoted(values.loc[where]) + " has a control character"))
+    reasons = _add_reason(reasons, too_long, lambda where: (
+        col.header + " " + _quoted(values.loc[where]) + "... is "
+        + values.loc[where].str.len().astype(str) + f" characters long (at most {width})"))
+    bad = control | too_long
+    if bad.any():
+        where = bad.index[bad.to_numpy(dtype=bool)]
+        values = values.copy()
+        values.loc[where] = _printable(values.loc[where]).str.slice(0, width)
+    return values, reasons
 
 
 def _described(header: str, values: pd.Series, problem: str) -> Callable[[pd.Index], pd.Series]:
@@ -506,10 +613,12 @@ def _parse_trailer(name: str, line_no: int, cells: list[str]) -> Trailer:
 
 
 def read_settlement_file(
-    path: Path, fmt: FileFormat, settlement_date: dt.date, name: str | None = None
+    path: Path, fmt: FileFormat, settlement_date: dt.date, name: str | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> SettlementFile:
     """Read and check one settlement file; see the module docstring for the contract."""
-    batches = SettlementBatches(path, fmt, settlement_date, name=name, batch_bytes=None)
+    batches = SettlementBatches(path, fmt, settlement_date, name=name, batch_bytes=None,
+                                limits=limits)
     rows = [frame for frame in batches]  # one: the whole file is one batch
     return SettlementFile(name=batches.name, rows=rows[0], trailer=batches.trailer,
                           sheet_format=batches.sheet_format)
@@ -550,8 +659,10 @@ class SettlementBatches:
     batches are read."""
 
     def __init__(self, path: Path, fmt: FileFormat, settlement_date: dt.date,
-                 name: str | None = None, batch_bytes: int | None = BATCH_BYTES) -> None:
+                 name: str | None = None, batch_bytes: int | None = BATCH_BYTES,
+                 limits: ReadLimits = DEFAULT_LIMITS) -> None:
         self.path, self.fmt, self.settlement_date = path, fmt, settlement_date
+        self.limits = limits
         self.name = name or path.name
         self.batch_bytes = batch_bytes
         self.trailer: Trailer | None = None
@@ -561,7 +672,7 @@ class SettlementBatches:
         name, fmt = self.name, self.fmt
         findings = _FileFindings(name, self.settlement_date)
         for piece, holder in self._pieces():
-            grid = _grid_of(name, self.path.suffix.lower(), holder, fmt, piece)
+            grid = _grid_of(name, self.path.suffix.lower(), holder, fmt, piece, self.limits)
             self.sheet_format = grid.layout
             if grid.trailer is not None:
                 self.trailer = grid.trailer
@@ -578,6 +689,10 @@ class SettlementBatches:
         """Each piece with its bytes, in a list the reader empties (at 10M rows the file
         is 1.5 GB: it is let go once Arrow has read it, before the columns are made)."""
         try:
+            size = self.path.stat().st_size
+            if size > self.limits.max_file_bytes:
+                raise FileRejected(self.name, f"{size:,} bytes, over max_file_bytes "
+                                              f"({self.limits.max_file_bytes:,})")
             with self.path.open("rb") as handle:
                 limit = self.batch_bytes
                 held = [handle.read() if limit is None else handle.read(limit)]
@@ -724,24 +839,24 @@ def _cut(data: bytes) -> int | None:
 
 
 def _grid_of(name: str, suffix: str, holder: list[bytes], fmt: FileFormat,
-             piece: _Piece) -> _Grid:
+             piece: _Piece, limits: ReadLimits = DEFAULT_LIMITS) -> _Grid:
     """The raw cells of a piece of the file (the whole file, for one piece); `holder`'s
     bytes are let go as soon as they are read."""
     data = holder.pop()
     if suffix == ".xlsx" or data[:4] == b"PK\x03\x04":
         if not data:
             raise FileRejected(name, "file is empty")
-        return _grid_from_table(name, _read_xlsx_table(name, data), fmt)
+        return _grid_from_table(name, _read_xlsx_table(name, data, limits), fmt)
     sniffed = _sniff_delimiter(data, fmt)
-    read = _fast_csv_parse(name, data, sniffed, fmt, piece) if sniffed else None
+    read = _fast_csv_parse(name, data, sniffed, fmt, piece, limits) if sniffed else None
     if read is not None:
         del data  # the rows are in Arrow's columns: at 10M rows the file is 1.5 GB
         return _fast_csv_grid(name, read, fmt, piece)
     # The general path, on the decoded text (empty files end here).
     text, delimiter = _decode_csv(name, data, fmt, piece.byte_base)
     del data
-    return _grid_from_table(name, _read_csv_table(name, text, delimiter, piece.line_base), fmt,
-                            piece)
+    return _grid_from_table(name, _read_csv_table(name, text, delimiter, piece.line_base, limits,
+                                                  fmt.trailer_marker), fmt, piece)
 
 
 #: From this many rows a batch's columns are parsed two at a time, on two threads (Arrow's
@@ -797,6 +912,7 @@ def _rows_of(grid: _Grid, fmt: FileFormat) -> pd.DataFrame:
     for col in fmt.columns:
         values = raw[col.field]
         if col.kind not in _NOT_PARSED:
+            values, reasons = _checked_text(col, values, reasons)
             frame[col.field] = values
             if col.mandatory_value:
                 reasons = _add_reason(reasons, values == "", f"{col.header} is empty")
@@ -931,7 +1047,8 @@ class _ArrowRead:
 
 
 def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
-                    piece: _Piece = _WHOLE) -> _ArrowRead | None:
+                    piece: _Piece = _WHOLE, limits: ReadLimits = DEFAULT_LIMITS
+                    ) -> _ArrowRead | None:
     """Arrow's CSV reader for the common file: LF or CRLF line ends (the last line's may
     be missing), data rows as wide as the first (as wide as the header, or wider with empty
     cells past it: a delimiter at the end of each row), and a few rows of other widths, set
@@ -992,6 +1109,8 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
     if quoted and _count(data, b'"', start, last_start) % 2 and _ends_a_trailer(
             data, start, last_start, fmt):
         return None  # a trailer with a quoted line break: the general path reads it
+    if quoted and _count(data, b'"', last_start, limit) % 2:
+        return None  # a quote the last line may leave open: the general path says so
     # The trailer is read once Arrow has read the rows: a file with bytes that are not
     # UTF-8 goes to the general path, which says so before any other fault.
     trailer_line = 0
@@ -1024,7 +1143,9 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         spanned = _spanned_lines(parsed, len(lines), skipped)
         if spanned is None:
             return None
-        lines = spanned
+        lines = spanned + piece.line_base
+        _check_spanning_rows(name, parsed, lines, limits, fmt.trailer_marker)
+        lines -= piece.line_base
     if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
             2 <= number < 2 + len(lines) for number, _ in odd):
         return None  # many rows of other widths, or fields across lines among empty lines
@@ -1234,6 +1355,24 @@ def _spanned_lines(parsed: pa.Table, data_lines: int, skipped: int) -> np.ndarra
         return None
     before = np.concatenate([[0], np.cumsum(inside)[:-1]])
     return skipped + 2 + np.arange(parsed.num_rows, dtype=np.int64) + before
+
+
+def _check_spanning_rows(name: str, parsed: pa.Table, lines: np.ndarray, limits: ReadLimits,
+                         marker: str) -> None:
+    """`_check_spanning_row` for the rows Arrow read across lines, numbered `lines`: the
+    longest span and the first trailer taken in, found column-wise."""
+    spans = np.ones(parsed.num_rows, dtype=np.int64)
+    swallowed = np.zeros(parsed.num_rows, dtype=bool)
+    pattern = "(?i)\\n\\s*\"?" + re.escape(marker)
+    for column in parsed.columns:
+        spans += np.asarray(pc.count_substring(column, "\n").to_numpy(), dtype=np.int64)
+        swallowed |= np.asarray(pc.match_substring_regex(column, pattern).to_numpy(
+            zero_copy_only=False), dtype=bool)
+    too_long = np.flatnonzero(spans > limits.max_quoted_lines)
+    taken = np.flatnonzero(swallowed)
+    for at in sorted([*too_long[:1].tolist(), *taken[:1].tolist()])[:1]:
+        row = [str(parsed.column(i)[at].as_py()) for i in range(parsed.num_columns)]
+        _check_spanning_row(name, int(lines[at]), int(spans[at]), row, limits, marker)
 
 
 def _blank_lines(data: bytes, start: int, end: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Protocol
 from recon.calendar import WIB
 from recon.config import Settings
 from recon.errors import ConfigError, FileMissing, FileRejected
+from recon.paths import has_control_character, within
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class LocalFolder:
 
     def entries(self) -> list[Entry]:
         if not self.folder.is_dir():
-            raise FileMissing(f"source folder {self.folder} does not exist")
+            raise ConfigError(f"source folder {self.folder} does not exist")
         found = []
         for entry in self.folder.iterdir():
             if entry.is_file():
@@ -90,10 +91,11 @@ def expected_stem(pattern: str, merchant_id: str, day: dt.date) -> str:
 
 
 def validate_remote_name(name: str) -> str:
-    """A file name from a source must be a plain name before it touches the local disk."""
-    if (not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name
-            or ".." in name):
-        raise FileRejected(name or "<empty name>", "unsafe file name")
+    """A file name from a source must be a plain name before it touches the local disk or
+    a mail header: no folder, no control character (CR, LF, NUL)."""
+    if (not name or name in {".", ".."} or "/" in name or "\\" in name or ".." in name
+            or has_control_character(name)):
+        raise FileRejected(ascii(name) if name else "<empty name>", "unsafe file name")
     return name
 
 
@@ -116,7 +118,8 @@ def locate(entries: list[Entry], location: str, pattern: str, merchant_id: str,
     regex = re.compile(
         re.escape(expected_stem(pattern, "\x00", day)).replace("\x00", "(?P<mid>[^/_]+)")
         + r"\.(csv|xlsx)$", re.IGNORECASE)
-    merchants = sorted({m.group("mid") for n in names if (m := regex.match(n))})
+    merchants = sorted({m.group("mid") for n in names if (m := regex.match(n))
+                        and not has_control_character(n)})
     if not merchants:
         raise FileMissing(f"no settlement file for {day} in {location}")
     if len(merchants) > 1:
@@ -151,7 +154,7 @@ def _check_ready(source: Source, entry: Entry, settings: Settings,
 def _download_and_archive(source: Source, entry: Entry, archive_dir: Path, merchant_id: str,
                           day: dt.date) -> tuple[Path, str, int]:
     """Download to a temporary name beside the archive, verify the size, then rename."""
-    folder = archive_dir / merchant_id / day.isoformat()
+    folder = within(archive_dir, merchant_id, day.isoformat())
     folder.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=".incoming-", dir=folder)
     os.close(handle)
@@ -204,6 +207,10 @@ def fetch_settlement_file(settings: Settings, merchant_id: str, day: dt.date,
                 entry, merchant = locate(source.entries(), source.location,
                                          settings.file_name_pattern, merchant_id, day)
                 validate_remote_name(entry.name)
+                settings.check_merchant_id(merchant, f"the merchant of {entry.name!r}")
+                if entry.size > settings.max_file_bytes:
+                    raise FileRejected(entry.name, f"{entry.size:,} bytes, over max_file_bytes "
+                                                   f"({settings.max_file_bytes:,})")
                 _check_ready(source, entry, settings, sleep)
                 archived, digest, size = _download_and_archive(
                     source, entry, settings.archive_dir, merchant, day)
@@ -224,3 +231,43 @@ def fetch_settlement_file(settings: Settings, merchant_id: str, day: dt.date,
                      f"{deadline:%Y-%m-%d %H:%M}")
             waited = True
             sleep(pause)
+
+
+def check_source(settings: Settings) -> None:
+    """Before a run: a local source folder exists (ConfigError, an operator's mistake, not
+    a missing file). A remote source is looked at by the run itself, with its retries."""
+    if settings.source.lower().startswith("sftp://"):
+        return
+    if not Path(settings.source).is_dir():
+        raise ConfigError(f"source folder {settings.source} does not exist")
+
+
+def source_names_merchant(settings: Settings, merchant_id: str) -> bool:
+    """Whether a file at a local source has `merchant_id` in its name (a remote source is
+    given the benefit of the doubt)."""
+    if settings.source.lower().startswith("sftp://"):
+        return True
+    folder = Path(settings.source)
+    return folder.is_dir() and any(merchant_id in entry.name for entry in folder.iterdir())
+
+
+def announce_wait(settings: Settings, day: dt.date,
+                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> str:
+    """The line a run that will wait for today's file starts with ('' when it will not):
+    the file it waits for and until when."""
+    deadline = dt.datetime.combine(day, settings.file_deadline, WIB)
+    moment = now()
+    if moment.astimezone(WIB).date() != day or moment >= deadline:
+        return ""
+    merchant = settings.merchant_id
+    if merchant and not settings.source.lower().startswith("sftp://"):
+        stem = expected_stem(settings.file_name_pattern, merchant, day)
+        folder = Path(settings.source)
+        wanted = {(stem + ext).lower() for ext in EXTENSIONS}
+        if folder.is_dir() and any(e.name.lower() in wanted for e in folder.iterdir()):
+            return ""
+    what = (expected_stem(settings.file_name_pattern, merchant, day) + ".csv (or .xlsx)"
+            if merchant else f"the settlement file of {day}")
+    return (f"{merchant or 'merchant from the file name'} {day}: waiting for {what} at "
+            f"{settings.source} until {deadline:%H:%M} WIB (file_deadline), looking every "
+            f"{settings.poll_seconds:g} s")

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from recon import categories as cat
 from recon.errors import ReconError
-from recon.formats import FileFormat
+from recon.formats import DEFAULT_LIMITS, FileFormat, ReadLimits
 from recon.memory import give_back_free_heap
 from recon.parts import part_numbers
 from recon.reader import BATCH_BYTES, SettlementBatches, Trailer
@@ -101,6 +101,7 @@ def spill_settlement_file(
     groups_of: Callable[[pd.DataFrame], dict[str, str]],
     name: str | None = None,
     batch_bytes: int | None = BATCH_BYTES,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> SpilledFile:
     """The file's rows in `parts` files under `folder` (made here; it must not exist), by
     the part of their payment's group. `groups_of` is given the file's refund rows (the
@@ -112,7 +113,7 @@ def spill_settlement_file(
     shown = name or path.name
     with spill_folder(folder, shown):
         batches = SettlementBatches(path, fmt, settlement_date, name=name,
-                                    batch_bytes=batch_bytes)
+                                    batch_bytes=batch_bytes, limits=limits)
         written, refund_rows = _write_batches(batches, folder, shown)
         refunds = pd.concat(refund_rows, ignore_index=True)
         groups = groups_of(refunds)

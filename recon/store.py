@@ -39,6 +39,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -82,6 +83,7 @@ from recon.tables import (
     ovo_refunds,
     recon_exceptions,
     recon_ledger,
+    recon_locks,
     recon_runs,
 )
 
@@ -97,6 +99,10 @@ def safe_url(url: str) -> str:
 #: Plain scheme -> the driver this project installs.
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                    "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+
+#: How long a connection attempt to a database server may take before it is an error.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -118,12 +124,56 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 60}
     elif parsed.get_backend_name() in {"mysql", "mariadb"}:
         # Times are stored as UTC: make the session zone UTC whatever the server's is.
-        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'"}
+        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'",
+                                  "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         kwargs["pool_recycle"] = 3600
     try:
         return create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"no database driver for {safe_url(url)} ({exc})") from exc
+
+
+#: The tables a run needs; a database without them has not been set up (`recon init-db`).
+RUN_TABLES = ("ovo_payments", "ovo_refunds", "recon_runs", "recon_exceptions", "recon_ledger",
+              "recon_locks")
+
+
+def check_database(url: str, merchant_ids: Sequence[str] = ()) -> list[str]:
+    """Before a run: the database can be reached and holds the run's tables (ConfigError
+    naming `recon init-db` if not, StoreError if it cannot be reached), within seconds.
+    Nothing is created, not even a SQLite file. The `merchant_ids` of which the database
+    holds no payment and no run."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL {safe_url(url)} is not valid") from exc
+    init = f"run: recon init-db --database '{safe_url(url)}'"
+    database = parsed.database or ""
+    if (parsed.get_backend_name() == "sqlite" and database not in {"", ":memory:"}
+            and not Path(database).is_file()):
+        raise ConfigError(f"database {database} does not exist; to create it, {init}")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            missing = [name for name in RUN_TABLES
+                       if not engine.dialect.has_table(conn, name)]
+            if missing:
+                raise ConfigError(f"database {safe_url(url)} has no {', '.join(missing)} "
+                                  f"table(s); to create them, {init}")
+            unknown = []
+            for merchant in merchant_ids:
+                seen = any(conn.execute(select(table.c.merchant_id).where(
+                    table.c.merchant_id == merchant).limit(1)).first() is not None
+                    for table in (ovo_payments, recon_runs))
+                if not seen:
+                    unknown.append(merchant)
+            return unknown
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    finally:
+        engine.dispose()
 
 
 def database_error(engine: Engine, exc: Exception) -> StoreError:
@@ -139,9 +189,20 @@ def init_db(engine: Engine) -> list[str]:
         with engine.begin() as conn:
             existing = set(engine.dialect.get_table_names(conn))
             metadata.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
     except SQLAlchemyError as exc:
         raise database_error(engine, exc) from exc
     return [t.name for t in metadata.sorted_tables if t.name not in existing]
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Columns added to a table after a database was made (nullable ones only)."""
+    t = recon_locks
+    columns = {c["name"] for c in inspect(conn).get_columns(t.name)}
+    for column in t.columns:
+        if column.name not in columns and column.nullable:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {t.name} ADD COLUMN {column.name} {kind}"))
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -1361,48 +1422,67 @@ class RunWriter:
     def finish(self, result: ReconResult, run: RunRecord) -> PersistedRun:
         """Write the rest of `result` and commit (beginning with the ledger if
         `write_ledger` did not)."""
+        persisted = self.write(result, run)
+        self.commit()
+        return persisted
+
+    def write(self, result: ReconResult, run: RunRecord) -> PersistedRun:
+        """Write the rest of `result` in the run's transaction, without committing: the
+        caller stages its reports, then `commit`s (or `abort`s, leaving the database as it
+        was)."""
         day, merchant = run.settlement_date, run.merchant_id
         exc_t = recon_exceptions
         try:
+            if self._parts is not None:
+                run_id, attempt = self._finish_parts(self._parts, run)
+            else:
+                run_id, attempt = (self._begun.result() if self._begun is not None
+                                   else self._begin(result.ledger, run))
+            finished = dt.datetime.now(dt.UTC)
+            conn = self._conn
+            written = logged = 0
+            for exceptions in _exception_tables(result, merchant, day, run_id,
+                                                _WRITE_BATCH_ROWS):
+                _bulk_insert(conn, exc_t, exceptions)
+                written += exceptions.num_rows
+                if written - logged >= _PROGRESS_ROWS and written < result.exceptions:
+                    logged = written
+                    log.info("%s: %s of %s rows written", exc_t.name, f"{written:,}",
+                             f"{result.exceptions:,}")
+            closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
+                        for c in result.closures.itertuples(index=False)]
+            if closures:
+                conn.execute(
+                    update(exc_t).where(exc_t.c.exception_id == bindparam("b_id"))
+                    .values(state="closed", closed_by_date=day,
+                            closed_by_line=bindparam("b_line")),
+                    closures,
+                )
+            conn.execute(update(recon_runs).where(recon_runs.c.run_id == run_id).values(
+                finished_at=finished, exceptions=run.exceptions,
+                summary_json=json.dumps(run.summary, sort_keys=True)))
+        except BaseException as exc:
+            self._close()
+            if isinstance(exc, SQLAlchemyError):
+                raise database_error(self._engine, exc) from exc
+            raise
+        entries = len(result.ledger) if self._parts is None else self._parts.entries
+        log.info("wrote run %s (attempt %d): %d ledger entries, %d closures; not committed yet",
+                 run_id, attempt, entries, len(result.closures))
+        return PersistedRun(run_id=run_id, attempt=attempt, rerun=attempt > 1,
+                            finished_at=finished)
+
+    def commit(self) -> None:
+        """Make what `write` wrote visible to others, in one commit."""
+        if self._conn is None:
+            raise RuntimeError("the run's writer has nothing to commit")
+        try:
             try:
-                if self._parts is not None:
-                    run_id, attempt = self._finish_parts(self._parts, run)
-                else:
-                    run_id, attempt = (self._begun.result() if self._begun is not None
-                                       else self._begin(result.ledger, run))
-                finished = dt.datetime.now(dt.UTC)
-                conn = self._conn
-                written = logged = 0
-                for exceptions in _exception_tables(result, merchant, day, run_id,
-                                                    _WRITE_BATCH_ROWS):
-                    _bulk_insert(conn, exc_t, exceptions)
-                    written += exceptions.num_rows
-                    if written - logged >= _PROGRESS_ROWS and written < result.exceptions:
-                        logged = written
-                        log.info("%s: %s of %s rows written", exc_t.name, f"{written:,}",
-                                 f"{result.exceptions:,}")
-                closures = [{"b_id": int(c.exception_id), "b_line": int(c.line_no)}
-                            for c in result.closures.itertuples(index=False)]
-                if closures:
-                    conn.execute(
-                        update(exc_t).where(exc_t.c.exception_id == bindparam("b_id"))
-                        .values(state="closed", closed_by_date=day,
-                                closed_by_line=bindparam("b_line")),
-                        closures,
-                    )
-                conn.execute(update(recon_runs).where(recon_runs.c.run_id == run_id).values(
-                    finished_at=finished, exceptions=run.exceptions,
-                    summary_json=json.dumps(run.summary, sort_keys=True)))
-                conn.commit()
+                self._conn.commit()
             finally:
                 self._close()
         except SQLAlchemyError as exc:
             raise database_error(self._engine, exc) from exc
-        entries = len(result.ledger) if self._parts is None else self._parts.entries
-        log.info("persisted run %s (attempt %d): %d ledger entries, %d closures", run_id,
-                 attempt, entries, len(result.closures))
-        return PersistedRun(run_id=run_id, attempt=attempt, rerun=attempt > 1,
-                            finished_at=finished)
 
     def abort(self) -> None:
         """Roll back what was written (once the ledger's write has ended: on PostgreSQL at

@@ -11,6 +11,7 @@ from recon import categories as cat
 from recon.errors import ConfigError
 from recon.matching import ReconResult
 from recon.money import format_amount
+from recon.paths import within
 
 
 def build_summary(result: ReconResult, file_name: str, sha256: str,
@@ -46,7 +47,7 @@ def write_summary(summary: dict[str, Any], path: Path) -> Path:
 
 
 def report_folder(report_dir: Path, merchant_id: str, settlement_date: str) -> Path:
-    return report_dir / merchant_id / settlement_date
+    return within(report_dir, merchant_id, settlement_date)
 
 
 def report_stem(merchant_id: str, day: dt.date) -> str:

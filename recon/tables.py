@@ -164,6 +164,8 @@ recon_locks = Table(
     Column("settlement_date", Date, primary_key=True),
     Column("holder", String(255), nullable=False),
     Column("acquired_at", Moment, nullable=False),
+    # Renewed while the run lives; an old heartbeat marks a dead run's lock.
+    Column("heartbeat_at", Moment),
 )
 
 DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect(),

@@ -86,6 +86,7 @@ CREATE TABLE recon_locks (
 	settlement_date DATE NOT NULL, 
 	holder VARCHAR(255) NOT NULL, 
 	acquired_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	heartbeat_at TIMESTAMP WITH TIME ZONE, 
 	PRIMARY KEY (merchant_id, settlement_date)
 );
 
