@@ -306,8 +306,6 @@ def _preflight(args: argparse.Namespace, settings: Settings, merchants: Sequence
     A run that will wait for today's file says so first, with its deadline."""
     from recon.sources import announce_wait, check_source
 
-    if args.parts is not None and args.parts < 0:
-        raise ConfigError("--parts must be 0 or more")
     per_merchant = [settings.for_merchant(merchant) for merchant in merchants]
     for each in per_merchant:
         check_source(each)
@@ -423,20 +421,29 @@ EPHEMERAL_STARTUP_SECONDS = 120
 
 
 @contextlib.contextmanager
-def prefect_environment() -> Iterator[None]:
-    """Prefect for a command that runs flows: the configured API server, else a temporary
-    one of the command's own (`pipelines.server`) that never outlives it."""
+def prefect_defaults() -> Iterator[None]:
+    """Prefect settings the commands need unless the environment or profile sets them."""
     from prefect.settings import (
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
-    from pipelines.server import temporary_server
-
     with temporary_settings(set_defaults={
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}):
+        yield
+
+
+@contextlib.contextmanager
+def prefect_environment() -> Iterator[None]:
+    """Prefect for a command that runs flows: the configured API server, else a temporary
+    one of the command's own (`pipelines.server`) that never outlives it."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    from pipelines.server import temporary_server
+
+    with prefect_defaults():
         try:
-            with temporary_server(EPHEMERAL_STARTUP_SECONDS):
+            with temporary_server(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
                 yield
         except RuntimeError as exc:
             if "temporary Prefect server" not in str(exc):

@@ -53,6 +53,7 @@ from recon.schemas import (
     conform,
     joined_values,
     one_chunk,
+    text_array,
     value_offsets,
 )
 
@@ -578,10 +579,20 @@ def _checked_text(col: Column, values: pd.Series, reasons: pd.Series
     character or is longer than `key_length` found: their value is kept printable and
     within the width, so that every database takes the row alike."""
     width = col.key_length
-    if width is None:
+    if width is None or values.empty:
         return values, reasons
-    control = values.str.contains(CONTROL_CHARACTERS, regex=True).astype(bool)
-    too_long = (values.str.len() > width).astype(bool)
+    # Looked at as bytes first (a day's keys hold neither): a control character is a byte
+    # below 0x20 or 0x7f in UTF-8, and a text of more characters has more bytes.
+    texts = text_array(values)
+    data = np.frombuffer(joined_values(texts), dtype=np.uint8)
+    has_control = bool(((data < 0x20) | (data == 0x7F)).any())
+    has_long = bool((np.diff(value_offsets(texts)) > width).any())
+    if not has_control and not has_long:
+        return values, reasons
+    none = pd.Series(False, index=values.index)
+    control = (values.str.contains(CONTROL_CHARACTERS, regex=True).astype(bool)
+               if has_control else none)
+    too_long = (values.str.len() > width).astype(bool) if has_long else none
     reasons = _add_reason(reasons, control, lambda where: (
         col.header + " " + _quoted(values.loc[where]) + " has a control character"))
     reasons = _add_reason(reasons, too_long, lambda where: (
@@ -1109,8 +1120,6 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
     if quoted and _count(data, b'"', start, last_start) % 2 and _ends_a_trailer(
             data, start, last_start, fmt):
         return None  # a trailer with a quoted line break: the general path reads it
-    if quoted and _count(data, b'"', last_start, limit) % 2:
-        return None  # a quote the last line may leave open: the general path says so
     # The trailer is read once Arrow has read the rows: a file with bytes that are not
     # UTF-8 goes to the general path, which says so before any other fault.
     trailer_line = 0
@@ -1123,6 +1132,8 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         end = last_start
     else:
         body_lines += _count(data, b"\n", last_start, end) + (end == limit)  # its end missing
+    if quoted and _count(data, b'"', start, end) % 2:
+        return None  # a quote the body may leave open (Arrow would close it at the end)
     width = read_width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_csv(data, start, end, delimiter, width, quoted)

@@ -112,7 +112,7 @@ def test_a_run_that_cannot_persist_leaves_the_earlier_report_in_place(
     def refuse(*args: object, **kwargs: object) -> None:
         raise StoreError("database sqlite:///r.db: disk I/O error")
 
-    monkeypatch.setattr(flows.RunWriter, "finish", refuse)
+    monkeypatch.setattr(flows.RunWriter, "write", refuse)
     second = flows.reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
                                         return_state=True)
     assert second.is_failed()

@@ -155,10 +155,17 @@ def test_all_clear_subject(summary) -> None:
 
 
 def test_alert_email(tmp_path: Path) -> None:
-    message = build_alert_email("M001", dt.date(2026, 11, 30),
-                                "FILE_REJECTED: f.csv: file is empty", "a@b", ("c@d",))
+    message = build_alert_email("M001", dt.date(2026, 11, 30), "FILE_REJECTED",
+                                "f.csv: file is empty", "a@b", ("c@d",))
     assert "ALERT" in message["Subject"]
-    assert "file is empty" in message.get_content()
+    body = message.get_content()
+    assert "file is empty" in body
+    assert "Monday 30 November 2026, arrived but cannot be trusted as a whole" in body
+    assert "What to expect: Nothing from this file was recorded." in body
+    assert "recon " not in body  # the command is for the operator's log
+    failed = build_alert_email("M001", dt.date(2026, 11, 30), "DATABASE", "db down", "a@b",
+                               ("c@d",)).get_content()
+    assert "could not be reconciled: the run failed" in failed
 
 
 def test_trend_chart_when_earlier_runs_exist(result, summary, tmp_path: Path) -> None:
