@@ -24,6 +24,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/hostile_files.py
 
 samples: $(STAMP)
 	$(BIN)/python -m recon.samples sample_reports
