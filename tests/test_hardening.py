@@ -117,33 +117,31 @@ def stray_quote(at: int) -> Callable[[bytes], bytes]:
     return edit
 
 
-def _xlsx_declaring_whole_sheet(path: Path) -> None:
-    """A valid sheet whose declared dimension is A1:XFD1048576, with empty rows after."""
-    write_settlement_xlsx(rows(), path)
-    source = zipfile.ZipFile(path)
-    parts = {info.filename: source.read(info) for info in source.infolist()}
-    source.close()
+def _rewrite_sheet(path: Path, change: Callable[[str], str]) -> None:
+    """The XLSX at `path` with its sheet's XML changed by `change`."""
+    with zipfile.ZipFile(path) as source:
+        parts = {info.filename: source.read(info) for info in source.infolist()}
     sheet = next(name for name in parts if name.startswith("xl/worksheets/sheet"))
-    xml = parts[sheet].decode()
-    xml = xml.replace('<dimension ref="A1:M32"/>', '<dimension ref="A1:XFD1048576"/>')
-    empty = "".join(f'<row r="{r}"/>' for r in range(40, 20000))
-    parts[sheet] = xml.replace("</sheetData>", empty + "</sheetData>").encode()
+    parts[sheet] = change(parts[sheet].decode()).encode()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
         for name, data in parts.items():
             target.writestr(name, data)
+
+
+def _xlsx_declaring_whole_sheet(path: Path) -> None:
+    """A valid sheet whose declared dimension is A1:XFD1048576, with empty rows after."""
+    write_settlement_xlsx(rows(), path)
+    empty = "".join(f'<row r="{r}"/>' for r in range(40, 20000))
+    _rewrite_sheet(path, lambda xml: xml.replace(
+        '<dimension ref="A1:M32"/>', '<dimension ref="A1:XFD1048576"/>').replace(
+        "</sheetData>", empty + "</sheetData>"))
 
 
 def _xlsx_bomb(path: Path) -> None:
     """An XLSX whose sheet expands a thousandfold (a zip bomb, kept small here)."""
     write_settlement_xlsx(rows(), path)
-    source = zipfile.ZipFile(path)
-    parts = {info.filename: source.read(info) for info in source.infolist()}
-    source.close()
-    sheet = next(name for name in parts if name.startswith("xl/worksheets/sheet"))
-    parts[sheet] = parts[sheet].replace(b"</sheetData>", b" " * (40 << 20) + b"</sheetData>")
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in parts.items():
-            target.writestr(name, data)
+    _rewrite_sheet(path, lambda xml: xml.replace("</sheetData>",
+                                                 " " * (40 << 20) + "</sheetData>"))
 
 
 REJECTED = {
