@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import logging
 import os
 import signal
 import sys
@@ -373,7 +374,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           f"{', '.join(settings.merchant_ids) or '(from the file names)'}; Ctrl-C to stop")
     with _secrets_in_environment(args), prefect_environment():
         serve_daily(config, settings)
-    return 0
+    # The schedule's runner returns only once stopped: by Ctrl-C through this command's
+    # handler, by SIGTERM through its own graceful shutdown (its handler replaces ours).
+    if not _stopped_by:
+        _stopped_by.append(signal.SIGTERM)
+    raise KeyboardInterrupt(_SIGNAL_NAMES[_stopped_by[0]])
 
 
 def _cmd_notify(args: argparse.Namespace) -> int:
@@ -494,11 +499,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReconError as exc:
         print(f"recon: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a defect, not an input: the trace to the log, one line here
+        logging.getLogger("recon.noise").exception("%s failed unexpectedly", args.command)
+        print(f"recon: ERROR: {args.command} failed unexpectedly ({type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}); the log has the details", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         signum = _stopped_by[0] if _stopped_by else signal.SIGINT
         print(f"recon: INTERRUPTED: stopped by {_SIGNAL_NAMES.get(signum, signum)}; nothing "
               "of an unfinished run was saved", file=sys.stderr)
         return 128 + signum
+
+
+def _library_noise_to_the_log() -> None:
+    """Standard error is for the one line that says why a command failed. What libraries
+    print there on their own (Python warnings; 'Exception ignored' traces of objects, such
+    as an event loop half made as Prefect's runner stops) goes to the log on standard
+    output instead."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    noise = logging.getLogger("recon.noise")
+    noise.addHandler(handler)
+    noise.propagate = False
+    warnings = logging.getLogger("py.warnings")
+    warnings.addHandler(handler)
+    warnings.propagate = False
+    logging.captureWarnings(True)
+
+    def unraisable(hook: Any) -> None:
+        noise.warning("ignored %s: %s (in %r)", type(hook.exc_value).__name__,
+                      hook.exc_value, hook.object)
+
+    sys.unraisablehook = unraisable
 
 
 def command() -> None:
@@ -508,6 +540,7 @@ def command() -> None:
     Frozen objects are left out of collections (`gc.freeze`); their memory goes with the
     process."""
     _install_signal_handlers()
+    _library_noise_to_the_log()
     code = main()
     gc.freeze()
     sys.exit(code)

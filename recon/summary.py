@@ -68,4 +68,12 @@ def find_report(report_dir: Path, merchant_id: str, day: dt.date) -> tuple[dict[
     workbook = folder / f"{report_stem(merchant_id, day)}.xlsx"
     if not summary_path.exists() or not workbook.exists():
         raise ConfigError(f"{merchant_id} {day} has not been reconciled: no report in {folder}")
-    return json.loads(summary_path.read_text(encoding="utf-8")), workbook
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{summary_path} cannot be read ({exc}); reconcile the date again "
+                          "to write it anew") from exc
+    if not isinstance(summary, dict) or "merchant_id" not in summary:
+        raise ConfigError(f"{summary_path} is not a run's summary; reconcile the date again "
+                          "to write it anew")
+    return summary, workbook

@@ -96,14 +96,13 @@ def test_a_signal_while_polling_ends_the_run_and_marks_the_flow_run(
     assert flow_run.state is not None
 
 
-@pytest.mark.parametrize(("step", "signum"), [
-    ("load:", signal.SIGINT), ("load:", signal.SIGTERM),
-    ("match:", signal.SIGINT), ("match:", signal.SIGTERM)])
+@pytest.mark.parametrize(("step", "signum"), [("load:", signal.SIGINT),
+                                              ("match:", signal.SIGTERM)])
 def test_a_signal_during_the_match_or_the_write_leaves_the_database_as_it_was(
-        tmp_path: Path, prefect_api: str, step: str, signum: int) -> None:
+        tmp_path: Path, database_url: str, prefect_api: str, step: str, signum: int) -> None:
     """After the load the match runs; after the match the ledger, the workbook and the
     persist. Interrupted there, the date re-runs to the summary of a run never stopped."""
-    site = Site(tmp_path, f"sqlite:///{tmp_path / 'recon.db'}", prefect_api)
+    site = Site(tmp_path, database_url, prefect_api)
     big = [{**row, "MerchantInvoice": f"INV-{i}"} for i, row in
            enumerate(rows() * (BIG // len(rows())))]
     write_settlement_csv(big, site.inbox / f"{NAME}.csv")
@@ -145,3 +144,28 @@ def test_a_killed_command_takes_its_temporary_server_with_it(tmp_path: Path) -> 
     while _uvicorn_servers() & ours and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _uvicorn_servers() & ours
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_on_a_signal_with_its_exit_code(tmp_path: Path, prefect_api: str,
+                                                    signum: int) -> None:
+    """Prefect's runner shuts down gracefully on either signal; the command still says
+    which one stopped it, with its exit code."""
+    site = Site(tmp_path, f"sqlite:///{tmp_path / 'recon.db'}", prefect_api)
+    serving = subprocess.Popen([sys.executable, "-m", "recon.cli", "serve", "--database",
+                                site.url, "--name", f"interrupts-{signum}"], cwd=site.root,
+                               env=site.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        _wait_for(serving, "is being served")
+        started = time.monotonic()
+        os.killpg(serving.pid, signum)
+        _, err = serving.communicate(timeout=60)
+        assert time.monotonic() - started < 10
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+    assert serving.returncode == 128 + signum
+    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    assert err.strip().splitlines() == [
+        f"recon: INTERRUPTED: stopped by {name}; nothing of an unfinished run was saved"], err
