@@ -355,6 +355,9 @@ def load_settings(
             raise ConfigError(f"configuration file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"configuration file {path} cannot be read "
+                              f"({getattr(exc, 'strerror', None) or exc})") from exc
         section = data.get("recon", data)
         for key, value in section.items():
             if key in SECRET_KEYS:
