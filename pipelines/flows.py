@@ -36,7 +36,6 @@ from recon.config import Settings, load_settings  # noqa: E402
 from recon.delivery import deliver  # noqa: E402
 from recon.errors import (  # noqa: E402
     ConfigError,
-    Interrupted,
     NotificationFailed,
     NotWorkingDay,
     OutputUnwritable,
@@ -311,7 +310,7 @@ def alert_task(settings: Settings, merchant_id: str, day: dt.date, error: ReconE
 #: Failures the settlement team is alerted about: the file is not there or not usable, or
 #: the run failed on the way. An operator's mistake (CONFIG), a lock held by another run
 #: and a mail that could not go are the operator's alone.
-NOT_ALERTED = (ConfigError, RunLocked, NotificationFailed, Interrupted, NotWorkingDay)
+NOT_ALERTED = (ConfigError, RunLocked, NotificationFailed, NotWorkingDay)
 
 
 def _calendar(settings: Settings) -> WorkingCalendar:

@@ -23,7 +23,6 @@ from recon.errors import (
     ConfigError,
     FileMissing,
     FileRejected,
-    Interrupted,
     NotificationFailed,
     NotWorkingDay,
     OutputUnwritable,
@@ -36,7 +35,7 @@ from recon.memory import limit_malloc_arenas
 
 EXIT_BY_CODE = {cls.reason_code: cls.exit_code for cls in (
     ConfigError, NotWorkingDay, FileMissing, FileRejected, RunLocked, NotificationFailed,
-    StoreError, SourceUnavailable, OutputUnwritable, Interrupted)}
+    StoreError, SourceUnavailable, OutputUnwritable)}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -90,13 +90,3 @@ class OutputUnwritable(ReconError):
     reason_code = "OUTPUT_UNWRITABLE"
     exit_code = 10
 
-
-class Interrupted(ReconError):
-    """The command was stopped by a signal (SIGINT, SIGTERM)."""
-
-    reason_code = "INTERRUPTED"
-    exit_code = 130
-
-    def __init__(self, message: str, exit_code: int = 130) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code

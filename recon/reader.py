@@ -1379,9 +1379,9 @@ def _check_spanning_rows(name: str, parsed: pa.Table, lines: np.ndarray, limits:
         spans += np.asarray(pc.count_substring(column, "\n").to_numpy(), dtype=np.int64)
         swallowed |= np.asarray(pc.match_substring_regex(column, pattern).to_numpy(
             zero_copy_only=False), dtype=bool)
-    too_long = np.flatnonzero(spans > limits.max_quoted_lines)
-    taken = np.flatnonzero(swallowed)
-    for at in sorted([*too_long[:1].tolist(), *taken[:1].tolist()])[:1]:
+    found = np.flatnonzero((spans > limits.max_quoted_lines) | swallowed)
+    if len(found):  # the first such row, refused as the general path refuses it
+        at = int(found[0])
         row = [str(parsed.column(i)[at].as_py()) for i in range(parsed.num_columns)]
         _check_spanning_row(name, int(lines[at]), int(spans[at]), row, limits, marker)
 
