@@ -944,6 +944,11 @@ def _rows_of(grid: _Grid, fmt: FileFormat) -> pd.DataFrame:
     return conform(frame, SETTLEMENT_ROWS, "settlement rows")
 
 
+#: Sums of amounts are exact 64-bit integers of minor units: a file whose amounts add up
+#: (in absolute value) to this much or more cannot be added up exactly, and is refused.
+SUMMABLE_MINOR = 1 << 62
+
+
 class _FileFindings:
     """The file-level checks, over every batch of rows: a SettlementDate other than the
     run's, the TOTAL trailer's count and sums, a file without rows."""
@@ -954,6 +959,7 @@ class _FileFindings:
         self.first_wrong: tuple[int, object] | None = None
         self.sums = {"gross": 0, "net": 0}
         self.unreadable = {"gross": 0, "net": 0}
+        self.magnitude = 0.0  # the amounts' absolute sum, roughly: can they be added?
 
     def add(self, rows: pd.DataFrame) -> None:
         stated = rows["settlement_date"]
@@ -969,9 +975,16 @@ class _FileFindings:
             values = rows[column]
             self.unreadable[column] += int(values.isna().sum())
             self.sums[column] += int(values.sum(skipna=True))
+        for column in ("gross", "mdr", "tax", "net"):
+            self.magnitude = max(self.magnitude, float(
+                rows[column].astype("float64").abs().sum(skipna=True)))
 
     def check(self, trailer: Trailer | None) -> None:
         name = self.name
+        if self.magnitude >= SUMMABLE_MINOR:
+            raise FileRejected(name, f"the amounts add up to more than "
+                                     f"{format_amount(SUMMABLE_MINOR)} IDR, past what can be "
+                                     "added exactly")
         if self.first_wrong is not None:
             line, stated = self.first_wrong
             more = self.wrong_dates - 1

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from recon.calendar import WIB
 from recon.config import Settings
-from recon.errors import ConfigError, FileMissing, FileRejected
+from recon.errors import ConfigError, FileMissing, FileRejected, OutputUnwritable
 from recon.paths import has_control_character, within
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,18 @@ class LocalFolder:
         return found
 
     def download(self, name: str, target: Path) -> None:
-        shutil.copyfile(self.folder / name, target)
+        source = self.folder / name
+        try:
+            with source.open("rb") as reading:
+                try:
+                    with target.open("wb") as writing:
+                        shutil.copyfileobj(reading, writing, 1 << 20)
+                except OSError as exc:
+                    raise OutputUnwritable(f"the archive copy {target} cannot be written "
+                                           f"({exc.strerror or exc})") from exc
+        except OSError as exc:
+            raise FileRejected(name, f"cannot be read at the source ({exc.strerror or exc})"
+                               ) from exc
 
 
 def expected_stem(pattern: str, merchant_id: str, day: dt.date) -> str:
@@ -155,9 +166,13 @@ def _download_and_archive(source: Source, entry: Entry, archive_dir: Path, merch
                           day: dt.date) -> tuple[Path, str, int]:
     """Download to a temporary name beside the archive, verify the size, then rename."""
     folder = within(archive_dir, merchant_id, day.isoformat())
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=".incoming-", dir=folder)
-    os.close(handle)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=".incoming-", dir=folder)
+        os.close(handle)
+    except OSError as exc:
+        raise OutputUnwritable(f"the archive folder {folder} cannot be written "
+                               f"({exc.strerror or exc}); nothing was fetched") from exc
     temp = Path(temp_name)
     try:
         source.download(entry.name, temp)
@@ -168,9 +183,12 @@ def _download_and_archive(source: Source, entry: Entry, archive_dir: Path, merch
         digest = sha256_of(temp)
         target = folder / f"{digest[:12]}_{entry.name}"
         os.replace(temp, target)
+        (folder / f"{target.name}.sha256").write_text(f"{digest}  {entry.name}\n")
+    except OSError as exc:
+        raise OutputUnwritable(f"the archive folder {folder} cannot be written "
+                               f"({exc.strerror or exc}); nothing was fetched") from exc
     finally:
         temp.unlink(missing_ok=True)
-    (folder / f"{target.name}.sha256").write_text(f"{digest}  {entry.name}\n")
     return target, digest, size
 
 

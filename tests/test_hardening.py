@@ -248,6 +248,29 @@ def test_an_unwritable_outbox_saves_the_results_and_exits_7(site: Site) -> None:
     assert site.summary()["counts"] == {**site.summary()["counts"], "MATCHED": ROWS}
 
 
+def test_an_unwritable_archive_folder_fetches_nothing_and_exits_10(site: Site) -> None:
+    write_settlement_csv(rows(), site.inbox / f"{NAME}.csv")
+    blocked = site.root / "archive-is-a-file"
+    blocked.write_text("not a folder")
+    before = dump(site.url)
+    done = site.run(env={"RECON_ARCHIVE_DIR": str(blocked)})
+    assert done.returncode == 10, done.stdout[-2000:]
+    assert one_line(done).startswith("recon: OUTPUT_UNWRITABLE: the archive folder ")
+    assert dump(site.url) == before
+
+
+def test_amounts_that_cannot_be_added_exactly_reject_the_file(site: Site) -> None:
+    huge = {"GrossAmount": "999999999999999.99", "MDRAmount": "0", "TaxAmount": "0",
+            "NetAmount": "999999999999999.99"}
+    made = [{**row, "MerchantInvoice": f"INV-{i}", **huge} for i, row in enumerate(rows() * 4)]
+    write_settlement_csv(made, site.inbox / f"{NAME}.csv", trailer=False)
+    before = dump(site.url)
+    done = site.run()
+    assert done.returncode == 5
+    assert "past what can be added exactly" in one_line(done)
+    assert dump(site.url) == before
+
+
 # -------------------------------------------------------------- names and folders
 
 
