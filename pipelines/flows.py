@@ -555,7 +555,7 @@ def as_recon_error(exc: Exception) -> ReconError:
 def _failed(exc: ReconError) -> State:
     """A failed state whose message is the one-line reason, logged without a traceback."""
     get_run_logger().error("%s", exc.one_line())
-    return Failed(message=exc.one_line())
+    return Failed(message=exc.one_line(), data=exc)
 
 
 def _day_off(settings: Settings, day: dt.date) -> State | None:
@@ -667,7 +667,7 @@ class Prepared:
     fetched: FetchedFile | None = None
     parsed: SettlementFile | None = None
     skipped: str = ""
-    error: str = ""  # the one-line reason ("CODE: text") when the file could not be had
+    error: ReconError | None = None  # why the file could not be had
 
 
 @task(name="prepare", **TASK_OPTIONS)
@@ -681,14 +681,14 @@ def prepare_task(settings: Settings, day: dt.date) -> Prepared:
     if settings.parts:
         return Prepared(day, started_at, error=ConfigError(
             "parts: a run in parts reads its file under the date's lock, in the process "
-            "that settles it; it does not go with --dask-address/--dask-workers").one_line())
+            "that settles it; it does not go with --dask-address/--dask-workers"))
     try:
         settings, fetched, parsed = fetch_and_read(settings, day)
     except Exception as exc:
         error = as_recon_error(exc)
         if not isinstance(error, NOT_ALERTED):
             alert_task(settings, settings.merchant_id, day, error)
-        return Prepared(day, started_at, error=error.one_line())
+        return Prepared(day, started_at, error=error)
     return Prepared(day, started_at, settings, fetched, parsed)
 
 
@@ -710,7 +710,7 @@ def settle_in_order_task(prepared: list[Prepared]) -> list[dict[str, Any]]:
         except ReconError as exc:
             get_run_logger().error("%s %s: %s", item.settings.merchant_id, item.day,
                                    exc.one_line())
-            outcomes.append({"day": item.day.isoformat(), "error": exc.one_line()})
+            outcomes.append({"day": item.day.isoformat(), "error": exc})
     return outcomes
 
 

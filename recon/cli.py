@@ -12,30 +12,18 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from recon import categories as cat
 from recon.calendar import WorkingCalendar, today_wib
 from recon.config import Settings, load_settings
 from recon.errors import (
     ConfigError,
-    FileMissing,
-    FileRejected,
-    NotificationFailed,
     NotWorkingDay,
-    OutputUnwritable,
     ReconError,
-    RunLocked,
-    SourceUnavailable,
-    StoreError,
 )
 from recon.memory import limit_malloc_arenas
-
-EXIT_BY_CODE = {cls.reason_code: cls.exit_code for cls in (
-    ConfigError, NotWorkingDay, FileMissing, FileRejected, RunLocked, NotificationFailed,
-    StoreError, SourceUnavailable, OutputUnwritable)}
+from recon.runner import DateRun, print_summary_table, run_fan_out, run_many
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -131,118 +119,12 @@ def _override_map(args: argparse.Namespace) -> dict[str, Any]:
         "outbox": args.outbox, "parts": args.parts}.items() if value is not None}
 
 
-def print_summary_table(summary: dict[str, Any], paths: dict[str, str]) -> None:
-    print()
-    print(f"Merchant {summary['merchant_id']}  settlement date {summary['settlement_date']}  "
-          f"covers {', '.join(summary['covered_transaction_dates'])}")
-    print(f"File {summary['file']['name']}: {summary['file']['rows']:,} rows")
-    width = max(len(name) for name in cat.ALL_CATEGORIES)
-    print(f"  {'category':<{width}}  {'count':>9}  {'GrossAmount':>18}")
-    for name in cat.ALL_CATEGORIES:
-        print(f"  {name:<{width}}  {summary['counts'][name]:>9,}  "
-              f"{summary['amounts'][name]:>18}")
-    print(f"Open items from earlier dates: {summary['open_items']} "
-          f"(closed by this file: {summary['closed_items']})")
-    for label in ("workbook", "summary", "email"):
-        if label in paths:
-            print(f"  {label:<8} {paths[label]}")
-
-
-@dataclass
-class DateRun:
-    day: dt.date
-    merchant_id: str
-    outcome: dict[str, Any] | None = None
-    error: ReconError | None = None
-    skipped: str = ""
-
-
-def _error_from_state(message: str | None) -> ReconError:
-    text = " ".join(str(message or "run failed").split())
-    code = text.split(":", 1)[0]
-    error = ReconError(text.split(": ", 1)[1] if ": " in text else text)
-    error.reason_code = code if code in EXIT_BY_CODE else "ERROR"
-    error.exit_code = EXIT_BY_CODE.get(code, 1)
-    return error
-
-
-def _date_run(day: dt.date, merchant: str | None, *, error: str | None, skipped: str,
-              outcome: Any) -> DateRun:
-    """One (date, merchant) run's line: failed (its state message), skipped (not a
-    working day) or reconciled (the outcome names the merchant the file was for)."""
-    run = DateRun(day, merchant or "")
-    if error is not None:
-        run.error = _error_from_state(error)
-    elif skipped:
-        run.skipped = skipped
-    else:
-        run.outcome = cast(dict[str, Any], outcome)
-        run.merchant_id = run.outcome["summary"]["merchant_id"]
-    return run
-
-
-def run_many(overrides: dict[str, Any], config_file: str | None,
-             merchants: Sequence[str | None], days: Sequence[dt.date]) -> list[DateRun]:
-    """One flow run per (date, merchant), dates in order, all in this process; a failure
-    is recorded and the next run goes on."""
-    from pipelines.flows import reconcile_settlement
-
-    runs = []
-    for day in days:
-        for merchant in merchants:
-            state = reconcile_settlement(settlement_date=day.isoformat(), merchant_id=merchant,
-                                         overrides=overrides, config_file=config_file,
-                                         return_state=True)
-            message = str(state.message or "")
-            done = state.is_completed()
-            skipped = message if done and message.startswith("NOT_WORKING_DAY") else ""
-            runs.append(_date_run(day, merchant, error=None if done else message,
-                                  skipped=skipped,
-                                  outcome=state.result() if done and not skipped else None))
-    return runs
-
-
-def run_fan_out(overrides: dict[str, Any], config_file: str | None,
-                merchants: Sequence[str | None], days: Sequence[dt.date],
-                address: str | None, workers: int | None) -> list[DateRun]:
-    """The same runs over a Dask cluster (Prefect's DaskTaskRunner): files fetched and
-    read in parallel, each merchant's dates settled in order, merchants in parallel."""
-    try:
-        from pipelines.flows import dask_runner, reconcile_fan_out
-
-        runner = dask_runner(address, workers)
-    except ImportError as exc:
-        raise ConfigError(f"--dask-address/--dask-workers need prefect-dask ({exc})") from exc
-    flow = reconcile_fan_out.with_options(task_runner=runner)
-    state = flow(settlement_dates=[d.isoformat() for d in days], merchant_ids=list(merchants),
-                 overrides=overrides, config_file=config_file, return_state=True)
-    if not state.is_completed():
-        raise _error_from_state(state.message)
-    runs = [_date_run(dt.date.fromisoformat(entry["day"]), entry["merchant"],
-                      error=entry.get("error") or None, skipped=entry.get("skipped", ""),
-                      outcome=entry.get("outcome"))
-            for entry in cast(list[dict[str, Any]], state.result())]
-    return sorted(runs, key=lambda r: (r.day, r.merchant_id))
-
-
 def _runs(args: argparse.Namespace, merchants: Sequence[str | None],
           days: Sequence[dt.date]) -> list[DateRun]:
     if args.dask_address or args.dask_workers:
         return run_fan_out(_override_map(args), args.config, merchants, days,
                            args.dask_address, args.dask_workers)
     return run_many(_override_map(args), args.config, merchants, days)
-
-
-def run_dates(overrides: dict[str, Any], config_file: str | None,
-              merchant_id: str | None, days: Sequence[dt.date]) -> list[dict[str, Any]]:
-    """Run the flow for each date in this process; raises ReconError on the first failure."""
-    outcomes = []
-    for run in run_many(overrides, config_file, [merchant_id], days):
-        if run.error is not None:
-            raise run.error
-        if run.outcome is not None:
-            outcomes.append(run.outcome)
-    return outcomes
 
 
 def _report(runs: Sequence[DateRun]) -> int:

@@ -270,7 +270,7 @@ def write_demo(folder: Path, data: DemoData, xlsx_dates: tuple[dt.date, ...] = (
 
 
 def run_demo(directory: str) -> int:
-    from recon.cli import print_summary_table, run_dates
+    from recon.runner import print_summary_table, run_dates
 
     folder = Path(directory).resolve()
     if folder.exists():

@@ -22,6 +22,18 @@ class ReconError(Exception):
         text = " ".join(self.message.split())
         return f"{self.reason_code}: {text}"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled with its fields (a flow run's result crosses to a Dask worker and back),
+        whatever the subclass's own constructor takes."""
+        return (_rebuilt, (type(self), self.__dict__))
+
+
+def _rebuilt(kind: type[ReconError], fields: dict[str, object]) -> ReconError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, fields.get("message", ""))
+    error.__dict__.update(fields)
+    return error
+
 
 class ConfigError(ReconError):
     """The configuration or the command line is wrong."""

@@ -10,10 +10,10 @@ settles their record.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,18 @@ from recon.schemas import (
     text_isin,
 )
 
-if TYPE_CHECKING:
-    from recon.flagged import FlaggedRows
+
+class FlaggedSource(Protocol):
+    """Flagged rows kept elsewhere than in `ReconResult.rows` (a run in parts keeps them on
+    disk): how many of each category, the first rows of one, and all of them in file
+    order, a batch at a time. The matching does not know where they are kept."""
+
+    counts: dict[str, int]
+
+    def head(self, category: str, rows: int) -> pd.DataFrame: ...
+
+    def batches(self, category: str, rows: int, start: int = 0
+                ) -> Iterator[pd.DataFrame]: ...
 
 
 @dataclass(frozen=True)
@@ -108,9 +118,9 @@ class ReconResult:
     record_totals: dict[str, int | None]  # what the records say, for the covered dates
     refund_deltas: pd.DataFrame  # per payment with refunds: records vs settled
     all_open_items: pd.DataFrame  # every open MISSING_IN_SETTLEMENT item, with age
-    #: A run in parts: its flagged rows on disk (`recon.flagged.FlaggedRows`), `rows`
-    #: then holding none of them.
-    flagged: FlaggedRows | None = None
+    #: A run in parts: its flagged rows kept elsewhere (on disk), `rows` then holding
+    #: none of them.
+    flagged: FlaggedSource | None = None
 
     @property
     def exceptions(self) -> int:

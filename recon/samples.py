@@ -41,7 +41,7 @@ def _write_records(data: Any, folder: Path) -> None:
 
 def build_samples(target: Path) -> dict[str, Any]:
     """Write the samples into `target`; returns the run's summary."""
-    from recon.cli import run_dates
+    from recon.runner import run_dates
 
     data = generate(per_day=PER_DAY)
     data.files = {SAMPLE_DATE: data.files[SAMPLE_DATE]}

@@ -14,7 +14,7 @@ import paramiko
 
 from recon.config import Settings
 from recon.errors import ConfigError, SourceUnavailable
-from recon.sources import Entry
+from recon.source_base import Entry
 
 log = logging.getLogger(__name__)
 

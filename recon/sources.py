@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from recon.calendar import WIB
 from recon.config import Settings
 from recon.errors import ConfigError, FileMissing, FileRejected, OutputUnwritable
 from recon.paths import has_control_character, within
+from recon.source_base import Entry, NotReady, Source
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +39,6 @@ class FetchedFile:
     sha256: str
     size: int
     source: str
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    size: int
-    mtime: float
-
-
-class NotReady(Exception):
-    """The file is there but not complete yet (marker missing, still growing)."""
-
-
-class Source(Protocol):
-    location: str
-    remote: bool
-
-    def entries(self) -> list[Entry]: ...
-
-    def download(self, name: str, target: Path) -> None: ...
 
 
 class LocalFolder:

@@ -40,8 +40,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from recon import categories as cat
 from recon.calendar import WIB
-from recon.flagged import FlaggedRows
-from recon.matching import ReconResult
+from recon.matching import FlaggedSource, ReconResult
 from recon.money import from_minor, minor_text
 from recon.schemas import joined_values, text_array
 
@@ -211,7 +210,7 @@ class _Rows:
 class _FlaggedRows(_Rows):
     """A category's flagged rows on disk (a run in parts), in file order."""
 
-    def __init__(self, flagged: FlaggedRows, category: str) -> None:
+    def __init__(self, flagged: FlaggedSource, category: str) -> None:
         self.flagged, self.category = flagged, category
 
     def __len__(self) -> int:

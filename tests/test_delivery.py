@@ -154,9 +154,10 @@ def test_server_down_is_retried_then_kept(report, tmp_path: Path) -> None:
 def test_a_run_whose_mail_fails_keeps_its_results_and_can_resend(
         tmp_path: Path, prefect_api: str, server: SmtpServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recon.cli import main, run_dates
+    from recon.cli import main
     from recon.demo import DEMO_DATES, generate, write_demo
     from recon.errors import ReconError
+    from recon.runner import run_dates
 
     data = generate(per_day=110)
     data.files = {DEMO_DATES[0]: data.files[DEMO_DATES[0]]}

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from recon.calendar import WIB
-from recon.cli import run_dates
 from recon.records import insert_records
+from recon.runner import run_dates
 from recon.store import init_db, make_engine
 
 GOLDEN = Path(__file__).parent / "golden"
