@@ -66,12 +66,26 @@ class FileFormat:
     trailer_marker: str = "TOTAL"
     payment_type: str = "PAYMENT"
     refund_type: str = "REFUND"
+    #: How dates are written (strptime); a date and time with `time_format`, in WIB.
+    #: Without a `time_format` the ISO 8601 shapes are read, with or without an offset.
+    date_format: str = "%Y-%m-%d"
+    time_format: str = ""
+    #: The separator of an amount's decimals ("." or ","); there is no thousands separator.
+    decimal_separator: str = "."
 
     def column(self, field: str) -> Column:
         for col in self.columns:
             if col.field == field:
                 return col
         raise KeyError(field)
+
+
+def shown_layout(layout: str) -> str:
+    """A strptime layout as people write it: '%Y-%m-%d' is 'YYYY-MM-DD'."""
+    for code, shown in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "HH"),
+                        ("%M", "mm"), ("%S", "ss")):
+        layout = layout.replace(code, shown)
+    return layout
 
 
 def normalise_header(text: object) -> str:

@@ -43,6 +43,7 @@ from recon.formats import (
     FileFormat,
     ReadLimits,
     normalise_header,
+    shown_layout,
 )
 from recon.memory import give_back_free_heap
 from recon.money import MINOR_PER_UNIT, format_amount
@@ -501,13 +502,31 @@ def parse_pay_option(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return option.where(~bad, "").astype("str"), bad
 
 
-def parse_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def parse_date(values: pd.Series, layout: str = "%Y-%m-%d") -> tuple[pd.Series, pd.Series]:
     text = values.astype(str).str.strip()
-    # A spreadsheet date cell arrives as a midnight datetime; accept it as the date.
-    shaped = text.str.match(r"^\d{4}-\d{2}-\d{2}(?:[ T]00:00(?::00)?)?$")
-    parsed = pd.to_datetime(text.str.slice(0, 10).where(shaped), format="%Y-%m-%d",
-                            errors="coerce")
+    if layout == "%Y-%m-%d":
+        # A spreadsheet date cell arrives as a midnight datetime; accept it as the date.
+        shaped = text.str.match(r"^\d{4}-\d{2}-\d{2}(?:[ T]00:00(?::00)?)?$")
+        text = text.str.slice(0, 10).where(shaped)
+    parsed = pd.to_datetime(text, format=layout, errors="coerce")
     return date_objects(parsed, values.index), parsed.isna()
+
+
+def parse_local_times(values: pd.Series, layout: str) -> tuple[pd.Series, pd.Series]:
+    """Times written in `layout` (strptime), in WIB -> UTC timestamps."""
+    local = pd.to_datetime(values.astype(str).str.strip(), format=layout, errors="coerce")
+    local = local.where(local.between(*_TIME_RANGE))
+    result = local.dt.tz_localize(WIB).dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return result, result.isna()
+
+
+def with_decimal_point(values: pd.Series, separator: str) -> pd.Series:
+    """Amounts written with `separator` before their decimals, as amounts with a point (a
+    point among them, a thousands separator there, no longer reads as an amount)."""
+    if separator == ".":
+        return values
+    return values.str.replace(".", "\x01", regex=False).str.replace(separator, ".",
+                                                                    regex=False)
 
 
 def wib_dates(times: pd.Series) -> pd.Series:
@@ -611,15 +630,18 @@ def _described(header: str, values: pd.Series, problem: str) -> Callable[[pd.Ind
     return lambda where: header + " " + _quoted(values.loc[where]) + " " + problem
 
 
-def _parse_trailer(name: str, line_no: int, cells: list[str]) -> Trailer:
+def _parse_trailer(name: str, line_no: int, cells: list[str], fmt: FileFormat) -> Trailer:
     values = [cell.strip() for cell in cells[1:4]]
     if len(values) < 3 or not values[0].isdigit():
         raise FileRejected(
-            name, f"line {line_no}: TOTAL trailer must give row count, gross sum and net sum"
+            name, f"line {line_no}: {fmt.trailer_marker} trailer must give row count, gross "
+                  "sum and net sum"
         )
-    amounts, bad = parse_money(pd.Series(values[1:3], dtype="str"))
+    amounts, bad = parse_money(with_decimal_point(pd.Series(values[1:3], dtype="str"),
+                                                  fmt.decimal_separator))
     if bad.any():
-        raise FileRejected(name, f"line {line_no}: TOTAL trailer amounts are not decimals")
+        raise FileRejected(name, f"line {line_no}: {fmt.trailer_marker} trailer amounts are "
+                                 "not decimals")
     return Trailer(line_no, int(values[0]), int(amounts.iloc[0]), int(amounts.iloc[1]))
 
 
@@ -681,7 +703,7 @@ class SettlementBatches:
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         name, fmt = self.name, self.fmt
-        findings = _FileFindings(name, self.settlement_date)
+        findings = _FileFindings(name, self.settlement_date, fmt)
         for piece, holder in self._pieces():
             grid = _grid_of(name, self.path.suffix.lower(), holder, fmt, piece, self.limits)
             self.sheet_format = grid.layout
@@ -882,16 +904,27 @@ _NOT_PARSED = {MONEY: "is not a decimal amount", DATETIME: "is not a date and ti
                PAYMENT_SOURCE: "is not OVO Cash or OVO Points"}
 
 
+def _not_parsed(kind: str, fmt: FileFormat) -> str:
+    """What a row's reason says of a text of `kind` that the format cannot parse."""
+    if kind == DATE:
+        return f"is not a {shown_layout(fmt.date_format)} date"
+    if kind == DATETIME and fmt.time_format:
+        return f"is not a {shown_layout(fmt.time_format)} date and time"
+    return _NOT_PARSED[kind]
+
+
 def _parsed(values: pd.Series, kind: str, fmt: FileFormat) -> tuple[pd.Series, ...]:
     """One column's texts parsed as its kind says: the values and the mask of the texts
     that are not such values (a time's WIB dates between them)."""
     if kind == MONEY:
-        return _per_distinct(values, parse_money)
+        return _per_distinct(with_decimal_point(values, fmt.decimal_separator), parse_money)
     if kind == DATETIME:
-        moments, bad = parse_datetime(values)
+        moments, bad = (_per_distinct(values, functools.partial(
+            parse_local_times, layout=fmt.time_format)) if fmt.time_format
+            else parse_datetime(values))
         return moments, wib_dates(moments), bad
     if kind == DATE:
-        return _per_distinct(values, parse_date)
+        return _per_distinct(values, functools.partial(parse_date, layout=fmt.date_format))
     if kind == TRANSACTION_TYPE:
         upper = values.str.upper()
         ok = upper.isin([fmt.payment_type, fmt.refund_type])
@@ -937,7 +970,7 @@ def _rows_of(grid: _Grid, fmt: FileFormat) -> pd.DataFrame:
             reasons = _add_reason(reasons, bad & empty, f"{col.header} is empty")
             bad = bad & ~empty
         reasons = _add_reason(reasons, bad,
-                              _described(col.header, values, _NOT_PARSED[col.kind]))
+                              _described(col.header, values, _not_parsed(col.kind, fmt)))
     frame["invalid_reason"] = reasons
     for field in SETTLEMENT_LABELS:
         frame[field] = frame[field].astype("category")
@@ -953,8 +986,8 @@ class _FileFindings:
     """The file-level checks, over every batch of rows: a SettlementDate other than the
     run's, the TOTAL trailer's count and sums, a file without rows."""
 
-    def __init__(self, name: str, settlement_date: dt.date) -> None:
-        self.name, self.settlement_date = name, settlement_date
+    def __init__(self, name: str, settlement_date: dt.date, fmt: FileFormat) -> None:
+        self.name, self.settlement_date, self.fmt = name, settlement_date, fmt
         self.rows = self.invalid = self.wrong_dates = 0
         self.first_wrong: tuple[int, object] | None = None
         self.sums = {"gross": 0, "net": 0}
@@ -989,7 +1022,8 @@ class _FileFindings:
             line, stated = self.first_wrong
             more = self.wrong_dates - 1
             tail = f" (and {more} more line(s))" if more else ""
-            raise FileRejected(name, f"line {line}: SettlementDate {stated} is not the "
+            header = self.fmt.column("settlement_date").header
+            raise FileRejected(name, f"line {line}: {header} {stated} is not the "
                                      f"settlement date {self.settlement_date}{tail}")
         if not self.rows and trailer is None:
             raise FileRejected(name, NO_ROWS)
@@ -999,12 +1033,12 @@ class _FileFindings:
                  "checked" if trailer else "absent")
 
     def _check_trailer(self, trailer: Trailer) -> None:
-        where = f"TOTAL trailer (line {trailer.line_no})"
+        where = f"{self.fmt.trailer_marker} trailer (line {trailer.line_no})"
         if trailer.rows != self.rows:
             raise FileRejected(self.name,
                                f"{where} says {trailer.rows} rows, the file has {self.rows}")
-        for column, stated, label in (("gross", trailer.gross, "GrossAmount"),
-                                      ("net", trailer.net, "NetAmount")):
+        for column, stated in (("gross", trailer.gross), ("net", trailer.net)):
+            label = self.fmt.column(column).header
             if self.unreadable[column]:
                 log.warning("%s: %s sum not verifiable, %d unreadable amounts", self.name,
                             label, self.unreadable[column])
@@ -1026,7 +1060,7 @@ def _grid_from_table(name: str, table: _Table, fmt: FileFormat, piece: _Piece = 
     lines, cells = table.lines, table.cells
     trailer: Trailer | None = None
     if piece.last and cells and _is_trailer(cells[-1], fmt):
-        trailer = _parse_trailer(name, lines[-1], cells[-1])
+        trailer = _parse_trailer(name, lines[-1], cells[-1], fmt)
         lines, cells = lines[:-1], cells[:-1]
     if not cells and trailer is None and piece.whole:
         raise FileRejected(name, NO_ROWS)
@@ -1174,7 +1208,7 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
             2 <= number < 2 + len(lines) for number, _ in odd):
         return None  # many rows of other widths, or fields across lines among empty lines
     if trailer_line:
-        trailer = _parse_trailer(name, trailer_line, last)
+        trailer = _parse_trailer(name, trailer_line, last, fmt)
     return _ArrowRead(parsed, width, lines + piece.line_base, odd, trailer, positions,
                       delimiter)
 
