@@ -1511,7 +1511,7 @@ class _LedgerParts:
     def write(self, conn: Any, ledger: Ledger, run: RunRecord) -> None:
         merchant, day = run.merchant_id, run.settlement_date
         if conn.dialect.name == "postgresql":
-            _copy_ledger(conn, ledger, merchant, day, self.run_id, table=self.table.name)
+            copy_ledger(conn, ledger, merchant, day, self.run_id, table=self.table.name)
         else:
             _bulk_insert(conn, self.table, _ledger_table(ledger, merchant, day, self.run_id))
         self.entries += len(ledger)
@@ -1532,7 +1532,7 @@ def _write_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date, run_id
         return _replace_ledger(conn, ledger, merchant, day, run_id, stop)
     _delete_ledger(conn, merchant, day)
     if conn.dialect.name == "postgresql":
-        _copy_ledger(conn, ledger, merchant, day, run_id, stop)
+        copy_ledger(conn, ledger, merchant, day, run_id, stop)
     else:
         _bulk_insert(conn, recon_ledger, _ledger_table(ledger, merchant, day, run_id))
     return None
@@ -1589,7 +1589,7 @@ class LedgerAbandoned(Exception):
     """The run failed while its ledger was being written: the COPY was given up."""
 
 
-def _copy_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
+def copy_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
                  run_id: int, stop: Callable[[], bool] = lambda: False,
                  table: str = recon_ledger.name) -> None:
     """The ledger into PostgreSQL by binary COPY, inside the run's transaction: the server
@@ -1639,7 +1639,7 @@ def _replace_ledger(conn: Any, ledger: Ledger, merchant: str, day: dt.date,
     new entries go into an unindexed staging table by the same COPY, and two joins there
     find what differs."""
     LEDGER_STAGING.create(conn)
-    _copy_ledger(conn, ledger, merchant, day, run_id, stop, table=LEDGER_STAGING.name)
+    copy_ledger(conn, ledger, merchant, day, run_id, stop, table=LEDGER_STAGING.name)
     if stop():
         raise LedgerAbandoned(f"{merchant} {day}: the run failed")
     return _apply_staged(conn, merchant, day, len(ledger))

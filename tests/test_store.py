@@ -822,7 +822,7 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
         original = store._WRITE_BATCH_ROWS
         store._WRITE_BATCH_ROWS = 100  # three batches
         try:
-            store._copy_ledger(conn, dataclasses.replace(Ledger.of(ledger),
+            store.copy_ledger(conn, dataclasses.replace(Ledger.of(ledger),
                                                          at=np.flatnonzero(settled)),
                                "MÉ-1", day, 42)
         finally:
@@ -868,7 +868,7 @@ def test_a_ledger_copy_told_to_stop_ends_at_the_next_batch_and_writes_nothing(
         return len(asked) > 1
 
     with pytest.raises(store.LedgerAbandoned), engine.begin() as conn:
-        store._copy_ledger(conn, Ledger.of(ledger), "M-STOP", S, 1, stop)
+        store.copy_ledger(conn, Ledger.of(ledger), "M-STOP", S, 1, stop)
     assert len(asked) == 2  # one batch written, the second not begun
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(recon_ledger).where(
