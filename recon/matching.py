@@ -149,19 +149,6 @@ class _Finding:
         return cls(found, reasons.take(found).tolist())
 
 
-def _text(frame: pd.DataFrame, mask: pd.Series, columns: Sequence[str],
-          make: Callable[[Any], str]) -> _Finding:
-    """A reason text for each masked row, built row by row on the subset; `make` gets a
-    row of `columns`, the only ones taken."""
-    found = np.flatnonzero(mask.to_numpy(dtype=bool))
-    if not len(found):
-        return _Finding(found, [])
-    subset = frame[list(columns)].take(found)
-    texts = [make(row) for row in subset.itertuples(index=False)]
-    said = np.array([bool(text) for text in texts], dtype=bool)  # '' finds nothing
-    return _Finding(found[said], [text for text in texts if text])
-
-
 @dataclass(frozen=True)
 class _Subset:
     """The masked rows of a frame, a column at a time, as the parts of a reason text
@@ -198,8 +185,7 @@ class _Subset:
 def _built(frame: pd.DataFrame, mask: pd.Series,
            parts: Callable[[_Subset], Sequence[str | pa.Array]]) -> _Finding:
     """A reason text for each masked row, built column-wise: `parts` gives the text's
-    fixed pieces and the masked rows' columns, joined in order (`_text` builds one row at
-    a time, for texts whose pieces depend on each other)."""
+    fixed pieces and the masked rows' columns, joined in order."""
     found = np.flatnonzero(mask.to_numpy(dtype=bool))
     if not len(found):
         return _Finding(found, [])
@@ -207,6 +193,20 @@ def _built(frame: pd.DataFrame, mask: pd.Series,
               for part in parts(_Subset(frame, found))]
     joined = pc.binary_join_element_wise(*pieces, pa.scalar("", pa.large_string()))
     return _Finding(found, joined.to_pylist())
+
+
+def _all_that_hold(frame: pd.DataFrame, rules: Sequence[tuple[
+        pd.Series, Callable[[_Subset], Sequence[str | pa.Array]]]]) -> _Finding:
+    """One finding of several conditions, each with its reason (`_built`): the rows where
+    any holds, each with the reasons of those that hold, joined by '; ' in the rules'
+    order."""
+    said: dict[int, list[str]] = {}
+    for mask, parts in rules:
+        found = _built(frame, mask, parts)
+        for at, text in zip(found.positions.tolist(), found.texts, strict=True):
+            said.setdefault(at, []).append(text)
+    positions = np.array(sorted(said), dtype=np.int64)
+    return _Finding(positions, ["; ".join(said[at]) for at in positions.tolist()])
 
 
 def _texts(index: pd.Index, positions: np.ndarray, texts: Sequence[str],
@@ -612,46 +612,32 @@ def match_settlement(
     cumulative.loc[ref_rows] = totals.reindex(refund_invoices.to_numpy()).to_numpy(np.int64)
     checks["refunded_cumulative"] = cumulative
     window = ctx.refund_window_days
-
-    def refund_problems(t: Any) -> str:
-        found = []
-        row = t._asdict()
-        settled_amount = abs(int(row["gross"]))
-        if settled_amount != int(row["refund_amount"]):
-            found.append(f"refund amount {format_amount(settled_amount)} ≠ refund record "
-                         f"{_amount(row['refund_amount'])}")
-        if row["refund_original"] != row["merchant_invoice"]:
-            found.append(f"refund record {row['refund_record']} belongs to payment "
-                         f"{row['refund_original']}, not {row['merchant_invoice']}")
-        if int(row["refunded_cumulative"]) > int(row["payment_amount"]):
-            found.append(f"refunds settled for {row['merchant_invoice']} total "
-                         f"{_amount(row['refunded_cumulative'])}, more than the payment "
-                         f"{_amount(row['payment_amount'])}")
-        if row["refund_date"] is not None and row["payment_date"] is not None:
-            days = (row["refund_date"] - row["payment_date"]).days
-            if days > window:
-                found.append(f"refund {days} days after the payment (window {window} days)")
-        return "; ".join(found)
-
-    # Texts only where a check fails; the checks themselves run on whole columns.
-    refund_amount = checks["refund_amount"]
     # The days from payment to refund on the matched refund rows only: the dates are
     # objects, and a million of them made timestamps took longer than every other check.
-    late = np.zeros(len(rows), dtype=bool)
     matched_refunds = np.flatnonzero(ref_ok.to_numpy(dtype=bool))
-    days_after = (pd.to_datetime(checks["refund_date"].take(matched_refunds))
-                  - pd.to_datetime(checks["payment_date"].take(matched_refunds))).dt.days
-    late[matched_refunds] = (days_after > window).fillna(False).to_numpy(dtype=bool)
-    suspect = ref_ok & (
-        (gross.abs() != refund_amount).fillna(True).astype(bool)
-        | (checks["refund_original"] != checks["merchant_invoice"])
-        | (cumulative > checks["payment_amount"]).fillna(False).astype(bool)
-        | late)
-    findings[cat.REFUND_MISMATCH] = _text(
-        checks, suspect, ["gross", "refund_amount", "refund_original", "merchant_invoice",
-                       "refund_record", "refunded_cumulative", "payment_amount",
-                       "refund_date", "payment_date"], refund_problems)
-    del checks, refund_amount, days_after, late, cumulative
+    days_after = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    days_after.iloc[matched_refunds] = (
+        pd.to_datetime(checks["refund_date"].take(matched_refunds))
+        - pd.to_datetime(checks["payment_date"].take(matched_refunds))).dt.days.to_numpy()
+    checks["days_after"] = days_after
+    # One list of (condition, reason): a row is flagged where any condition holds, and its
+    # reason says each that holds, so the rule cannot find a row it does not explain.
+    findings[cat.REFUND_MISMATCH] = _all_that_hold(checks, [
+        (ref_ok & (gross.abs() != checks["refund_amount"]).fillna(True).astype(bool),
+         lambda c: ["refund amount ", c.amount("gross", absolute=True), " ≠ refund record ",
+                    c.amount("refund_amount")]),
+        (ref_ok & (checks["refund_original"] != checks["merchant_invoice"]),
+         lambda c: ["refund record ", c.text("refund_record"), " belongs to payment ",
+                    c.text("refund_original"), ", not ", c.text("merchant_invoice")]),
+        (ref_ok & (cumulative > checks["payment_amount"]).fillna(False).astype(bool),
+         lambda c: ["refunds settled for ", c.text("merchant_invoice"), " total ",
+                    c.amount("refunded_cumulative"), ", more than the payment ",
+                    c.amount("payment_amount")]),
+        (ref_ok & (days_after > window).fillna(False).astype(bool),
+         lambda c: ["refund ", c.per_value("days_after", str),
+                    f" days after the payment (window {window} days)"]),
+    ])
+    del checks, days_after, cumulative
 
     # ---- timing
     record_date = out["record_date"]
