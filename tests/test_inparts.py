@@ -149,7 +149,8 @@ def test_a_run_in_parts_is_refused_on_a_cluster() -> None:
     from recon.config import Settings
 
     prepared = prepare_task.fn(Settings(merchant_id="M001", parts=4), S)
-    assert prepared.error.startswith("CONFIG: parts: a run in parts")
+    assert prepared.error is not None
+    assert prepared.error.one_line().startswith("CONFIG: parts: a run in parts")
     assert prepared.parsed is None
 
 
