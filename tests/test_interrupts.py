@@ -75,9 +75,18 @@ def _stopped(process: subprocess.Popen[str], signum: int) -> tuple[int, str, flo
 def test_a_signal_while_polling_ends_the_run_and_marks_the_flow_run(
         tmp_path: Path, prefect_api: str, signum: int) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
 
     site = Site(tmp_path, f"sqlite:///{tmp_path / 'recon.db'}", prefect_api)
     today = dt.datetime.now(WIB).date()
+    began = dt.datetime.now(dt.UTC)
     run = _start(site, *_run_args(site, day=None), env={
         "RECON_EXTRA_WORKING_DAYS": today.isoformat(), "RECON_FILE_DEADLINE": "23:59:59",
         "RECON_POLL_SECONDS": "2"})
@@ -90,10 +99,12 @@ def test_a_signal_while_polling_ends_the_run_and_marks_the_flow_run(
         f"recon: INTERRUPTED: stopped by {name}; nothing of an unfinished run was saved"]
     assert took < 10
     with get_client(sync_client=True) as client:
-        flow_run = next(r for r in client.read_flow_runs(limit=50)
-                        if r.name == f"M001-{today}" and r.state
-                        and r.state.type.value in {"CRASHED", "CANCELLED"})
-    assert flow_run.state is not None
+        ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[f"M001-{today}"]),
+            start_time=FlowRunFilterStartTime(after_=began),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.CRASHED, StateType.CANCELLED]))))
+    assert ended, "the interrupted flow run is marked Crashed or Cancelled"
 
 
 @pytest.mark.parametrize(("step", "signum"), [("load:", signal.SIGINT),
