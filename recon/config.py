@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -258,73 +258,94 @@ def _merchant_entries(value: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(entries)
 
 
+def _secret_blocks(key: str, value: Any) -> dict[str, str]:
+    table = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(table, Mapping):
+        raise ConfigError("secret_blocks: expected a table of setting = block name")
+    unknown = set(table) - SECRET_BLOCK_KEYS
+    if unknown:
+        raise ConfigError(f"secret_blocks: {', '.join(sorted(unknown))} cannot come "
+                          f"from a secret block ({', '.join(sorted(SECRET_BLOCK_KEYS))})")
+    return {str(k): str(v) for k, v in table.items()}
+
+
+def _boolean(key: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ConfigError(f"{key}: {value!r} is not true or false")
+    return text in {"true", "1", "yes"}
+
+
+def _one_of(choices: Mapping[str, object] | tuple[str, ...]) -> Callable[[str, Any], str]:
+    def chosen(key: str, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        return text
+    return chosen
+
+
+def _whole(least: int) -> Callable[[str, Any], int]:
+    def number(key: str, value: Any) -> int:
+        whole = int(str(value))
+        if whole < least:
+            raise ConfigError(f"{key}: must not be negative" if least == 0
+                              else f"{key}: must be at least {least}")
+        return whole
+    return number
+
+
+def _pattern(key: str, value: Any) -> str:
+    re.compile(str(value))
+    return str(value)
+
+
+def _wib_time(key: str, value: Any) -> dt.time:
+    if isinstance(value, dt.time):
+        return value
+    try:
+        return dt.time.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a time (HH:MM, WIB)") from exc
+
+
+def _keys(names: str, convert: Callable[[str, Any], Any]) -> dict[str, Callable[[str, Any], Any]]:
+    return dict.fromkeys(names.split(), convert)
+
+
+#: How each setting's value is read from TOML, the environment or the command line (a
+#: setting not named here is text).
+_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    "merchants": lambda key, value: _merchant_entries(
+        json.loads(value) if isinstance(value, str) else value),
+    "secret_blocks": _secret_blocks,
+    **_keys("report_dir outbox archive_dir spill_dir", lambda key, value: Path(str(value))),
+    **_keys("extra_holidays extra_working_days",
+            lambda key, value: tuple(_as_date(key, item) for item in _as_list(value))),
+    **_keys("mail_to mail_cc alert_to",
+            lambda key, value: tuple(str(item) for item in _as_list(value))),
+    "mdr_rates": _as_rates,
+    **_keys("vat_rate fee_tolerance", _as_decimal),
+    "mail_all_clear": _boolean,
+    "smtp_security": _one_of(SMTP_SECURITY),
+    "fee_rounding": _one_of(ROUNDING_MODES),
+    **_keys("fee_decimals refund_window_days smtp_port smtp_retries open_item_alert_days "
+            "sftp_retries parts", _whole(0)),
+    **_keys("max_file_bytes max_xlsx_uncompressed_bytes max_xlsx_ratio max_quoted_lines",
+            _whole(1)),
+    "merchant_id_pattern": _pattern,
+    "file_deadline": _wib_time,
+    **_keys("lock_wait_seconds lock_stale_seconds smtp_timeout smtp_backoff_seconds "
+            "poll_seconds sftp_timeout sftp_backoff_seconds sftp_stable_seconds",
+            lambda key, value: float(str(value))),
+}
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn a TOML/env/CLI value into the type the Settings field holds."""
+    convert = _CONVERTERS.get(key, lambda key, value: str(value).strip())
     try:
-        if key == "merchants":
-            return _merchant_entries(json.loads(value) if isinstance(value, str) else value)
-        if key == "secret_blocks":
-            table = json.loads(value) if isinstance(value, str) else value
-            if not isinstance(table, Mapping):
-                raise ConfigError("secret_blocks: expected a table of setting = block name")
-            unknown = set(table) - SECRET_BLOCK_KEYS
-            if unknown:
-                raise ConfigError(f"secret_blocks: {', '.join(sorted(unknown))} cannot come "
-                                  f"from a secret block ({', '.join(sorted(SECRET_BLOCK_KEYS))})")
-            return {str(k): str(v) for k, v in table.items()}
-        if key in {"report_dir", "outbox", "archive_dir", "spill_dir"}:
-            return Path(str(value))
-        if key in {"extra_holidays", "extra_working_days"}:
-            return tuple(_as_date(key, item) for item in _as_list(value))
-        if key in {"mail_to", "mail_cc", "alert_to"}:
-            return tuple(str(item) for item in _as_list(value))
-        if key == "mdr_rates":
-            return _as_rates(key, value)
-        if key in {"vat_rate", "fee_tolerance"}:
-            return _as_decimal(key, value)
-        if key == "mail_all_clear":
-            text = str(value).strip().lower()
-            if text not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ConfigError(f"{key}: {value!r} is not true or false")
-            return text in {"true", "1", "yes"}
-        if key == "smtp_security":
-            text = str(value).strip().lower()
-            if text not in SMTP_SECURITY:
-                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(SMTP_SECURITY)}")
-            return text
-        if key in {"fee_decimals", "refund_window_days", "smtp_port", "smtp_retries",
-                   "open_item_alert_days", "sftp_retries", "parts"}:
-            number = int(str(value))
-            if number < 0:
-                raise ConfigError(f"{key}: must not be negative")
-            return number
-        if key in {"max_file_bytes", "max_xlsx_uncompressed_bytes", "max_xlsx_ratio",
-                   "max_quoted_lines"}:
-            number = int(str(value))
-            if number < 1:
-                raise ConfigError(f"{key}: must be at least 1")
-            return number
-        if key == "merchant_id_pattern":
-            text = str(value)
-            re.compile(text)
-            return text
-        if key == "file_deadline":
-            if isinstance(value, dt.time):
-                return value
-            try:
-                return dt.time.fromisoformat(str(value).strip())
-            except ValueError as exc:
-                raise ConfigError(f"{key}: {value!r} is not a time (HH:MM, WIB)") from exc
-        if key in {"lock_wait_seconds", "lock_stale_seconds", "smtp_timeout",
-                   "smtp_backoff_seconds", "poll_seconds", "sftp_timeout",
-                   "sftp_backoff_seconds", "sftp_stable_seconds"}:
-            return float(str(value))
-        if key == "fee_rounding":
-            text = str(value).strip().lower()
-            if text not in ROUNDING_MODES:
-                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(ROUNDING_MODES)}")
-            return text
-        return str(value).strip()
+        return convert(key, value)
     except (ValueError, json.JSONDecodeError, re.error) as exc:
         raise ConfigError(f"{key}: {value!r} is not valid ({exc})") from exc
 
@@ -345,28 +366,8 @@ def load_settings(
 ) -> Settings:
     """Defaults < TOML file < RECON_* environment < explicit overrides (None ignored)."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
     path = config_file or env.get("RECON_CONFIG")
-    if path:
-        try:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"configuration file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"configuration file {path}: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"configuration file {path} cannot be read "
-                              f"({getattr(exc, 'strerror', None) or exc})") from exc
-        section = data.get("recon", data)
-        for key, value in section.items():
-            if key in SECRET_KEYS:
-                raise ConfigError(f"configuration file {path}: {key} must not be in a file; "
-                                  f"set RECON_{key.upper()} in the environment")
-            if key not in SETTING_KEYS:
-                raise ConfigError(f"configuration file {path}: unknown key {key!r}"
-                                  + _closest(key))
-            values[key] = _coerce(key, value)
+    values = _file_values(str(path)) if path else {}
     for key in SETTING_KEYS:
         env_value = env.get(f"RECON_{key.upper()}")
         if env_value is not None:
@@ -377,7 +378,34 @@ def load_settings(
         if key not in SETTING_KEYS:
             raise ConfigError(f"unknown setting {key!r}" + _closest(key))
         values[key] = _coerce(key, value)
-    settings = Settings(**values)
+    return _checked(Settings(**values))
+
+
+def _file_values(path: str) -> dict[str, Any]:
+    """The settings a TOML file gives (at the top level or under [recon])."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read "
+                          f"({getattr(exc, 'strerror', None) or exc})") from exc
+    values: dict[str, Any] = {}
+    for key, value in data.get("recon", data).items():
+        if key in SECRET_KEYS:
+            raise ConfigError(f"configuration file {path}: {key} must not be in a file; "
+                              f"set RECON_{key.upper()} in the environment")
+        if key not in SETTING_KEYS:
+            raise ConfigError(f"configuration file {path}: unknown key {key!r}" + _closest(key))
+        values[key] = _coerce(key, value)
+    return values
+
+
+def _checked(settings: Settings) -> Settings:
+    """The checks across settings: merchant IDs, days both off and on."""
     if settings.merchant_id:
         settings.check_merchant_id(settings.merchant_id)
     for entry in settings.merchants:

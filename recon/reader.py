@@ -1146,24 +1146,11 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         if piece.whole:
             raise FileRejected(name, NO_ROWS)
         return None  # a piece without rows: the general path reads none
-    last = _cells(last_text, delimiter)
-    # Blank lines at the end are skipped, as the general path skips them: a trailer is the
-    # last line that is not blank. A line begins inside a quoted field when an odd number
-    # of quotes comes before it: the general path reads such a file.
-    for _ in range(1000):
-        if not _is_blank(last) or last_start == start:
-            break
-        if quoted and _count(data, b'"', start, last_start) % 2:
-            return None
-        line_end = last_start - 1
-        last_start = max(data.rfind(b"\n", start, line_end) + 1, start)
-        try:
-            last = _cells(data[last_start:line_end].decode("utf-8").removesuffix("\r"),
-                          delimiter)
-        except UnicodeDecodeError:
-            return None
-    else:
-        return None  # a thousand such lines: the general path reads them
+    found_last = _last_line(data, start, last_start, _cells(last_text, delimiter), delimiter,
+                            quoted)
+    if found_last is None:
+        return None
+    last_start, last = found_last
     if quoted and _count(data, b'"', start, last_start) % 2 and _ends_a_trailer(
             data, start, last_start, fmt):
         return None  # a trailer with a quoted line break: the general path reads it
@@ -1181,15 +1168,9 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         body_lines += _count(data, b"\n", last_start, end) + (end == limit)  # its end missing
     if quoted and _count(data, b'"', start, end) % 2:
         return None  # a quote the body may leave open (Arrow would close it at the end)
-    width = read_width = len(header)
+    width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
-    parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
-    if parsed is None:  # rows of another width: wider ones may end in empty cells
-        read_width = max(width, _first_row_width(data, header_end + 1, delimiter))
-        if read_width > width:
-            parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
-    if parsed is None:  # a few rows of other widths: set aside, read as the general path does
-        parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
+    parsed = _arrow_rows(data, start, end, delimiter, width, quoted, header_end, odd)
     # Each row Arrow read, or set aside, took one line at least, and an empty line none:
     # as many rows as lines leave no empty line to look for (a scan of the whole file).
     blank_lines = (np.zeros(0, dtype=np.int64)
@@ -1201,9 +1182,9 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         spanned = _spanned_lines(parsed, len(lines), skipped)
         if spanned is None:
             return None
-        lines = spanned + piece.line_base
-        _check_spanning_rows(name, parsed, lines, limits, fmt.trailer_marker)
-        lines -= piece.line_base
+        _check_spanning_rows(name, parsed, spanned + piece.line_base, limits,
+                             fmt.trailer_marker)
+        lines = spanned
     if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
             2 <= number < 2 + len(lines) for number, _ in odd):
         return None  # many rows of other widths, or fields across lines among empty lines
@@ -1211,6 +1192,44 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         trailer = _parse_trailer(name, trailer_line, last, fmt)
     return _ArrowRead(parsed, width, lines + piece.line_base, odd, trailer, positions,
                       delimiter)
+
+
+def _last_line(data: bytes, start: int, last_start: int, last: list[str], delimiter: str,
+               quoted: bool) -> tuple[int, list[str]] | None:
+    """Where the last line that is not blank begins, and its cells, from the file's last
+    line (`last_start`, `last`): blank lines at the end are skipped, as the general path
+    skips them, so a trailer is the last line that is not blank. None where the general
+    path is to read the file: a line beginning inside a quoted field (an odd number of
+    quotes before it), bytes that are not UTF-8, a thousand blank lines."""
+    for _ in range(1000):
+        if not _is_blank(last) or last_start == start:
+            return last_start, last
+        if quoted and _count(data, b'"', start, last_start) % 2:
+            return None
+        line_end = last_start - 1
+        last_start = max(data.rfind(b"\n", start, line_end) + 1, start)
+        try:
+            last = _cells(data[last_start:line_end].decode("utf-8").removesuffix("\r"),
+                          delimiter)
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _arrow_rows(data: bytes, start: int, end: int, delimiter: str, width: int, quoted: bool,
+                header_end: int, odd: list[tuple[int, str]]) -> pa.Table | None:
+    """The body's rows as Arrow reads them: as wide as the header; else, where each row
+    ends in empty cells (a delimiter at the end of each), as wide as the first row; else
+    with the few rows of other widths set aside into `odd`. None when none of these reads."""
+    parsed = _arrow_csv(data, start, end, delimiter, width, quoted)
+    read_width = width
+    if parsed is None:  # rows of another width: wider ones may end in empty cells
+        read_width = max(width, _first_row_width(data, header_end + 1, delimiter))
+        if read_width > width:
+            parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted)
+    if parsed is None:  # a few rows of other widths: set aside, read as the general path does
+        parsed = _arrow_csv(data, start, end, delimiter, read_width, quoted, odd)
+    return parsed
 
 
 def _ends_a_trailer(data: bytes, start: int, line_start: int, fmt: FileFormat) -> bool:
@@ -1250,20 +1269,8 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat, piece: _Piece =
     for i in range(len(columns_read)):  # each untrimmed column is let go once trimmed
         trimmed.append(_trimmed(columns_read[i]))
         columns_read[i] = None
-    shape_errors = np.full(rows, "", dtype=object)
-    wide = np.zeros(rows, dtype=bool)
-    if len(trimmed) > width:
-        # The general path drops a row's empty cells past the header; what is left past
-        # it makes the row too wide, as wide as its last cell that is not empty.
-        cells = np.zeros(rows, dtype=np.int64)
-        for i in range(width, len(trimmed)):
-            filled = np.asarray(pc.not_equal(trimmed[i], "").to_numpy(zero_copy_only=False),
-                                dtype=bool)
-            cells[filled] = i + 1
-        wide = cells > 0
-        if wide.any():
-            shape_errors[wide] = [_too_wide(n, width) for n in cells[wide].tolist()]
-        del trimmed[width:]
+    shape_errors, wide = _cells_past_the_header(trimmed, width, rows)
+    del trimmed[width:]
     if odd:
         trimmed, shape_errors, wide = _with_odd_rows(odd, delimiter, width, trimmed,
                                                      shape_errors, wide)
@@ -1291,6 +1298,23 @@ def _fast_csv_grid(name: str, read: _ArrowRead, fmt: FileFormat, piece: _Piece =
         log.info("%s: %d rows read", name, rows)
     return _Grid(pd.DataFrame(columns), lines, pd.Series(shape_errors, dtype="str"), trailer,
                  f"csv ({delimiter})")
+
+
+def _cells_past_the_header(trimmed: list[pa.ChunkedArray], width: int, rows: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's finding ('' or `_too_wide`) and whether it is too wide. The general path
+    drops a row's empty cells past the header; what is left past it makes the row too
+    wide, as wide as its last cell that is not empty."""
+    shape_errors = np.full(rows, "", dtype=object)
+    cells = np.zeros(rows, dtype=np.int64)
+    for i in range(width, len(trimmed)):
+        filled = np.asarray(pc.not_equal(trimmed[i], "").to_numpy(zero_copy_only=False),
+                            dtype=bool)
+        cells[filled] = i + 1
+    wide = cells > 0
+    if wide.any():
+        shape_errors[wide] = [_too_wide(n, width) for n in cells[wide].tolist()]
+    return shape_errors, wide
 
 
 def _trimmed(column: pa.ChunkedArray) -> pa.ChunkedArray:
