@@ -510,7 +510,7 @@ def time_first_load(folder: Path, pg_url: str) -> float:
     return time_loader(pg_url, rows)
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901, PLR0915 - one contender after another, each printed as it ends
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 1_000_000)))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))

@@ -482,49 +482,100 @@ def match_settlement(
     rows, payments, refunds, ledger, open_items = conform_inputs(
         rows, payments, refunds, ledger, open_items)
     day = ctx.settlement_date
-    covered = set(ctx.covered_dates)
     ledger_dates = ledger["settlement_date"].to_numpy(dtype=object)
     prior = ledger.loc[np.array([d < day for d in ledger_dates], dtype=bool)]
     later = ledger.loc[np.array([d > day for d in ledger_dates], dtype=bool)]
+    found = _found_records(rows, payments, refunds, prior)
+    # The ledger this file writes: known now, so the caller may start writing it.
+    new_ledger = Ledger(kind=rows["transaction_type"], settle_key=rows["settle_key"],
+                        record_key=found.record_key,
+                        original_reference_no=rows["merchant_invoice"],
+                        amount=rows["gross"].abs(), line_no=rows["line_no"],
+                        at=np.flatnonzero(found.settled.to_numpy(dtype=bool)))
+    if on_ledger is not None:
+        on_ledger(new_ledger)
+    out, checks, refund_at = _records_side(rows, payments, refunds, found)
+    before = _refunded_before(prior)
+    findings = _findings(rows, out, checks, found, before, ctx)
+    del checks
+    out["category"], out["reason"], out["flags"] = _classified(rows.index, findings)
+    missing = _missing_of(payments, refunds, found, refund_at, prior, later,
+                          set(ctx.covered_dates))
+    closures, still_open = _closed_items(out, rows, found, open_items, ctx)
+    return _result(ctx, rows, out, missing, new_ledger, closures, still_open, payments,
+                   refunds, found, before)
 
+
+@dataclass(frozen=True)
+class _Found:
+    """Which rows count (readable, payment or refund, settled rather than a duplicate),
+    and the records they found: their keys and positions in the record tables."""
+
+    valid: pd.Series
+    is_payment: pd.Series
+    is_refund: pd.Series
+    settled: pd.Series
+    found_payment: pd.Series
+    found_refund: pd.Series
+    payment_at: np.ndarray
+    refund_key: pd.Series
+    refund_rule: pd.Series
+    record_key: pd.Series
+    dup_reason: pd.Series
+    payment_side: pd.DataFrame  # the found payments' columns, a row per settlement row
+
+    @property
+    def pay_rows(self) -> pd.Series:
+        return self.settled & self.is_payment
+
+    @property
+    def ref_rows(self) -> pd.Series:
+        return self.settled & self.is_refund
+
+    @property
+    def pay_ok(self) -> pd.Series:
+        return self.pay_rows & self.found_payment
+
+    @property
+    def ref_ok(self) -> pd.Series:
+        return self.ref_rows & self.found_payment & self.found_refund
+
+
+def _found_records(rows: pd.DataFrame, payments: pd.DataFrame, refunds: pd.DataFrame,
+                   prior: pd.DataFrame) -> _Found:
+    """Each row's payment, its duplicates (later in this file, or settled by an earlier
+    settlement date) and, for the refunds that are settled, their refund records."""
     valid = rows["invalid_reason"] == ""
     is_payment = valid & (rows["transaction_type"] == cat.PAYMENT)
     is_refund = valid & (rows["transaction_type"] == cat.REFUND)
     rows["settle_key"] = _settle_keys(rows)
     keyed = valid & (rows["settle_key"] != "")
-
-    # ---- records
     p, named, payment_at = _aligned(rows["merchant_invoice"], payments, "partner_reference_no",
                                     ["amount", "status", "transaction_date"])
     found_payment = pd.Series(named, index=rows.index) & valid
-
-    # ---- duplicates: later in this file, or settled by an earlier settlement date
     dup_reason = _duplicate_reasons(rows, keyed, prior, payment_at)
-    duplicate = dup_reason != ""
-    settled = valid & ~duplicate
-
+    settled = valid & (dup_reason == "")
     taken = set(prior.loc[prior["kind"] == cat.REFUND, "record_key"]) - {""}
     refund_key, refund_rule = _match_refunds(rows, settled & is_refund, refunds, taken)
-    found_refund = refund_key != ""
     record_key = _pick(is_payment | ~valid, _pick(found_payment, rows["merchant_invoice"], ""),
                        refund_key)
+    return _Found(valid=valid, is_payment=is_payment, is_refund=is_refund, settled=settled,
+                  found_payment=found_payment, found_refund=refund_key != "",
+                  payment_at=payment_at, refund_key=refund_key, refund_rule=refund_rule,
+                  record_key=record_key, dup_reason=dup_reason, payment_side=p)
 
-    # ---- the ledger this file writes: known now, so the caller may start writing it
-    new_ledger = Ledger(kind=rows["transaction_type"], settle_key=rows["settle_key"],
-                        record_key=record_key, original_reference_no=rows["merchant_invoice"],
-                        amount=rows["gross"].abs(), line_no=rows["line_no"],
-                        at=np.flatnonzero(settled.to_numpy(dtype=bool)))
-    if on_ledger is not None:
-        on_ledger(new_ledger)
+
+def _records_side(rows: pd.DataFrame, payments: pd.DataFrame, refunds: pd.DataFrame,
+                  found: _Found) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The result's rows (`out`: the record's key, amount, status and date, how it was
+    found, the delta) and the checks' columns (`checks`: `out` with the records' side
+    beside it), and the refunds' positions in their table."""
     r, _, refund_at = _aligned(
-        _pick(found_refund, refund_key, "\x00"), refunds, "partner_refund_no",
+        _pick(found.found_refund, found.refund_key, "\x00"), refunds, "partner_refund_no",
         ["refund_amount", "status", "refund_date", "original_partner_reference_no"])
-
+    p = found.payment_side
     out = rows.copy(deep=False)  # copy-on-write: the new columns do not touch `rows`
     is_payment_row = rows["transaction_type"] == cat.PAYMENT
-    # The records' side of each row. `out` keeps what the result shows (the record's key,
-    # amount, status and date, how it was found, the delta); the rest are working columns
-    # of the checks below, in `record` beside it, let go once those checks are done.
     record = pd.DataFrame({
         "payment_amount": p["amount"].astype("Int64"),
         "payment_status": p["status"].astype("str").fillna(""),  # a categorical, or text
@@ -534,14 +585,15 @@ def match_settlement(
         "refund_date": r["refund_date"],
         "refund_original": r["original_partner_reference_no"].fillna("").astype("str"),
     }, index=rows.index)
-    del p, r  # a million rows each: not kept to the end of the run
-    out["refund_record"] = refund_key
+    del r  # a million rows: not kept to the end of the run
+    out["refund_record"] = found.refund_key
     # How the record was found: the workbook's "Matched by" column. It and the record's
     # status hold a few values each: categoricals (at 10M rows "MerchantInvoice" in every
     # row is 0.2 GB as text).
-    out["match_rule"] = _pick(rows["transaction_type"] == cat.REFUND, refund_rule,
-                              _pick(found_payment, "MerchantInvoice", "")).astype("category")
-    out["record_key"] = record_key
+    out["match_rule"] = _pick(rows["transaction_type"] == cat.REFUND, found.refund_rule,
+                              _pick(found.found_payment, "MerchantInvoice", "")
+                              ).astype("category")
+    out["record_key"] = found.record_key
     out["record_amount"] = record["payment_amount"].where(is_payment_row,
                                                           record["refund_amount"])
     out["record_status"] = _pick(is_payment_row, record["payment_status"],
@@ -551,67 +603,87 @@ def match_settlement(
     out["delta"] = (gross - record["payment_amount"]).where(
         is_payment_row, gross.abs() - record["refund_amount"]).astype("Int64")
     # The checks read the file's columns and the records' side together.
-    checks = pd.concat([out, record], axis=1)
-    del record
+    return out, pd.concat([out, record], axis=1), refund_at
 
-    findings: dict[str, _Finding] = {}
-    findings[cat.INVALID_ROW] = _Finding.of(rows["invalid_reason"])
-    findings[cat.DUPLICATE_SETTLEMENT] = _Finding.of(dup_reason)
 
-    # ---- missing in records
-    pay_rows = settled & is_payment
-    ref_rows = settled & is_refund
-    missing_payment = settled & ~found_payment
-    findings[cat.MISSING_IN_RECORDS] = (
-        _built(checks, pay_rows & missing_payment,
+def _findings(rows: pd.DataFrame, out: pd.DataFrame, checks: pd.DataFrame, found: _Found,
+              before: dict[str, int], ctx: MatchContext) -> dict[str, _Finding]:
+    """Each category's finding, in precedence order."""
+    findings = {cat.INVALID_ROW: _Finding.of(rows["invalid_reason"]),
+                cat.DUPLICATE_SETTLEMENT: _Finding.of(found.dup_reason),
+                cat.MISSING_IN_RECORDS: _missing_in_records(checks, found),
+                cat.STATUS_MISMATCH: _status_mismatch(checks, found)}
+    findings[cat.AMOUNT_MISMATCH] = _built(
+        checks, found.pay_ok & (checks["gross"] != checks["payment_amount"]).fillna(False)
+        .astype(bool),
+        lambda c: ["GrossAmount ", c.amount("gross"), " ≠ payment amount ",
+                   c.amount("payment_amount"), " (delta ", c.amount("delta"), ")"])
+    findings[cat.REFUND_MISMATCH] = _refund_mismatch(rows, checks, found, before,
+                                                     ctx.refund_window_days)
+    # Timing: matched, but the record's date is not covered by this settlement date.
+    record_date, day = out["record_date"], ctx.settlement_date
+    matched = found.pay_ok | found.ref_ok
+    off_window = matched & record_date.notna() & ~record_date.isin(list(ctx.covered_dates))
+    findings[cat.TIMING_DIFFERENCE] = _built(
+        out, off_window,
+        lambda c: ["record date ", c.per_value("record_date", str),
+                   " is covered by settlement date ",
+                   c.per_value("record_date", lambda d: str(ctx.calendar.next_working_day(d))),
+                   f", not {day}"])
+    findings[cat.FEE_MISMATCH] = _fee_findings(out, matched, found.is_payment, ctx.fee_rules)
+    return findings
+
+
+def _missing_in_records(checks: pd.DataFrame, found: _Found) -> _Finding:
+    missing_payment = found.settled & ~found.found_payment
+    return (
+        _built(checks, found.pay_rows & missing_payment,
                lambda c: ["no payment with partnerReferenceNo ", c.text("merchant_invoice")])
-        + _built(checks, ref_rows & missing_payment,
+        + _built(checks, found.ref_rows & missing_payment,
                  lambda c: ["no payment ", c.text("merchant_invoice"), " to refund"])
-        + _built(checks, ref_rows & found_payment & ~found_refund,
+        + _built(checks, found.ref_rows & found.found_payment & ~found.found_refund,
                  lambda c: ["no refund record for ", c.labelled("RefundInvoice ", "refund_invoice"),
                             c.labelled("OVOReferenceNo ", "ovo_reference_no"),
                             "nor an unmatched refund of ", c.amount("gross", absolute=True),
                             " on payment ", c.text("merchant_invoice")])
     )
-    pay_ok = pay_rows & found_payment
-    ref_ok = ref_rows & found_payment & found_refund
 
-    # ---- status
+
+def _status_mismatch(checks: pd.DataFrame, found: _Found) -> _Finding:
     payment_unpaid = ~checks["payment_status"].isin(cat.PAID_STATUSES)
     refund_undone = ~checks["refund_status"].isin(cat.DONE_REFUND_STATUSES)
-    findings[cat.STATUS_MISMATCH] = (
-        _built(checks, pay_ok & payment_unpaid,
+    return (
+        _built(checks, found.pay_ok & payment_unpaid,
                lambda c: ["payment status ", c.per_value("payment_status", cat.status_label),
                           ", expected 00 Success or 04 Refunded"])
-        + _built(checks, ref_ok & refund_undone,
+        + _built(checks, found.ref_ok & refund_undone,
                  lambda c: ["refund status ", c.per_value("refund_status", cat.status_label),
                             ", expected 00 Success"])
-        + _built(checks, ref_ok & ~refund_undone & payment_unpaid,
+        + _built(checks, found.ref_ok & ~refund_undone & payment_unpaid,
                  lambda c: ["original payment status ",
                             c.per_value("payment_status", cat.status_label)])
     )
 
-    # ---- amount
-    findings[cat.AMOUNT_MISMATCH] = _built(
-        checks, pay_ok & (gross != checks["payment_amount"]).fillna(False).astype(bool),
-        lambda c: ["GrossAmount ", c.amount("gross"), " ≠ payment amount ",
-                   c.amount("payment_amount"), " (delta ", c.amount("delta"), ")"])
 
-    # ---- refunds: amount, owner, cumulative, window
+def _refunded_before(prior: pd.DataFrame) -> dict[str, int]:
+    """What earlier settlement dates refunded, per original payment."""
     prior_refunds = prior.loc[(prior["kind"] == cat.REFUND) & prior["amount"].notna()]
-    refunded_before: dict[str, int] = {
-        str(k): int(v) for k, v in prior_refunds["amount"].astype("int64").abs()
-        .groupby(prior_refunds["original_reference_no"]).sum().items()}
+    return {str(k): int(v) for k, v in prior_refunds["amount"].astype("int64").abs()
+            .groupby(prior_refunds["original_reference_no"]).sum().items()}
+
+
+def _refund_mismatch(rows: pd.DataFrame, checks: pd.DataFrame, found: _Found,
+                     before: dict[str, int], window: int) -> _Finding:
+    """Refund rows whose amount, owner, cumulative total or timing disagree."""
+    ref_rows, ref_ok, gross = found.ref_rows, found.ref_ok, checks["gross"]
     # Settled refunds per payment: earlier dates plus every refund row of this file, so the
     # finding does not depend on the order of rows in the file.
     refund_invoices = rows.loc[ref_rows, "merchant_invoice"]
     in_file = gross.loc[ref_rows].astype("int64").abs().groupby(refund_invoices).sum()
-    totals = in_file + pd.Series(refunded_before, dtype="int64").reindex(in_file.index,
-                                                                         fill_value=0)
+    totals = in_file + pd.Series(before, dtype="int64").reindex(in_file.index, fill_value=0)
     cumulative = pd.Series(pd.NA, index=rows.index, dtype="Int64")
     cumulative.loc[ref_rows] = totals.reindex(refund_invoices.to_numpy()).to_numpy(np.int64)
     checks["refunded_cumulative"] = cumulative
-    window = ctx.refund_window_days
     # The days from payment to refund on the matched refund rows only: the dates are
     # objects, and a million of them made timestamps took longer than every other check.
     matched_refunds = np.flatnonzero(ref_ok.to_numpy(dtype=bool))
@@ -622,7 +694,7 @@ def match_settlement(
     checks["days_after"] = days_after
     # One list of (condition, reason): a row is flagged where any condition holds, and its
     # reason says each that holds, so the rule cannot find a row it does not explain.
-    findings[cat.REFUND_MISMATCH] = _all_that_hold(checks, [
+    return _all_that_hold(checks, [
         (ref_ok & (gross.abs() != checks["refund_amount"]).fillna(True).astype(bool),
          lambda c: ["refund amount ", c.amount("gross", absolute=True), " ≠ refund record ",
                     c.amount("refund_amount")]),
@@ -637,25 +709,14 @@ def match_settlement(
          lambda c: ["refund ", c.per_value("days_after", str),
                     f" days after the payment (window {window} days)"]),
     ])
-    del checks, days_after, cumulative
 
-    # ---- timing
-    record_date = out["record_date"]
-    matched = pay_ok | ref_ok
-    off_window = matched & record_date.notna() & ~record_date.isin(list(covered))
-    findings[cat.TIMING_DIFFERENCE] = _built(
-        out, off_window,
-        lambda c: ["record date ", c.per_value("record_date", str),
-                   " is covered by settlement date ",
-                   c.per_value("record_date", lambda d: str(ctx.calendar.next_working_day(d))),
-                   f", not {day}"])
 
-    # ---- fees
-    findings[cat.FEE_MISMATCH] = _fee_findings(out, pay_ok | ref_ok, is_payment, ctx.fee_rules)
-
-    # ---- category = first finding in precedence order; the rest become flags
+def _classified(index: pd.Index, findings: dict[str, _Finding]
+                ) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each row's category (the first finding in precedence order), its reason, and the
+    other findings as flags."""
     names = cat.ROW_CATEGORIES[:-1]
-    flagged = np.zeros(len(rows), dtype=bool)
+    flagged = np.zeros(len(index), dtype=bool)
     for name in names:
         flagged[findings[name].positions] = True
     rank = np.cumsum(flagged) - 1  # a flagged row's place among the flagged ones
@@ -673,28 +734,35 @@ def match_settlement(
     for at in np.flatnonzero(hits.sum(axis=1) > 1).tolist():
         extras[at] = "; ".join(f"{names[i]}: {texts[at, i]}"
                                for i in np.flatnonzero(hits[at])[1:].tolist())
-    category = _categorical_texts(rows.index, flagged, categories, other=cat.MATCHED)
-    reason = _texts(rows.index, flagged, reasons)
-    flags = _texts(rows.index, flagged, extras)
-    out["category"] = category
-    out["reason"] = reason
-    out["flags"] = flags
+    return (_categorical_texts(index, flagged, categories, other=cat.MATCHED),
+            _texts(index, flagged, reasons), _texts(index, flagged, extras))
 
-    # ---- missing in settlement: covered records no file settled
-    # A record is settled when this file's ledger names it (the settled rows that found
-    # it: their lookups above give its position, a record table having one row per key)
-    # or an earlier date's did.
-    names_record = (settled & (record_key != "")).to_numpy(dtype=bool)
+
+def _missing_of(payments: pd.DataFrame, refunds: pd.DataFrame, found: _Found,
+                refund_at: np.ndarray, prior: pd.DataFrame, later: pd.DataFrame,
+                covered: set[dt.date]) -> pd.DataFrame:
+    """Covered records no file settled. A record is settled when this file's ledger names
+    it (the settled rows that found it: their lookups give its position, a record table
+    having one row per key) or an earlier date's did."""
+    names_record = (found.settled & (found.record_key != "")).to_numpy(dtype=bool)
     settled_records = {
-        cat.PAYMENT: _settled(payments["partner_reference_no"], payment_at,
-                              names_record & is_payment.to_numpy(dtype=bool), prior, cat.PAYMENT),
+        cat.PAYMENT: _settled(payments["partner_reference_no"], found.payment_at,
+                              names_record & found.is_payment.to_numpy(dtype=bool), prior,
+                              cat.PAYMENT),
         cat.REFUND: _settled(refunds["partner_refund_no"], refund_at,
-                             names_record & is_refund.to_numpy(dtype=bool), prior, cat.REFUND)}
+                             names_record & found.is_refund.to_numpy(dtype=bool), prior,
+                             cat.REFUND)}
     later_first = later.loc[later["record_key"] != ""].sort_values(
         "settlement_date", kind="stable").drop_duplicates(["kind", "record_key"])
-    missing = _missing_in_settlement(payments, refunds, covered, settled_records, later_first)
+    return _missing_in_settlement(payments, refunds, covered, settled_records, later_first)
 
-    # ---- open items of earlier dates: closed when this file settles their record
+
+def _closed_items(out: pd.DataFrame, rows: pd.DataFrame, found: _Found,
+                  open_items: pd.DataFrame, ctx: MatchContext
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The open items of earlier dates this file closes (it settles their record), noted
+    in the closing rows' reasons, and those still open, with their age."""
+    record_key, settled, day = found.record_key, found.settled, ctx.settlement_date
     # Only the entries of the items' keys: the ledger has a million rows, the items few.
     closing_rows = settled & (record_key != "") & text_isin(record_key, open_items["record_key"])
     closers = pd.DataFrame({"kind": rows.loc[closing_rows, "transaction_type"],
@@ -725,8 +793,15 @@ def match_settlement(
     still_open["age_working_days"] = [
         ctx.calendar.working_days_between(opened, day) for opened in still_open["opened_date"]
     ]
-    still_open = still_open.sort_values(["opened_date", "record_key"]).reset_index(drop=True)
+    return closures, still_open.sort_values(["opened_date", "record_key"]).reset_index(drop=True)
 
+
+def _result(ctx: MatchContext, rows: pd.DataFrame, out: pd.DataFrame, missing: pd.DataFrame,
+            new_ledger: Ledger, closures: pd.DataFrame, still_open: pd.DataFrame,
+            payments: pd.DataFrame, refunds: pd.DataFrame, found: _Found,
+            before: dict[str, int]) -> ReconResult:
+    """The result: the rows and records classified, with the counts and sums of each."""
+    category, gross, covered = out["category"], out["gross"], set(ctx.covered_dates)
     counts = {name: int((category == name).sum()) for name in cat.ROW_CATEGORIES}
     counts[cat.MISSING_IN_SETTLEMENT] = len(missing)
     amounts = {name: int(gross.loc[category == name].sum(skipna=True))
@@ -736,7 +811,7 @@ def match_settlement(
                                                                         "net")}
     return ReconResult(
         merchant_id=ctx.merchant_id,
-        settlement_date=day,
+        settlement_date=ctx.settlement_date,
         covered_dates=ctx.covered_dates,
         rows=out,
         missing=missing,
@@ -747,8 +822,8 @@ def match_settlement(
         amounts={name: amounts[name] for name in cat.ALL_CATEGORIES},
         totals=totals,
         record_totals=record_totals(payments, refunds, covered, ctx.fee_rules),
-        refund_deltas=refund_deltas(out, settled, payments, refunds, refunded_before, covered),
-        all_open_items=all_open_items(still_open, missing, day),
+        refund_deltas=refund_deltas(out, found.settled, payments, refunds, before, covered),
+        all_open_items=all_open_items(still_open, missing, ctx.settlement_date),
     )
 
 

@@ -1119,20 +1119,16 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
     `data` is the file's bytes. Arrow reads them in place and checks that they are UTF-8;
     the file is not decoded or copied as a whole (at 10M rows it is 1.5 GB), and once this
     returns, the caller lets the bytes go before `_fast_csv_grid` makes the columns."""
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     # A CR only as part of CRLF, which ends a line for both readers (a lone CR would
     # end one for Arrow alone).
     if _lone_cr(data):
         return None
-    limit = len(data)  # the end of the last line that is not blank, without its line end
-    while limit > start and data[limit - 1] in b"\r\n":
-        limit -= 1
+    start, limit = _text_bounds(data)
     found = _find_header(data, start, limit, delimiter)
     if found is None:
         return None
     start, header_end, header, skipped = found
     quoted = data.find(b'"', start, limit) >= 0  # only a quoted field can span lines
-    end = limit  # the body: every line but a trailer
     trailer: Trailer | None = None
     last_start = max(data.rfind(b"\n", start, limit) + 1, start)
     try:
@@ -1156,42 +1152,72 @@ def _fast_csv_parse(name: str, data: bytes, delimiter: str, fmt: FileFormat,
         return None  # a trailer with a quoted line break: the general path reads it
     # The trailer is read once Arrow has read the rows: a file with bytes that are not
     # UTF-8 goes to the general path, which says so before any other fault.
-    trailer_line = 0
-    # The rows' physical line numbers: every line after the header but the empty ones,
-    # which Arrow skips (fields across lines: `_spanned_lines`). The line ends are counted
-    # once: up to the trailer, which is the body's end, or up to the last line.
-    body_lines = _count(data, b"\n", start, last_start)
-    if piece.last and last_start > start and _is_trailer(last, fmt):
-        trailer_line = skipped + body_lines + 1 + piece.line_base
-        end = last_start
-    else:
-        body_lines += _count(data, b"\n", last_start, end) + (end == limit)  # its end missing
+    end, body_lines, trailer_line = _body(data, start, last_start, limit, piece, skipped,
+                                          _is_trailer(last, fmt))
     if quoted and _count(data, b'"', start, end) % 2:
         return None  # a quote the body may leave open (Arrow would close it at the end)
     width = len(header)
     odd: list[tuple[int, str]] = []  # rows of another width: (row number, text)
     parsed = _arrow_rows(data, start, end, delimiter, width, quoted, header_end, odd)
+    if parsed is None:
+        return None  # many rows of other widths
+    lines = _row_lines(name, data, (start, end), parsed, odd, body_lines, skipped, quoted,
+                       piece, limits, fmt)
+    if lines is None:
+        return None
+    if trailer_line:
+        trailer = _parse_trailer(name, trailer_line, last, fmt)
+    return _ArrowRead(parsed, width, lines + piece.line_base, odd, trailer, positions,
+                      delimiter)
+
+
+def _text_bounds(data: bytes) -> tuple[int, int]:
+    """Where a CSV file's text begins (past a BOM) and ends (the end of its last line that
+    is not empty, without its line end)."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    limit = len(data)
+    while limit > start and data[limit - 1] in b"\r\n":
+        limit -= 1
+    return start, limit
+
+
+def _body(data: bytes, start: int, last_start: int, limit: int, piece: _Piece, skipped: int,
+          last_is_trailer: bool) -> tuple[int, int, int]:
+    """Where the body ends (before a trailer, else at the last line's end), its lines from
+    the header's (the rows' physical line numbers: every line after the header but the
+    empty ones, which Arrow skips), and the trailer's line number (0 without one). The
+    line ends are counted once."""
+    body_lines = _count(data, b"\n", start, last_start)
+    if piece.last and last_start > start and last_is_trailer:
+        return last_start, body_lines, skipped + body_lines + 1 + piece.line_base
+    body_lines += _count(data, b"\n", last_start, limit) + 1  # the last line's end is missing
+    return limit, body_lines, 0
+
+
+def _row_lines(name: str, data: bytes, body: tuple[int, int], parsed: pa.Table,
+               odd: list[tuple[int, str]], body_lines: int, skipped: int, quoted: bool,
+               piece: _Piece, limits: ReadLimits, fmt: FileFormat) -> np.ndarray | None:
+    """The physical line number of each row Arrow read or set aside (within the piece):
+    every line of the body but the empty ones, or, where quoted fields span lines in a
+    body without empty lines, as far apart as the line ends inside them (refused where
+    they go past the limits, as the general path refuses them). None where rows and lines
+    do not agree: the general path reads the file."""
+    start, end = body
     # Each row Arrow read, or set aside, took one line at least, and an empty line none:
     # as many rows as lines leave no empty line to look for (a scan of the whole file).
-    blank_lines = (np.zeros(0, dtype=np.int64)
-                   if parsed is not None and parsed.num_rows + len(odd) == body_lines - 1
+    blank_lines = (np.zeros(0, dtype=np.int64) if parsed.num_rows + len(odd) == body_lines - 1
                    else _blank_lines(data, start, end))
     lines = skipped + np.delete(np.arange(2, body_lines + 1, dtype=np.int64), blank_lines - 2)
-    if (parsed is not None and quoted and not odd and not len(blank_lines)
-            and parsed.num_rows != len(lines)):
+    if quoted and not odd and not len(blank_lines) and parsed.num_rows != len(lines):
         spanned = _spanned_lines(parsed, len(lines), skipped)
         if spanned is None:
             return None
         _check_spanning_rows(name, parsed, spanned + piece.line_base, limits,
                              fmt.trailer_marker)
         lines = spanned
-    if parsed is None or parsed.num_rows + len(odd) != len(lines) or not all(
-            2 <= number < 2 + len(lines) for number, _ in odd):
-        return None  # many rows of other widths, or fields across lines among empty lines
-    if trailer_line:
-        trailer = _parse_trailer(name, trailer_line, last, fmt)
-    return _ArrowRead(parsed, width, lines + piece.line_base, odd, trailer, positions,
-                      delimiter)
+    placed = parsed.num_rows + len(odd) == len(lines) and all(
+        2 <= number < 2 + len(lines) for number, _ in odd)
+    return lines if placed else None
 
 
 def _last_line(data: bytes, start: int, last_start: int, last: list[str], delimiter: str,
