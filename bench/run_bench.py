@@ -28,7 +28,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -510,7 +510,7 @@ def time_first_load(folder: Path, pg_url: str) -> float:
     return time_loader(pg_url, rows)
 
 
-def main() -> None:  # noqa: C901, PLR0915 - one contender after another, each printed as it ends
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_ROWS", 1_000_000)))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
@@ -527,18 +527,14 @@ def main() -> None:  # noqa: C901, PLR0915 - one contender after another, each p
                              "records, as on a day their sync failed: every row flagged")
     parser.add_argument("--pg", default=os.environ.get(
         "RECON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    args = parser.parse_args()
-    folder = Path(args.out) / f"n{args.rows}"
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"generating {args.rows:,} payments ...", flush=True)
-    data = generate(args.rows, folder)
-    file_rows = len(data["file"])
-    print(f"settlement file: {file_rows:,} rows", flush=True)
+    return parser.parse_args()
 
-    runs: dict[str, dict[str, object]] = {}
-    sqlite_path = folder / "recon.db"
+
+def _load_databases(args: argparse.Namespace, data: dict[str, pd.DataFrame],
+                    sqlite_path: Path) -> str | None:
+    """The generated records into SQLite (unless skipped) and a fresh PostgreSQL database;
+    its URL, None where PostgreSQL cannot be had (the benchmark still reports SQLite)."""
     sqlite_path.unlink(missing_ok=True)
-    pg_url: str | None = None
     if not args.skip_sqlite:
         print("loading SQLite ...", flush=True)
         load_sqlite(sqlite_path, data)
@@ -549,60 +545,58 @@ def main() -> None:  # noqa: C901, PLR0915 - one contender after another, each p
         with admin.connect() as conn:
             conn.execute(text("DROP DATABASE IF EXISTS recon_bench WITH (FORCE)"))
             conn.execute(text("CREATE DATABASE recon_bench"))
-        pg_url = args.pg.rsplit("/", 1)[0] + "/recon_bench"
+        pg_url: str = args.pg.rsplit("/", 1)[0] + "/recon_bench"
         print("loading PostgreSQL ...", flush=True)
         load_postgres(pg_url, data)
-    except Exception as exc:  # the benchmark still reports SQLite
+    except Exception as exc:
         print(f"PostgreSQL skipped: {exc}", flush=True)
-        pg_url = None
-    first_load = (time_first_load(folder, pg_url)
-                  if pg_url and not args.skip_baselines else None)
-    # The runs get the machine's memory: the generated frames wait on disk meanwhile (at
-    # 10M rows they are several GiB).
-    payments_file = folder / "payments.parquet"
-    data["payments"].to_parquet(payments_file)
-    del data
-    gc.collect()
-    pa.default_memory_pool().release_unused()
+        return None
+    return pg_url
+
+
+def _recon_runs(args: argparse.Namespace, folder: Path, sqlite_path: Path,
+                pg_url: str | None) -> dict[str, dict[str, object]]:
+    """`recon run` as a process per database, then the re-runs, each printed as it ends."""
+    runs: dict[str, dict[str, object]] = {}
+
+    def keep(label: str, run: dict[str, object]) -> None:
+        runs[label] = run
+        print(f"{label}: {run['total']:.1f} s", flush=True)
 
     with prefect_server(folder) as api_url:
         if not args.skip_sqlite:
-            runs["SQLite"] = run_recon(f"sqlite:///{sqlite_path}", folder, "sqlite", api_url)
-            print(f"SQLite run: {runs['SQLite']['total']:.1f} s", flush=True)
+            keep("SQLite", run_recon(f"sqlite:///{sqlite_path}", folder, "sqlite", api_url))
         if pg_url:
-            runs["PostgreSQL"] = run_recon(pg_url, folder, "postgresql", api_url)
-            print(f"PostgreSQL run: {runs['PostgreSQL']['total']:.1f} s", flush=True)
+            keep("PostgreSQL", run_recon(pg_url, folder, "postgresql", api_url))
             # The same date again, as an operator re-runs it: its ledger is written already.
             vacuum_ledger(pg_url)
-            runs[RERUN] = run_recon(pg_url, folder, "postgresql", api_url)
-            print(f"PostgreSQL re-run: {runs[RERUN]['total']:.1f} s", flush=True)
+            keep(RERUN, run_recon(pg_url, folder, "postgresql", api_url))
             if args.bad_day:
-                runs[BAD_DAY] = run_bad_day(args.pg, folder, api_url)
-                print(f"{BAD_DAY}: {runs[BAD_DAY]['total']:.1f} s", flush=True)
+                keep(BAD_DAY, run_bad_day(args.pg, folder, api_url))
             if args.parts:  # the date once more, in parts on disk
                 vacuum_ledger(pg_url)
-                label = f"PostgreSQL, a re-run in {args.parts} parts on disk"
-                runs[label] = run_recon(pg_url, folder, "postgresql", api_url, args.parts)
-                print(f"{label}: {runs[label]['total']:.1f} s", flush=True)
+                keep(f"PostgreSQL, a re-run in {args.parts} parts on disk",
+                     run_recon(pg_url, folder, "postgresql", api_url, args.parts))
+    return runs
 
-    compare = {} if args.skip_baselines else baselines(
-        folder, {"payments": pd.read_parquet(payments_file)}, pg_url)
-    if first_load is not None:
-        compare[FIRST_LOAD] = first_load
-    lines = [f"Rows: {args.rows:,} payments, {file_rows:,} settlement rows; machine: "
-             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-             "", "| recon run | " + " | ".join(runs) + " |",
-             "|---|" + "---|" * len(runs)]
+
+def _runs_table(runs: dict[str, dict[str, object]]) -> list[str]:
+    lines = ["| recon run | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
     for phase in ("fetch", "read", "load", "match", "persist", "workbook", "report", "notify"):
         cells = []
         for run in runs.values():
-            seconds, mib = run["phases"].get(phase, (float("nan"), 0))  # type: ignore[union-attr]
+            phases = cast(dict[str, tuple[float, int]], run["phases"])
+            seconds, mib = phases.get(phase, (float("nan"), 0))
             cells.append(f"{seconds:.2f} s, peak {mib} MiB")
         lines.append(f"| {phase} | " + " | ".join(cells) + " |")
     lines.append("| end to end (the command; persist and workbook overlap) | "
                  + " | ".join(f"{r['total']:.1f} s" for r in runs.values()) + " |")
-    lines += ["", f"Same data, each figure the median of {ROUNDS} timed rounds:", "",
-              "| same data | seconds |", "|---|---|"]
+    return lines
+
+
+def _same_data_lines(compare: dict[str, float], pg_url: str | None) -> list[str]:
+    lines = ["", f"Same data, each figure the median of {ROUNDS} timed rounds:", "",
+             "| same data | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in compare.items()]
     if compare:
         own = compare["recon: read + match + classify"]
@@ -615,6 +609,36 @@ def main() -> None:  # noqa: C901, PLR0915 - one contender after another, each p
         lines.append(f"pandas.read_sql / recon loader: {read_sql / compare[FIRST_LOAD]:.1f}x "
                      f"(the date's first run), {read_sql / compare[RERUN_LOAD]:.1f}x (re-run), "
                      f"{read_sql / compare[NEXT_DAY_LOAD]:.1f}x (re-run after a day)")
+    return lines
+
+
+def main() -> None:
+    args = _arguments()
+    folder = Path(args.out) / f"n{args.rows}"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"generating {args.rows:,} payments ...", flush=True)
+    data = generate(args.rows, folder)
+    file_rows = len(data["file"])
+    print(f"settlement file: {file_rows:,} rows", flush=True)
+    sqlite_path = folder / "recon.db"
+    pg_url = _load_databases(args, data, sqlite_path)
+    first_load = (time_first_load(folder, pg_url)
+                  if pg_url and not args.skip_baselines else None)
+    # The runs get the machine's memory: the generated frames wait on disk meanwhile (at
+    # 10M rows they are several GiB).
+    payments_file = folder / "payments.parquet"
+    data["payments"].to_parquet(payments_file)
+    del data
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    runs = _recon_runs(args, folder, sqlite_path, pg_url)
+    compare = {} if args.skip_baselines else baselines(
+        folder, {"payments": pd.read_parquet(payments_file)}, pg_url)
+    if first_load is not None:
+        compare[FIRST_LOAD] = first_load
+    lines = [f"Rows: {args.rows:,} payments, {file_rows:,} settlement rows; machine: "
+             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+             "", *_runs_table(runs), *_same_data_lines(compare, pg_url)]
     if not args.skip_layouts:
         lines += ["", "The settlement file in other layouts, read alone:", "",
                   *read_layouts(folder)]

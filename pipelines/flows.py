@@ -258,7 +258,7 @@ def publish_staged(staging: Path, folder: Path) -> Path:
     return folder
 
 
-def check_publishable(staging: Path, folder: Path) -> None:
+def check_publishable(folder: Path) -> None:
     """Before the commit: the report folder exists and takes files (the staged ones are
     renamed into it after the commit, which needs no space). OutputUnwritable if not."""
     try:
@@ -266,8 +266,6 @@ def check_publishable(staging: Path, folder: Path) -> None:
         probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
         probe.touch()
         probe.unlink()
-        if not os.access(staging, os.W_OK | os.X_OK):
-            raise PermissionError(13, "staging folder not writable")
     except OSError as exc:
         raise OutputUnwritable(f"the report folder {folder} cannot be written "
                                f"({exc.strerror or exc}); nothing was saved") from exc
@@ -483,7 +481,7 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
             "finished_at": persisted.finished_at.isoformat(),
         }}
         _staged(write_summary, summary, staging / "summary.json")
-        check_publishable(staging, folder)
+        check_publishable(folder)
         writer.commit()
     except BaseException:
         writer.abort()

@@ -186,19 +186,15 @@ def _preflight(args: argparse.Namespace, settings: Settings, merchants: Sequence
     """What an operator may have got wrong, found before Prefect starts and before any
     alert can go out: the merchants, their source folders, the database and its tables.
     A run that will wait for today's file says so first, with its deadline."""
-    from recon.sources import announce_wait, check_source
+    from recon.sources import announce_wait, check_source, source_names_merchant
+    from recon.store import check_database
 
     per_merchant = [settings.for_merchant(merchant) for merchant in merchants]
     for each in per_merchant:
         check_source(each)
-    from recon.store import check_database
-
-    named = [m for m in merchants if m and m not in {str(e["merchant_id"])
-                                                     for e in settings.merchants}]
-    unknown = check_database(settings.database_url, named)
-    for merchant in unknown:
-        from recon.sources import source_names_merchant
-
+    configured = {str(entry["merchant_id"]) for entry in settings.merchants}
+    named = [m for m in merchants if m and m not in configured]
+    for merchant in check_database(settings.database_url, named):
         if not source_names_merchant(settings.for_merchant(merchant), merchant):
             raise ConfigError(f"unknown merchant {merchant}: not configured, no payment or run "
                               f"of it in the database, and no file at {settings.source} "

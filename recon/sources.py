@@ -259,11 +259,10 @@ def announce_wait(settings: Settings, day: dt.date,
         return ""
     merchant = settings.merchant_id
     if merchant and not settings.source.lower().startswith("sftp://"):
-        stem = expected_stem(settings.file_name_pattern, merchant, day)
-        folder = Path(settings.source)
-        wanted = {(stem + ext).lower() for ext in EXTENSIONS}
-        if folder.is_dir() and any(e.name.lower() in wanted for e in folder.iterdir()):
-            return ""
+        source = LocalFolder(Path(settings.source))
+        with contextlib.suppress(FileMissing, FileRejected, ConfigError):
+            locate(source.entries(), source.location, settings.file_name_pattern, merchant, day)
+            return ""  # the file is there: the run will not wait
     what = (expected_stem(settings.file_name_pattern, merchant, day) + ".csv (or .xlsx)"
             if merchant else f"the settlement file of {day}")
     return (f"{merchant or 'merchant from the file name'} {day}: waiting for {what} at "
