@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hostile_files.py
 
 samples: $(STAMP)
-	$(BIN)/python -m recon.samples sample_reports
+	$(BIN)/python -m recon.app.samples sample_reports
 	@# The README's picture of the Summary sheet (needs LibreOffice and poppler-utils).
 	@if command -v soffice >/dev/null && command -v pdftoppm >/dev/null; then \
 	  tmp=$$(mktemp -d); \

@@ -1,5 +1,5 @@
 """A run's ledger into PostgreSQL two ways, alternating rounds on the same entries:
-`recon.store.copy_ledger` (binary COPY whose rows are encoded column-wise by Arrow and
+`recon.store.db.copy_ledger` (binary COPY whose rows are encoded column-wise by Arrow and
 NumPy) against psycopg's own binary COPY (`set_types` + `write_row`, a Python call per
 row). `python bench/copy_ledger.py [--rows N] [--rounds R]`; needs the PostgreSQL server
 of `make test` (RECON_BENCH_PG_ADMIN overrides where)."""
@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from recon.matching import Ledger
-from recon.store import copy_ledger, init_db, make_engine
-from recon.tables import recon_ledger
+from recon.core.result import Ledger
+from recon.store.copy import copy_ledger
+from recon.store.engine import init_db, make_engine
+from recon.store.tables import recon_ledger
 
 ADMIN = os.environ.get("RECON_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 DAY = dt.date(2026, 11, 30)
@@ -65,7 +66,7 @@ def main() -> None:
     init_db(engine)
     ledger = _ledger(args.rows)
     ways: dict[str, Callable[[Any], None]] = {
-        "recon.store.copy_ledger": lambda conn: copy_ledger(conn, ledger, "M001", DAY, 1),
+        "recon.store.db.copy_ledger": lambda conn: copy_ledger(conn, ledger, "M001", DAY, 1),
         "psycopg set_types + write_row": lambda conn: psycopg_write_row(conn, ledger)}
     seconds: dict[str, list[float]] = {label: [] for label in ways}
     for _ in range(args.rounds):

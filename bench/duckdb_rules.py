@@ -49,15 +49,22 @@ from run_bench import (
     typed_payments,
 )
 
-from recon.calendar import WorkingCalendar
-from recon.categories import PAID_STATUSES
-from recon.formats import DATE, DATETIME, MONEY, OVO_V1, PAYMENT_SOURCE, TRANSACTION_TYPE
-from recon.reader import _MONEY_RE, _NOT_PARSED
+from recon.core.calendar import WorkingCalendar
+from recon.core.categories import PAID_STATUSES
+from recon.formats.declaration import (
+    DATE,
+    DATETIME,
+    MONEY,
+    OVO_V1,
+    PAYMENT_SOURCE,
+    TRANSACTION_TYPE,
+)
+from recon.formats.reader import _MONEY_RE, _NOT_PARSED
 
 if TYPE_CHECKING:
     import duckdb
 
-    from recon.matching import ReconResult
+    from recon.core.result import ReconResult
 
 #: The dates the benchmark's settlement date covers (WIB), as an SQL list of dates.
 COVERED = ", ".join(f"DATE '{day}'" for day in WorkingCalendar().covered_dates(S))

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from recon.filegen import write_settlement_csv, write_settlement_xlsx
+from recon.formats.filegen import write_settlement_csv, write_settlement_xlsx
 
 S = dt.date(2026, 11, 30)
 ROW = {"SettlementDate": S.isoformat(), "TransactionDateTime": "2026-11-27 10:00:00",
@@ -28,9 +28,9 @@ PROBE = """
 import datetime as dt, sys, time
 from pathlib import Path
 from pipelines.flows import peak_memory_mib
-from recon.errors import FileRejected
-from recon.formats import OVO_V1
-from recon.reader import read_settlement_file
+from recon.core.errors import FileRejected
+from recon.formats.declaration import OVO_V1
+from recon.formats.reader import read_settlement_file
 started = time.perf_counter()
 try:
     read = read_settlement_file(Path(sys.argv[1]), OVO_V1, dt.date(2026, 11, 30))

@@ -35,10 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recon.money import minor_text
+from recon.core.money import minor_text
 
 if TYPE_CHECKING:
-    from recon.matching import ReconResult
+    from recon.core.result import ReconResult
 
 ROOT = Path(__file__).resolve().parent.parent
 S = dt.date(2026, 11, 30)
@@ -128,7 +128,7 @@ def _utc_text(values: pd.Series) -> pd.Series:
 
 
 def load_sqlite(url_path: Path, data: dict[str, pd.DataFrame]) -> None:
-    from recon.store import init_db, make_engine
+    from recon.store.engine import init_db, make_engine
 
     init_db(make_engine(f"sqlite:///{url_path}"))
     p, r = data["payments"], data["refunds"]
@@ -149,7 +149,7 @@ def load_sqlite(url_path: Path, data: dict[str, pd.DataFrame]) -> None:
 def load_postgres(url: str, data: dict[str, pd.DataFrame]) -> None:
     import psycopg
 
-    from recon.store import init_db, make_engine
+    from recon.store.engine import init_db, make_engine
 
     init_db(make_engine(url))
     p, r = data["payments"], data["refunds"]
@@ -274,7 +274,7 @@ def duckdb_baseline(path: Path, payments: pd.DataFrame) -> None:
 
 def typed_payments(payments: pd.DataFrame) -> pd.DataFrame:
     """The generated payments as the match takes them (the PAYMENTS columns it reads)."""
-    from recon.reader import wib_dates
+    from recon.formats.reader import wib_dates
 
     typed = payments.assign(
         amount=lambda f: f["amount"].astype("Int64"), store_id="",
@@ -286,12 +286,13 @@ def typed_payments(payments: pd.DataFrame) -> pd.DataFrame:
 def read_and_match(path: Path, payments: pd.DataFrame) -> ReconResult:
     """The project's read of the file and its match against `payments` (`typed_payments`),
     with no refunds, ledger or open items: what the baselines are compared with."""
-    from recon.calendar import WorkingCalendar
-    from recon.config import FeeRules
-    from recon.formats import OVO_V1
-    from recon.matching import MatchContext, match_settlement
-    from recon.reader import read_settlement_file
-    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.core.calendar import WorkingCalendar
+    from recon.core.fees import FeeRules
+    from recon.core.match import match_settlement
+    from recon.core.result import MatchContext
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.formats.declaration import OVO_V1
+    from recon.formats.reader import read_settlement_file
 
     parsed = read_settlement_file(path, OVO_V1, S)
     ctx = MatchContext(MERCHANT, S, WorkingCalendar(), FeeRules(mdr_rates={}))
@@ -315,8 +316,8 @@ def datacompy_compare(path: Path, payments: pd.DataFrame) -> None:
 
 
 def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
-    from recon.formats import OVO_V1
-    from recon.reader import read_settlement_file
+    from recon.formats.declaration import OVO_V1
+    from recon.formats.reader import read_settlement_file
 
     path = next((folder / "inbox").glob("*.csv"))
     payments = typed_payments(data["payments"])
@@ -378,8 +379,8 @@ def _layout(data: bytes, name: str) -> bytes:
 _READ_ONE = """
 import sys, time, datetime as dt
 from pathlib import Path
-from recon.formats import OVO_V1
-from recon.reader import read_settlement_file
+from recon.formats.declaration import OVO_V1
+from recon.formats.reader import read_settlement_file
 started = time.perf_counter()
 parsed = read_settlement_file(Path(sys.argv[1]), OVO_V1, dt.date.fromisoformat(sys.argv[2]))
 seconds = time.perf_counter() - started
@@ -427,7 +428,7 @@ def run_bad_day(admin_url: str, folder: Path, api_url: str) -> dict[str, object]
     workbook and its CSV overflow at their largest). The database is dropped after."""
     from sqlalchemy import create_engine, text
 
-    from recon.store import init_db, make_engine
+    from recon.store.engine import init_db, make_engine
 
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -462,8 +463,8 @@ def time_loader(pg_url: str, rows: pd.DataFrame) -> float:
     are warm."""
     from sqlalchemy import create_engine
 
-    from recon.calendar import WorkingCalendar
-    from recon.store import load_run_inputs
+    from recon.core.calendar import WorkingCalendar
+    from recon.store.load import load_run_inputs
 
     engine = create_engine(pg_url)
     covered = WorkingCalendar().covered_dates(S)
@@ -503,8 +504,8 @@ def time_loader_after_a_day(pg_url: str, rows: pd.DataFrame) -> float:
 def time_first_load(folder: Path, pg_url: str) -> float:
     """The loader before any run: what a day's run loads (a re-run of the date also
     passes over the ledger that date already wrote)."""
-    from recon.formats import OVO_V1
-    from recon.reader import read_settlement_file
+    from recon.formats.declaration import OVO_V1
+    from recon.formats.reader import read_settlement_file
 
     rows = read_settlement_file(next((folder / "inbox").glob("*.csv")), OVO_V1, S).rows
     return time_loader(pg_url, rows)

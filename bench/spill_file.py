@@ -1,4 +1,4 @@
-"""Write a settlement file to disk in parts (`recon.spill`), in a process of its own, and
+"""Write a settlement file to disk in parts (`recon.inparts.spill`), in a process of its own, and
 print the seconds and the process's peak memory. The payment groups come from the file's
 refund rows alone (no database): what the benchmark's data ties.
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from recon.formats import OVO_V1
-from recon.parts import payment_groups
-from recon.schemas import LEDGER, REFUNDS, empty_frame
-from recon.spill import spill_settlement_file
+from recon.core.schemas import LEDGER, REFUNDS, empty_frame
+from recon.formats.declaration import OVO_V1
+from recon.inparts.parts import payment_groups
+from recon.inparts.spill import spill_settlement_file
 
 
 def main() -> None:

@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from recon.calendar import WorkingCalendar
-from recon.store import WindowLoad, make_engine, spill_window_payments
+from recon.core.calendar import WorkingCalendar
+from recon.inparts.load import spill_window_payments
+from recon.store.engine import make_engine
+from recon.store.load import WindowLoad
 
 
 def main() -> None:

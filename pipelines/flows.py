@@ -31,10 +31,9 @@ from prefect.schedules import Cron  # noqa: E402
 from prefect.states import Completed, Failed, State  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
 
-from recon.calendar import WIB, WorkingCalendar, today_wib  # noqa: E402
 from recon.config import Settings, load_settings  # noqa: E402
-from recon.delivery import deliver  # noqa: E402
-from recon.errors import (  # noqa: E402
+from recon.core.calendar import WIB, WorkingCalendar, today_wib  # noqa: E402
+from recon.core.errors import (  # noqa: E402
     ConfigError,
     NotificationFailed,
     NotWorkingDay,
@@ -42,37 +41,31 @@ from recon.errors import (  # noqa: E402
     ReconError,
     RunLocked,
 )
-from recon.formats import get_profile  # noqa: E402
-from recon.inparts import (  # noqa: E402
+from recon.core.match import match_settlement  # noqa: E402
+from recon.core.result import Ledger, MatchContext, ReconResult  # noqa: E402
+from recon.formats.declaration import get_profile  # noqa: E402
+from recon.formats.reader import SettlementFile, read_settlement_file  # noqa: E402
+from recon.inparts.load import Ties  # noqa: E402
+from recon.inparts.run import (  # noqa: E402
     PartInputs,
     in_parts_folder,
     load_in_parts,
     match_in_parts_on_disk,
     spill_in_parts,
 )
-from recon.locks import hold_run_lock  # noqa: E402
-from recon.mail import build_alert_email, build_report_email  # noqa: E402
-from recon.matching import Ledger, MatchContext, ReconResult, match_settlement  # noqa: E402
-from recon.memory import give_back_free_heap  # noqa: E402
-from recon.paths import remove_leftovers  # noqa: E402
-from recon.reader import SettlementFile, read_settlement_file  # noqa: E402
-from recon.sources import FetchedFile, fetch_settlement_file  # noqa: E402
-from recon.spill import SpilledFile  # noqa: E402
-from recon.store import (  # noqa: E402
-    PersistedRun,
-    RunInputs,
-    RunRecord,
-    RunWriter,
-    Ties,
-    WindowLoad,
-    load_run_inputs,
-    make_engine,
-    next_attempt,
-    run_history,
-    with_current_run,
-)
-from recon.summary import build_summary, report_folder, report_stem, write_summary  # noqa: E402
-from recon.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
+from recon.inparts.spill import SpilledFile  # noqa: E402
+from recon.report.delivery import deliver  # noqa: E402
+from recon.report.mail import build_alert_email, build_report_email  # noqa: E402
+from recon.report.summary import build_summary, report_folder, report_stem, write_summary  # noqa: E402
+from recon.report.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
+from recon.sources.fetch import FetchedFile, fetch_settlement_file  # noqa: E402
+from recon.store.engine import make_engine  # noqa: E402
+from recon.store.history import RunRecord, next_attempt, run_history, with_current_run  # noqa: E402
+from recon.store.load import RunInputs, WindowLoad, load_run_inputs  # noqa: E402
+from recon.store.locks import hold_run_lock  # noqa: E402
+from recon.store.persist import PersistedRun, RunWriter  # noqa: E402
+from recon.system.memory import give_back_free_heap  # noqa: E402
+from recon.system.paths import remove_leftovers  # noqa: E402
 
 install_log_filters()
 
@@ -407,7 +400,7 @@ def _reconcile_parsed(settings: Settings, engine: Engine, fetched: FetchedFile,
 
 def _reconcile_in_parts(settings: Settings, engine: Engine, fetched: FetchedFile,
                         ctx: MatchContext, started_at: dt.datetime) -> dict[str, Any]:
-    """A run in `settings.parts` parts on disk (`recon.inparts`), under the date's lock from
+    """A run in `settings.parts` parts on disk (`recon.inparts.run`), under the date's lock from
     the read on: the payment groups the parts are cut by come from the database. The
     parts' folder is removed when the run ends, whatever the end."""
     merchant, day = ctx.merchant_id, ctx.settlement_date

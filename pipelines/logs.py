@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from recon.errors import ReconError
+from recon.core.errors import ReconError
 
 
 class _NoTracebackForReconErrors(logging.Filter):

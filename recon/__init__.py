@@ -2,7 +2,7 @@
 
 Arrow's allocator (mimalloc) gives the pages a step frees back to the system at once,
 unless the environment says otherwise: by default it keeps them, and at 10M rows a run
-held 3.7 GiB of them after every Arrow buffer was freed (`recon/memory.py`). It reads the
+held 3.7 GiB of them after every Arrow buffer was freed (`recon/system/memory.py`). It reads the
 setting when Arrow is loaded, so it is set here, before any module of the package
 imports Arrow.
 """

@@ -19,33 +19,15 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from recon.errors import ConfigError
-from recon.formats import ReadLimits
+from recon.core.errors import ConfigError
+from recon.core.fees import ROUNDING_MODES, FeeRules
+from recon.formats.declaration import ReadLimits, normalise_pay_option
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 #: Settings that only come from the environment, never from a file in a repository.
 SECRET_KEYS = frozenset({"smtp_password", "sftp_password", "sftp_key_passphrase"})
 #: Settings that can be read from a Prefect Secret block instead.
 SECRET_BLOCK_KEYS = frozenset({*SECRET_KEYS, "database_url"})
-
-ROUNDING_MODES = {
-    "half_up": "ROUND_HALF_UP",
-    "half_even": "ROUND_HALF_EVEN",
-    "down": "ROUND_DOWN",
-    "up": "ROUND_UP",
-}
-
-
-@dataclass(frozen=True)
-class FeeRules:
-    """How fees on a settlement row are checked."""
-
-    mdr_rates: Mapping[str, Decimal] = field(default_factory=dict)  # OVO_CASH/OVO_POINTS
-    vat_rate: Decimal = Decimal("0.11")
-    tolerance: Decimal = Decimal("0.01")
-    rounding: str = "half_up"
-    decimals: int = 2
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -55,7 +37,7 @@ class Settings:
     report_dir: Path = Path("var/reports")
     outbox: Path = Path("var/outbox")
     archive_dir: Path = Path("var/archive")
-    # A run in parts on disk (`recon.inparts`): 0 holds the whole file in memory.
+    # A run in parts on disk (`recon.inparts.run`): 0 holds the whole file in memory.
     parts: int = 0
     spill_dir: Path = Path("var/spill")
     file_name_pattern: str = "OVO_SETTLEMENT_{merchant_id}_{yyyymmdd}"
@@ -162,15 +144,6 @@ class Settings:
             if value is not None:
                 changes[key] = _coerce(key, value)
         return dataclasses.replace(self, **changes)
-
-
-PAY_OPTIONS = {"OVOCASH": "OVO_CASH", "OVOPOINTS": "OVO_POINTS"}
-
-
-def normalise_pay_option(text: str) -> str | None:
-    """'OVO Cash', 'ovo_cash', 'OVOCASH' -> 'OVO_CASH'; None when not an OVO source."""
-    key = "".join(ch for ch in str(text).upper() if ch.isalnum())
-    return PAY_OPTIONS.get(key)
 
 
 def _as_date(key: str, value: Any) -> dt.date:

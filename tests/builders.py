@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from recon.calendar import WIB, WorkingCalendar
-from recon.config import FeeRules
-from recon.matching import MatchContext
-from recon.money import to_minor
-from recon.reader import wib_dates
-from recon.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, SETTLEMENT_ROWS, conform
-from recon.tables import recon_exceptions, recon_ledger, recon_runs
+from recon.core.calendar import WIB, WorkingCalendar
+from recon.core.fees import FeeRules
+from recon.core.money import to_minor
+from recon.core.result import MatchContext
+from recon.core.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, SETTLEMENT_ROWS, conform
+from recon.formats.reader import wib_dates
+from recon.store.tables import recon_exceptions, recon_ledger, recon_runs
 
 S = dt.date(2026, 11, 30)
 CASH_RATE = Decimal("0.007")

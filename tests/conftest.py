@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipelines.logs import prepare_prefect_environment
-from recon import reader
+from recon.formats import reader
 
 prepare_prefect_environment()
 

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from recon.calendar import WIB, WorkingCalendar, wib_date
+from recon.core.calendar import WIB, WorkingCalendar, wib_date
 
 D = dt.date
 CAL = WorkingCalendar()

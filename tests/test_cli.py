@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from recon.calendar import WIB
-from recon.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
-from recon.records import insert_records
-from recon.store import init_db, make_engine
+from recon.core.calendar import WIB
+from recon.formats.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
+from recon.store.engine import init_db, make_engine
+from recon.store.records import insert_records
 
 NAME = "OVO_SETTLEMENT_M001_20261130"
 ROW = {"SettlementDate": "2026-11-30", "TransactionDateTime": "2026-11-27 10:00:00",
@@ -44,7 +44,7 @@ class Workspace:
 
     def recon(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "recon.cli", *args], cwd=self.root, env=self.env,
+            [sys.executable, "-m", "recon.app.cli", *args], cwd=self.root, env=self.env,
             capture_output=True, text=True, timeout=300)
 
     def run(self, day: str = "2026-11-30", *extra: str) -> subprocess.CompletedProcess[str]:
@@ -196,7 +196,7 @@ def test_a_temporary_prefect_server_gets_time_for_its_first_start_unless_configu
     """Prefect's own 20 s failed a fresh machine's first `recon demo` (the server creates
     its database then); the environment still wins."""
     script = ("from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as T\n"
-              "from recon.cli import prefect_defaults\n"
+              "from recon.app.cli import prefect_defaults\n"
               "with prefect_defaults():\n    print(T.value())\nprint(T.value())\n")
     env = {k: v for k, v in os.environ.items()
            if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}

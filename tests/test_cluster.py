@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from recon.cli import main
-from recon.store import make_engine
-from recon.tables import recon_exceptions, recon_ledger
+from recon.app.cli import main
+from recon.store.engine import make_engine
+from recon.store.tables import recon_exceptions, recon_ledger
 from tests.test_golden import GOLDEN, load_case_records
 
 CARRY = GOLDEN / "carry_over"

@@ -12,12 +12,12 @@ import pytest
 from openpyxl import load_workbook
 
 from recon.config import load_settings
-from recon.delivery import deliver
-from recon.errors import NotificationFailed
-from recon.mail import build_report_email
-from recon.matching import match_settlement
-from recon.summary import build_summary
-from recon.workbook import write_exception_workbook
+from recon.core.errors import NotificationFailed
+from recon.core.match import match_settlement
+from recon.report.delivery import deliver
+from recon.report.mail import build_report_email
+from recon.report.summary import build_summary
+from recon.report.workbook import write_exception_workbook
 from tests.builders import (
     context,
     ledger_frame,
@@ -154,10 +154,10 @@ def test_server_down_is_retried_then_kept(report, tmp_path: Path) -> None:
 def test_a_run_whose_mail_fails_keeps_its_results_and_can_resend(
         tmp_path: Path, prefect_api: str, server: SmtpServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recon.cli import main
-    from recon.demo import DEMO_DATES, generate, write_demo
-    from recon.errors import ReconError
-    from recon.runner import run_dates
+    from recon.app.cli import main
+    from recon.app.demo import DEMO_DATES, generate, write_demo
+    from recon.app.runner import run_dates
+    from recon.core.errors import ReconError
 
     data = generate(per_day=110)
     data.files = {DEMO_DATES[0]: data.files[DEMO_DATES[0]]}

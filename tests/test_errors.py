@@ -8,7 +8,8 @@ import pickle
 import pytest
 from prefect.states import Crashed, Failed
 
-from recon.errors import (
+from recon.app.runner import state_error
+from recon.core.errors import (
     ConfigError,
     FileMissing,
     FileRejected,
@@ -19,7 +20,6 @@ from recon.errors import (
     SourceUnavailable,
     StoreError,
 )
-from recon.runner import state_error
 
 ERRORS = [ConfigError("bad --date"), FileMissing("no file"), FileRejected("f.csv", "empty"),
           RunLocked("held"), NotificationFailed("smtp down"), StoreError("db down"),

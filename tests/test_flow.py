@@ -13,7 +13,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
-from recon.demo import DEMO_DATES, generate, write_demo
+from recon.app.demo import DEMO_DATES, generate, write_demo
 
 
 def _merchant(tmp_path: Path) -> Path:
@@ -51,10 +51,10 @@ def test_all_clear_mail_can_be_switched_off(tmp_path: Path, prefect_api: str) ->
     from decimal import Decimal
 
     from pipelines.flows import reconcile_settlement
-    from recon.calendar import WIB
-    from recon.filegen import write_settlement_csv
-    from recon.records import insert_records
-    from recon.store import init_db, make_engine
+    from recon.core.calendar import WIB
+    from recon.formats.filegen import write_settlement_csv
+    from recon.store.engine import init_db, make_engine
+    from recon.store.records import insert_records
 
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     init_db(engine)
@@ -100,7 +100,7 @@ def test_a_holiday_completes_doing_nothing(tmp_path: Path, prefect_api: str) -> 
 def test_a_run_that_cannot_persist_leaves_the_earlier_report_in_place(
         tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipelines.flows as flows
-    from recon.errors import StoreError
+    from recon.core.errors import StoreError
 
     config = _merchant(tmp_path)
     first = flows.reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
@@ -143,7 +143,8 @@ def test_the_persist_line_says_how_the_ledger_went_in() -> None:
     """The persist step's line names the run, a re-run, the ledger's seconds when it was
     written alongside the match, and how many entries a re-run kept as they were."""
     from pipelines.flows import persisted_detail
-    from recon.store import PersistedRun, RunWriter, make_engine
+    from recon.store.engine import make_engine
+    from recon.store.persist import PersistedRun, RunWriter
 
     engine = make_engine("sqlite://")
     finished = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)

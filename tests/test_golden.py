@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from recon.calendar import WIB
-from recon.records import insert_records
-from recon.runner import run_dates
-from recon.store import init_db, make_engine
+from recon.app.runner import run_dates
+from recon.core.calendar import WIB
+from recon.store.engine import init_db, make_engine
+from recon.store.records import insert_records
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "case.toml").exists())
@@ -91,8 +91,7 @@ def test_golden_case_with_every_lookup_joined_by_duckdb(
         name: str, tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same cases with the key lookups that a large file sends to DuckDB sent there at
     any size (the cases are small): the summaries are the handwritten ones."""
-    from recon import schemas
-
+    from recon.core import schemas
     monkeypatch.setattr(schemas, "JOIN_FROM", 0)
     for expected_path, summary in run_case(name, f"sqlite:///{tmp_path / 'recon.db'}",
                                            tmp_path):
@@ -103,7 +102,7 @@ def test_golden_case_with_every_lookup_joined_by_duckdb(
 @pytest.mark.parametrize("name", CASES)
 def test_golden_case_run_in_parts_on_disk(name: str, database_url: str, tmp_path: Path,
                                           prefect_api: str) -> None:
-    """The same cases, each date run in 3 parts on disk (`recon.inparts`): the handwritten
+    """The same cases, each date run in 3 parts on disk (`recon.inparts.run`): the handwritten
     summaries, date after date; each run's parts are gone when it ends."""
     spill = tmp_path / "spill"
     for expected_path, summary in run_case(name, database_url, tmp_path,

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from recon.calendar import WIB
-from recon.filegen import write_settlement_csv, write_settlement_xlsx
-from recon.records import insert_records
-from recon.store import init_db, make_engine
-from recon.tables import metadata, recon_exceptions
+from recon.core.calendar import WIB
+from recon.formats.filegen import write_settlement_csv, write_settlement_xlsx
+from recon.store.engine import init_db, make_engine
+from recon.store.records import insert_records
+from recon.store.tables import metadata, recon_exceptions
 
 DAY = "2026-11-30"
 NAME = "OVO_SETTLEMENT_M001_20261130"
@@ -74,7 +74,7 @@ class Site:
 
     def recon(self, *args: str, env: dict[str, str] | None = None,
               timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "recon.cli", *args], cwd=self.root,
+        return subprocess.run([sys.executable, "-m", "recon.app.cli", *args], cwd=self.root,
                               env={**self.env, **(env or {})}, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -367,7 +367,7 @@ def test_an_unreachable_database_server_is_a_database_error(site: Site) -> None:
 def test_an_unknown_configuration_key_names_the_closest(tmp_path: Path) -> None:
     config = tmp_path / "recon.toml"
     config.write_text('[recon]\nmail_too = ["a@example.com"]\n')
-    done = subprocess.run([sys.executable, "-m", "recon.cli", "init-db", "--config",
+    done = subprocess.run([sys.executable, "-m", "recon.app.cli", "init-db", "--config",
                            str(config), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
@@ -394,7 +394,7 @@ def test_alerts_go_to_alert_to_in_words_without_commands(site: Site) -> None:
 def _lock_row(url: str, holder: str, age_seconds: float) -> None:
     from sqlalchemy import insert
 
-    from recon.tables import recon_locks
+    from recon.store.tables import recon_locks
 
     beat = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_seconds)
     engine = make_engine(url)
@@ -428,12 +428,12 @@ def test_unlock_releases_a_dead_runs_lock(tmp_path: Path) -> None:
     init_db(engine)
     engine.dispose()
     _lock_row(url, "gone-host:1", age_seconds=3600)
-    done = subprocess.run([sys.executable, "-m", "recon.cli", "unlock", "--date", DAY,
+    done = subprocess.run([sys.executable, "-m", "recon.app.cli", "unlock", "--date", DAY,
                            "--merchant", "M001", "--database", url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "released the lock of M001 2026-11-30 held by gone-host:1" in done.stdout
-    again = subprocess.run([sys.executable, "-m", "recon.cli", "unlock", "--date", DAY,
+    again = subprocess.run([sys.executable, "-m", "recon.app.cli", "unlock", "--date", DAY,
                             "--merchant", "M001", "--database", url],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "no run holds the lock" in again.stdout
@@ -445,7 +445,7 @@ def test_unlock_on_a_server_says_its_locks_end_with_their_session(
     engine = make_engine(postgres_server_url)
     init_db(engine)
     engine.dispose()
-    done = subprocess.run([sys.executable, "-m", "recon.cli", "unlock", "--date", DAY,
+    done = subprocess.run([sys.executable, "-m", "recon.app.cli", "unlock", "--date", DAY,
                            "--merchant", "M001", "--database", postgres_server_url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

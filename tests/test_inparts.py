@@ -1,4 +1,4 @@
-"""A day's run in parts on disk (`recon.inparts`) stores and reports what the whole run
+"""A day's run in parts on disk (`recon.inparts.run`) stores and reports what the whole run
 does: the same ledger, exceptions, closures, summary and workbook."""
 
 from __future__ import annotations
@@ -16,18 +16,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 
-from recon import categories as cat
-from recon.calendar import WorkingCalendar
-from recon.filegen import HEADER
-from recon.formats import OVO_V1
-from recon.inparts import load_in_parts, match_in_parts_on_disk, spill_in_parts
-from recon.matching import MatchContext, ReconResult, match_settlement
-from recon.reader import read_settlement_file
-from recon.records import insert_records
-from recon.store import RunRecord, RunWriter, init_db, load_run_inputs, make_engine
-from recon.summary import build_summary
-from recon.tables import recon_exceptions, recon_ledger
-from recon.workbook import write_exception_workbook
+from recon.core import categories as cat
+from recon.core.calendar import WorkingCalendar
+from recon.core.match import match_settlement
+from recon.core.result import MatchContext, ReconResult
+from recon.formats.declaration import OVO_V1
+from recon.formats.filegen import HEADER
+from recon.formats.reader import read_settlement_file
+from recon.inparts.run import load_in_parts, match_in_parts_on_disk, spill_in_parts
+from recon.report.summary import build_summary
+from recon.report.workbook import write_exception_workbook
+from recon.store.engine import init_db, make_engine
+from recon.store.history import RunRecord
+from recon.store.load import load_run_inputs
+from recon.store.persist import RunWriter
+from recon.store.records import insert_records
+from recon.store.tables import recon_exceptions, recon_ledger
 from tests.builders import S, context, stored_state
 from tests.test_properties import _cells, _to_records, ledgers_of_other_dates, tangled
 
@@ -121,11 +125,11 @@ def test_a_run_in_parts_stores_and_reports_what_the_whole_run_does(
 def test_records_that_tie_payments_of_two_parts_stop_the_run() -> None:
     """Records loaded by the parts that tie two payments the groups put apart (the
     database changed between the ties' load and the parts'): a one-line StoreError."""
-    from recon.errors import StoreError
-    from recon.inparts import _check_groups
-    from recon.parts import part_numbers
-    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
-    from recon.store import Ties
+    from recon.core.errors import StoreError
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.inparts.load import Ties
+    from recon.inparts.parts import part_numbers
+    from recon.inparts.run import _check_groups
     from tests.builders import refund_row, refunds_frame, rows_frame
 
     keys = [f"P-{i}" for i in range(40)]
@@ -159,7 +163,7 @@ def test_a_part_s_result_kept_for_the_report_holds_none_of_its_rows() -> None:
     rows' columns and types but none of their data: an empty slice of an Arrow-backed
     text column keeps the whole column's buffers (on a day of every row flagged, each
     part's rows were kept so: 3.5 GiB at 10M rows)."""
-    from recon.schemas import empty_frame
+    from recon.core.schemas import empty_frame
 
     rows = pd.DataFrame({"reason": pd.Series(["no payment with this key"] * 1000, dtype="str"),
                          "gross": pd.array(range(1000), dtype="Int64"),

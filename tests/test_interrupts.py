@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from recon.calendar import WIB
-from recon.filegen import write_settlement_csv
+from recon.core.calendar import WIB
+from recon.formats.filegen import write_settlement_csv
 from tests.test_hardening import DAY, NAME, Site, dump, rows
 
 #: Rows enough for the match and the write to last a moment to be interrupted in.
@@ -38,7 +38,7 @@ def _uvicorn_servers() -> set[int]:
 
 def _start(site: Site, *args: str, env: dict[str, str] | None = None
            ) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "recon.cli", *args], cwd=site.root,
+    return subprocess.Popen([sys.executable, "-m", "recon.app.cli", *args], cwd=site.root,
                             env={**site.env, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -127,7 +127,7 @@ def test_a_signal_during_the_match_or_the_write_leaves_the_database_as_it_was(
     assert len(err.strip().splitlines()) == 1 and "INTERRUPTED" in err
     assert took < 10
     assert dump(site.url) == before
-    done = subprocess.run([sys.executable, "-m", "recon.cli", *_run_args(site)], cwd=site.root,
+    done = subprocess.run([sys.executable, "-m", "recon.app.cli", *_run_args(site)], cwd=site.root,
                           env=site.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads((site.out / "reports/M001" / DAY / "summary.json").read_text())
@@ -141,7 +141,7 @@ def test_a_killed_command_takes_its_temporary_server_with_it(tmp_path: Path) -> 
     env = {key: value for key, value in site.env.items() if key != "PREFECT_API_URL"}
     today = dt.datetime.now(WIB).date()
     before = _uvicorn_servers()
-    run = subprocess.Popen([sys.executable, "-m", "recon.cli", *_run_args(site, day=None)],
+    run = subprocess.Popen([sys.executable, "-m", "recon.app.cli", *_run_args(site, day=None)],
                            cwd=site.root, env={**env, "PREFECT_HOME": str(tmp_path / "ph"),
                                                "RECON_EXTRA_WORKING_DAYS": today.isoformat(),
                                                "RECON_FILE_DEADLINE": "23:59:59"},
@@ -163,7 +163,7 @@ def test_serve_stops_on_a_signal_with_its_exit_code(tmp_path: Path, prefect_api:
     """Prefect's runner shuts down gracefully on either signal; the command still says
     which one stopped it, with its exit code."""
     site = Site(tmp_path, f"sqlite:///{tmp_path / 'recon.db'}", prefect_api)
-    serving = subprocess.Popen([sys.executable, "-m", "recon.cli", "serve", "--database",
+    serving = subprocess.Popen([sys.executable, "-m", "recon.app.cli", "serve", "--database",
                                 site.url, "--name", f"interrupts-{signum}"], cwd=site.root,
                                env=site.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from recon import categories as cat
-from recon.config import FeeRules
-from recon.matching import match_settlement
+from recon.core import categories as cat
+from recon.core.fees import FeeRules
+from recon.core.match import match_settlement
 from tests.builders import (
     context,
     fees,
@@ -140,7 +140,7 @@ def test_fees_rounded_a_block_at_a_time_find_and_total_the_same(
                                 payment_source=source))
         payments.append((f"INV-{i}", gross, "00", "2026-11-27 10:00:00"))
     whole = classify(rows, payments=payments, rates=rates)
-    monkeypatch.setattr("recon.money.ROUND_BLOCK_ROWS", 2)
+    monkeypatch.setattr("recon.core.money.ROUND_BLOCK_ROWS", 2)
     blocks = classify(rows, payments=payments, rates=rates)
     assert whole.rows["category"].tolist() == [cat.MATCHED, cat.FEE_MISMATCH,
                                                cat.FEE_MISMATCH, cat.FEE_MISMATCH,

@@ -1,4 +1,4 @@
-"""How the process holds memory (recon/memory.py): glibc's heaps, and what goes back to
+"""How the process holds memory (recon/system/memory.py): glibc's heaps, and what goes back to
 the system (Arrow's freed pages, glibc's free heap pages between steps). The checks of
 what goes back run in a fresh interpreter, as Arrow reads its setting when it loads."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from recon.memory import limit_malloc_arenas
+from recon.system.memory import limit_malloc_arenas
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; glibc only")
 
@@ -34,7 +34,7 @@ print(os.environ["MIMALLOC_PURGE_DELAY"], base, full, rss())
 
 _HEAP = _RSS + """
 import gc
-from recon.memory import give_back_free_heap
+from recon.system.memory import give_back_free_heap
 blocks = [b"x" * 100_000 for _ in range(2000)]  # 200 MB, each below glibc's mmap threshold
 pin = b"y" * 100_000  # above them in the heap: their pages cannot go back from its top
 del blocks

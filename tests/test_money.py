@@ -9,8 +9,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon.money import format_amount, minor_text, round_minor, round_minor_array
-from recon.schemas import text_array, text_isin
+from recon.core.money import format_amount, minor_text, round_minor, round_minor_array
+from recon.core.schemas import text_array, text_isin
 
 MODES = st.sampled_from(["half_up", "half_even", "down", "up"])
 RATES = st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=4)

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recon.errors import FileRejected
-from recon.filegen import write_settlement_csv
-from recon.formats import DEFAULT_LIMITS, OVO_V1
-from recon.reader import read_settlement_file
+from recon.core.errors import FileRejected
+from recon.formats.declaration import DEFAULT_LIMITS, OVO_V1
+from recon.formats.filegen import write_settlement_csv
+from recon.formats.reader import read_settlement_file
 from tests.test_hardening import DAY, NAME, Site, dump, one_line, rows
 
 S = dt.date(2026, 11, 30)

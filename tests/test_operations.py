@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recon.cli import main
+from recon.app.cli import main
 from tests.test_golden import GOLDEN, load_case_records
 
 CARRY = GOLDEN / "carry_over"
@@ -84,8 +84,8 @@ def test_backfill_runs_every_working_day_in_order(tmp_path: Path, prefect_api: s
 
 HOLD_LOCK = """
 import sys, time, datetime as dt
-from recon.store import make_engine
-from recon.locks import hold_run_lock
+from recon.store.db import make_engine
+from recon.store.locks import hold_run_lock
 engine = make_engine(sys.argv[1])
 with hold_run_lock(engine, "M001", dt.date(2026, 11, 30), wait_seconds=0):
     print("held", flush=True)
@@ -101,7 +101,7 @@ def test_two_processes_on_the_same_date(database_url: str, tmp_path: Path,
 
     def recon_run(wait: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "recon.cli", "run", "--date", "2026-11-30", "--merchant",
+            [sys.executable, "-m", "recon.app.cli", "run", "--date", "2026-11-30", "--merchant",
              "M001", "--database", database_url, "--source", str(tmp_path / "inbox"),
              "--report-dir", str(tmp_path / "reports"), "--outbox", str(tmp_path / "out")],
             env={**env, "RECON_LOCK_WAIT_SECONDS": wait,
@@ -143,7 +143,7 @@ def test_passwords_stay_out_of_logs_and_flow_parameters(
     # Trust authentication ignores the password, so the URL works and carries a secret.
     secret_url = postgres_server_url.replace("postgres@", "postgres:hunter2-secret@")
     done = subprocess.run(
-        [sys.executable, "-m", "recon.cli", "run", "--date", "2026-11-30", "--merchant", "M001",
+        [sys.executable, "-m", "recon.app.cli", "run", "--date", "2026-11-30", "--merchant", "M001",
          "--database", secret_url, "--source", str(tmp_path / "inbox"),
          "--report-dir", str(tmp_path / "reports"), "--outbox", str(tmp_path / "out")],
         env={**os.environ, "PREFECT_API_URL": prefect_api,

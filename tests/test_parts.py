@@ -1,4 +1,4 @@
-"""The payment groups a file is matched in parts by (`recon.parts`); that matching in
+"""The payment groups a file is matched in parts by (`recon.inparts.parts`); that matching in
 parts gives the whole match's result is a property in test_properties.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from recon import categories as cat
-from recon.parts import part_numbers, payment_groups
+from recon.core import categories as cat
+from recon.inparts.parts import part_numbers, payment_groups
 from tests.builders import (
     S,
     ledger_frame,

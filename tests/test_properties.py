@@ -13,11 +13,15 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recon import categories as cat
-from recon.calendar import WIB, WorkingCalendar
-from recon.matching import Ledger, MatchContext, match_settlement
-from recon.records import insert_records
-from recon.store import RunRecord, init_db, load_run_inputs, make_engine, persist_run
+from recon.core import categories as cat
+from recon.core.calendar import WIB, WorkingCalendar
+from recon.core.match import match_settlement
+from recon.core.result import Ledger, MatchContext
+from recon.store.engine import init_db, make_engine
+from recon.store.history import RunRecord
+from recon.store.load import load_run_inputs
+from recon.store.persist import persist_run
+from recon.store.records import insert_records
 from tests.builders import (
     S,
     context,
@@ -106,8 +110,7 @@ def test_the_match_is_the_same_with_its_lookups_joined_by_duckdb(
     """Large files' key lookups go through DuckDB (`schemas.JOIN_FROM`); sent there at any
     size, every row's category, reason and flags, the ledger and the missing items are
     those of Arrow's lookups."""
-    from recon import schemas
-
+    from recon.core import schemas
     order = list(range(len(data["rows"])))
     rnd.shuffle(order)
     by_arrow = run_engine(data, order)
@@ -132,8 +135,7 @@ def test_positions_found_by_duckdb_are_arrows(values: list[str], within: list[st
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from recon import schemas
-
+    from recon.core import schemas
     left, right = pa.array(values, pa.large_string()), pa.array(within, pa.large_string())
     expected = pc.index_in(left, value_set=right).to_pylist()
     found, position = schemas._joined_positions(left, right)
@@ -196,7 +198,7 @@ def _refund_deltas_one_by_one(rows: pd.DataFrame, settled: pd.Series, payments: 
                               refunds: pd.DataFrame, refunded_before: dict[str, int],
                               covered: list[dt.date]) -> pd.DataFrame:
     """`refund_deltas` as its definition reads, one payment at a time: the oracle."""
-    from recon.analysis import REFUND_DELTA_COLUMNS
+    from recon.core.analysis import REFUND_DELTA_COLUMNS
 
     refund_rows = rows.loc[settled & (rows["transaction_type"] == cat.REFUND)]
     window = refunds.loc[refunds["refund_date"].isin(covered)
@@ -234,7 +236,7 @@ def _refund_deltas_one_by_one(rows: pd.DataFrame, settled: pd.Series, payments: 
 def test_refund_deltas_are_their_definition_payment_by_payment(data: Any) -> None:
     """Per payment: the refunds of the records and the file's settled refund rows, summed
     and listed in their order, whatever the keys, statuses, dates and amounts."""
-    from recon.analysis import refund_deltas
+    from recon.core.analysis import refund_deltas
 
     keys = [f"P{i}" for i in range(5)] + ["Ü-1", ""]
     draw = data.draw
@@ -305,7 +307,7 @@ def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
     missing items, refund deltas, counts and amounts."""
     from sqlalchemy import insert
 
-    from recon.tables import recon_ledger
+    from recon.store.tables import recon_ledger
 
     data = drawn.draw(scenarios())
     entries = drawn.draw(ledgers_of_other_dates(data))
@@ -379,7 +381,7 @@ def test_matching_in_parts_gives_what_matching_the_whole_gives(
     """Every row's category, reason, flags and record, the ledger, missing items, open
     items and their closures, refund deltas, counts, amounts and totals: the same when
     the payments' groups are matched a part at a time."""
-    from recon.parts import match_in_parts
+    from recon.inparts.parts import match_in_parts
 
     inputs = _tangled_frames(data)
     whole = match_settlement(*inputs, context())
@@ -416,11 +418,11 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
     counts, amounts and totals, the summary, the store's exception rows and every cell of
     the workbook: the same from the parts' results, each part's kept only for what is
     reported, as from the whole match."""
-    from recon.matching import conform_inputs
-    from recon.parts import matched_parts, reported_of_parts
-    from recon.store import _EXCEPTION_COLUMNS, _exception_tables
-    from recon.summary import build_summary
-    from recon.workbook import write_exception_workbook
+    from recon.core.match import conform_inputs
+    from recon.inparts.parts import matched_parts, reported_of_parts
+    from recon.report.summary import build_summary
+    from recon.report.workbook import write_exception_workbook
+    from recon.store.persist import _EXCEPTION_COLUMNS, _exception_tables
 
     inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())
@@ -455,18 +457,18 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
 def test_flagged_rows_on_disk_report_as_the_whole_match_s(
         tmp_path_factory: Any, data: dict[str, Any], parts: int, max_rows: int,
         batch: int) -> None:
-    """Each part's flagged rows written to disk by category (`recon.flagged`) and read
+    """Each part's flagged rows written to disk by category (`recon.inparts.flagged`) and read
     back a few at a time, from any row on, are the whole match's in file order; and the
     workbook (sheets so short that categories continue in CSV), its CSV files and the
     store's exception rows made from them are the whole match's."""
     import dataclasses
 
-    from recon.flagged import FLAGGED_COLUMNS, FlaggedWriter
-    from recon.matching import conform_inputs
-    from recon.parts import matched_parts, reported_of_parts
-    from recon.store import _EXCEPTION_COLUMNS, _exception_tables
-    from recon.summary import build_summary
-    from recon.workbook import WorkbookOptions, write_exception_workbook
+    from recon.core.match import conform_inputs
+    from recon.inparts.flagged import FLAGGED_COLUMNS, FlaggedWriter
+    from recon.inparts.parts import matched_parts, reported_of_parts
+    from recon.report.summary import build_summary
+    from recon.report.workbook import WorkbookOptions, write_exception_workbook
+    from recon.store.persist import _EXCEPTION_COLUMNS, _exception_tables
 
     inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())

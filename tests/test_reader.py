@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon import reader
-from recon.errors import FileRejected
-from recon.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
-from recon.formats import OVO_V1, FileFormat
-from recon.reader import (
+from recon.core.errors import FileRejected
+from recon.core.schemas import SETTLEMENT_ROWS, conform
+from recon.formats import reader
+from recon.formats.declaration import OVO_V1, FileFormat
+from recon.formats.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
+from recon.formats.reader import (
     _count,
     _decode_csv,
     _detect_delimiter,
@@ -39,7 +40,6 @@ from recon.reader import (
     parse_pay_option,
     read_settlement_file,
 )
-from recon.schemas import SETTLEMENT_ROWS, conform
 
 S = dt.date(2026, 11, 30)
 
@@ -641,9 +641,9 @@ def test_many_rows_of_another_width_take_the_general_path(
     """Past ODD_ROWS rows set aside, the file goes to the general path, which reads it
     the same."""
     text = ",".join(HEADER) + "\n" + (CELLS + "\na,b\n") * 3
-    monkeypatch.setattr("recon.reader.ODD_ROWS", 3)
+    monkeypatch.setattr("recon.formats.reader.ODD_ROWS", 3)
     assert _arrow_path("f.csv", text.encode(), ",", OVO_V1) is not None
-    monkeypatch.setattr("recon.reader.ODD_ROWS", 2)
+    monkeypatch.setattr("recon.formats.reader.ODD_ROWS", 2)
     assert _arrow_path("f.csv", text.encode(), ",", OVO_V1) is None
 
 
@@ -833,7 +833,7 @@ def _read_or_fault(read: Callable[[], tuple]) -> tuple:
 def test_a_file_read_in_batches_is_the_file_read_whole(
         tmp_path_factory: pytest.TempPathFactory, data: bytes, batch_bytes: int) -> None:
     """Every row, line number, finding, the trailer and the layout; or the same fault."""
-    from recon.reader import SettlementBatches
+    from recon.formats.reader import SettlementBatches
 
     path = tmp_path_factory.mktemp("batches") / "f.csv"
     path.write_bytes(data)

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from python_calamine import CalamineWorkbook
 
-from recon import categories as cat
-from recon.mail import build_alert_email, build_report_email, report_subject, write_to_outbox
-from recon.matching import match_settlement
-from recon.summary import build_summary, write_summary
-from recon.workbook import write_exception_workbook
+from recon.core import categories as cat
+from recon.core.match import match_settlement
+from recon.report.mail import build_alert_email, build_report_email, report_subject, write_to_outbox
+from recon.report.summary import build_summary, write_summary
+from recon.report.workbook import write_exception_workbook
 from tests.builders import (
     context,
     ledger_frame,
@@ -182,7 +182,7 @@ def test_trend_chart_when_earlier_runs_exist(result, summary, tmp_path: Path) ->
 
 def test_a_category_beyond_the_row_limit_continues_in_csv(result, summary,
                                                            tmp_path: Path) -> None:
-    from recon.workbook import WorkbookOptions
+    from recon.report.workbook import WorkbookOptions
 
     path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx",
                                     options=WorkbookOptions(max_rows=4))
@@ -220,8 +220,8 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
 
     import pandas as pd
 
-    from recon import workbook
-    from recon.workbook import Col, _Rows, _spill, _values
+    from recon.report import workbook
+    from recon.report.workbook import Col, _Rows, _spill, _values
 
     cols = [Col("Text, quoted", "text"), Col("Money", "money", "money"),
             Col("Line", "int", "int"), Col("Time", "time", "time"),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from openpyxl import load_workbook
 
-from recon import categories as cat
-from recon.demo import DEMO_DATES, run_demo
-from recon.formats import OVO_V1
-from recon.reader import read_settlement_file
-from recon.samples import SAMPLE_DATE, STEM, build_samples
+from recon.app.demo import DEMO_DATES, run_demo
+from recon.app.samples import SAMPLE_DATE, STEM, build_samples
+from recon.core import categories as cat
+from recon.formats.declaration import OVO_V1
+from recon.formats.reader import read_settlement_file
 
 SAMPLES = Path(__file__).parent.parent / "sample_reports"
 STALE = "sample_reports/ is stale: regenerate with `make samples` and review the diff"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recon.errors import FileRejected
-from recon.formats import (
+from recon.core.errors import FileRejected
+from recon.formats.declaration import (
     DATE,
     DATETIME,
     MONEY,
@@ -18,7 +18,7 @@ from recon.formats import (
     Column,
     FileFormat,
 )
-from recon.reader import read_settlement_file
+from recon.formats.reader import read_settlement_file
 
 BANK_STYLE = FileFormat(
     name="test-bank-style",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from recon.calendar import WIB
+from recon.core.calendar import WIB
 from tests.smtp_server import free_port
 from tests.test_golden import GOLDEN, load_case_records
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from recon.calendar import WIB
 from recon.config import load_settings
-from recon.errors import ConfigError, FileMissing, FileRejected, SourceUnavailable
-from recon.sftp import parse_sftp_url
-from recon.sources import fetch_settlement_file, validate_remote_name
+from recon.core.calendar import WIB
+from recon.core.errors import ConfigError, FileMissing, FileRejected, SourceUnavailable
+from recon.sources.fetch import fetch_settlement_file, validate_remote_name
+from recon.sources.sftp import parse_sftp_url
 from tests.conftest import service_unavailable
 from tests.smtp_server import free_port
 from tests.sshd_server import SSHD, Sshd
@@ -238,7 +238,7 @@ def _recon_run(sshd: Sshd, tmp_path: Path, database_url: str, api: str,
            "RECON_ARCHIVE_DIR": str(tmp_path / "archive"),
            "RECON_MDR_RATES": "OVO Cash=0.007"}  # as the golden case configures
     return subprocess.run(
-        [sys.executable, "-m", "recon.cli", "run", "--date", "2026-11-30", "--merchant", "M001",
+        [sys.executable, "-m", "recon.app.cli", "run", "--date", "2026-11-30", "--merchant", "M001",
          "--database", database_url, "--source", sshd.url(), "--report-dir",
          str(tmp_path / "reports"), "--outbox", str(tmp_path / "outbox")],
         env=env, capture_output=True, text=True, timeout=300)

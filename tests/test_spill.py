@@ -1,4 +1,4 @@
-"""A settlement file written to disk in parts by its payment groups (`recon.spill`): each
+"""A settlement file written to disk in parts by its payment groups (`recon.inparts.spill`): each
 part holds the rows the whole read gives that part, in file order, typed as the reader
 types them; a rejected file leaves nothing behind."""
 
@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon.errors import FileRejected
-from recon.filegen import HEADER
-from recon.formats import OVO_V1
-from recon.parts import part_numbers
-from recon.reader import read_settlement_file
-from recon.schemas import SETTLEMENT_LABELS
-from recon.spill import REFUND_ROW_COLUMNS, SpillFailed, spill_settlement_file
+from recon.core.errors import FileRejected
+from recon.core.schemas import SETTLEMENT_LABELS
+from recon.formats.declaration import OVO_V1
+from recon.formats.filegen import HEADER
+from recon.formats.reader import read_settlement_file
+from recon.inparts.parts import part_numbers
+from recon.inparts.spill import REFUND_ROW_COLUMNS, SpillFailed, spill_settlement_file
 from tests.test_reader import S, row, settlement_texts
 
 AS_TEXT = dict.fromkeys(SETTLEMENT_LABELS, "str")

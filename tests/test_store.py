@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, text
 
-from recon.calendar import WorkingCalendar
-from recon.errors import RunLocked, StoreError
-from recon.locks import hold_run_lock
-from recon.matching import Ledger
-from recon.store import WindowLoad, init_db, load_run_inputs, make_engine
-from recon.tables import metadata, render_ddl
+from recon.core.calendar import WorkingCalendar
+from recon.core.errors import RunLocked, StoreError
+from recon.core.result import Ledger
+from recon.store.engine import init_db, make_engine
+from recon.store.load import WindowLoad, load_run_inputs
+from recon.store.locks import hold_run_lock
+from recon.store.tables import metadata, render_ddl
 from tests.builders import payment_row, refund_row, rows_frame
 
 SQL = Path(__file__).parent.parent / "sql"
@@ -39,7 +40,7 @@ def _payment(ref: str, when: dt.datetime, amount: str = "1.00") -> dict[str, Any
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
 def test_sql_files_match_the_table_declarations(dialect: str) -> None:
     assert (SQL / f"{dialect}.sql").read_text() == render_ddl(dialect), (
-        f"regenerate with: python -m recon.tables {dialect} > sql/{dialect}.sql")
+        f"regenerate with: python -m recon.store.tables {dialect} > sql/{dialect}.sql")
 
 
 def test_init_db_creates_everything_and_is_safe_to_repeat(database_url: str) -> None:
@@ -122,8 +123,8 @@ def test_records_written_by_other_programs_postgres(postgres_server_url: str) ->
 def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) -> None:
     engine = make_engine(database_url)
     init_db(engine)
-    from recon.calendar import WIB
-    from recon.records import insert_records
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
 
     insert_records(engine, [
         _payment("IN-WINDOW", dt.datetime(2026, 11, 28, 12, tzinfo=WIB)),
@@ -149,8 +150,8 @@ def test_loads_the_window_and_what_the_file_refers_to_only(database_url: str) ->
 def test_a_key_the_file_repeats_loads_its_record_once(database_url: str) -> None:
     """The file's invoices go to the lookups as they are, repeats and all: a payment in
     the window and one elsewhere, each named twice, are each loaded once."""
-    from recon.calendar import WIB
-    from recon.records import insert_records
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -168,8 +169,8 @@ def test_each_window_payment_is_loaded_once_wherever_it_falls(database_url: str)
     halves split at the middle of the covered days (28 Nov 12:00 WIB here): a payment
     there, at either end and in each half is loaded once, with the merchant its query
     fixes."""
-    from recon.calendar import WIB
-    from recon.records import insert_records
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -191,9 +192,9 @@ def test_payments_few_valued_texts_load_as_categoricals_normalised(database_url:
     """The payments' merchant, store, pay option and status load as categoricals, of the
     window and of the payments found elsewhere alike: the pay option trimmed and upper
     case, a missing store empty."""
-    from recon.calendar import WIB
-    from recon.records import insert_records
-    from recon.schemas import PAYMENT_LABELS
+    from recon.core.calendar import WIB
+    from recon.core.schemas import PAYMENT_LABELS
+    from recon.store.records import insert_records
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -225,8 +226,8 @@ def test_loads_every_refund_of_the_payments_a_refund_row_or_window_refund_names(
     payment the file only settles."""
     engine = make_engine(database_url)
     init_db(engine)
-    from recon.calendar import WIB
-    from recon.records import insert_records
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
 
     old = dt.datetime(2026, 10, 1, 12, tzinfo=WIB)
     insert_records(engine, [
@@ -262,9 +263,9 @@ def test_loads_the_earlier_ledger_entries_the_file_or_its_records_name(
     (`test_the_ledger_loaded_matches_as_the_whole_ledger_would`)."""
     from sqlalchemy import insert
 
-    from recon.calendar import WIB
-    from recon.records import insert_records
-    from recon.tables import recon_ledger
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
+    from recon.store.tables import recon_ledger
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -311,7 +312,7 @@ def test_an_earlier_entry_found_through_several_kinds_of_file_key_loads_once(
     the file is not an entry of a payment the file names."""
     from sqlalchemy import insert
 
-    from recon.tables import recon_ledger
+    from recon.store.tables import recon_ledger
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -346,28 +347,31 @@ def test_postgres_plans_each_key_table_by_its_own_size(postgres_server_url: str)
     server's default for its range scans."""
     from sqlalchemy.dialects import postgresql
 
-    from recon import store
-
+    from recon.store import load as store_load
+    from recon.store import lookups as store_lookups
+    from recon.store import tables as store_tables
     engine = make_engine(postgres_server_url)
     init_db(engine)
-    t = store.recon_ledger
-    query = store._keyed(store._LEDGER_COLUMNS, t.c.settle_key, ["file", "rinv", "rno"],
-                         t.c.merchant_id == "M001", t.c.settlement_date != S)
+    t = store_tables.recon_ledger
+    query = store_lookups.keyed_by(store_load.LEDGER_COLUMNS, t.c.settle_key,
+                                   ["file", "rinv", "rno"],
+                                   t.c.merchant_id == "M001", t.c.settlement_date != S)
     with engine.connect() as conn:
         for tag in ("file", "rinv", "rno"):
-            store.LOAD_KEYS[tag].create(conn)
-            conn.execute(store.LOAD_KEYS[tag].insert(), [{"k": f"{tag}{i}"} for i in range(3000)])
+            store_lookups.LOAD_KEYS[tag].create(conn)
+            conn.execute(store_lookups.LOAD_KEYS[tag].insert(),
+                         [{"k": f"{tag}{i}"} for i in range(3000)])
         conn.execute(text("ANALYZE recon_load_keys_file, recon_load_keys_rinv, "
                           "recon_load_keys_rno"))
-        plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + store._written_in(
+        plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + store_lookups.written_in(
             query, postgresql.dialect()))).scalar_one()[0]["Plan"]
     setting = "SELECT current_setting('random_page_cost')"
-    with store._ArrowLookups(engine, key_lookups=True) as lookups:
+    with store_lookups.ArrowLookups(engine, key_lookups=True) as lookups:
         assert lookups.fetch_table(text(setting), ["cost"])["cost"][0].as_py() == str(
-            store.KEY_LOOKUP_PAGE_COST)
-    with store._ArrowLookups(engine) as window:
+            store_lookups.KEY_LOOKUP_PAGE_COST)
+    with store_lookups.ArrowLookups(engine) as window:
         assert window.fetch_table(text(setting), ["cost"])["cost"][0].as_py() != str(
-            store.KEY_LOOKUP_PAGE_COST)
+            store_lookups.KEY_LOOKUP_PAGE_COST)
     engine.dispose()
 
     appended_key_tables = [
@@ -389,7 +393,8 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
     from a small sample."""
     from sqlalchemy.dialects import postgresql
 
-    from recon import store
+    from recon.store import load as store_load
+    from recon.store import lookups as store_lookups
     from tests.conftest import _reset_postgres
 
     _reset_postgres(postgres_server_url)
@@ -406,43 +411,43 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
             "TIMESTAMPTZ '2026-11-28 13:00+07', '00' FROM generate_series(1, 2000) AS i"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE ovo_payments, ovo_refunds"))
-    start, end = store._window(WorkingCalendar().covered_dates(S))
+    start, end = store_load.window_bounds(WorkingCalendar().covered_dates(S))
 
-    class Written:  # the query `_window_refunds` sends, as the server gets it
+    class Written:  # the query `fetch_window_refunds` sends, as the server gets it
         dialect = postgresql.dialect()
         sql = ""
 
         def fetch(self, query: Any, names: list[str]) -> pd.DataFrame:
-            Written.sql = store._written_in(query, self.dialect)
+            Written.sql = store_lookups.written_in(query, self.dialect)
             return pd.DataFrame()
 
     written: Any = Written()
-    store._window_refunds(written, "M001", start, end)
+    store_load.fetch_window_refunds(written, "M001", start, end)
     with engine.connect() as conn:  # ADBC sends a query through COPY, which EXPLAIN is not
-        for statement in store.KEY_LOOKUP_SETTINGS:
+        for statement in store_lookups.KEY_LOOKUP_SETTINGS:
             conn.execute(text(statement))
         plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + Written.sql)).scalar_one()
     shown = text("SELECT current_setting('random_page_cost'), "
                  "current_setting('max_parallel_workers_per_gather'), "
                  "current_setting('default_statistics_target')")
     names = ["cost", "workers", "sample"]
-    with store._ArrowLookups(engine) as window:
+    with store_lookups.ArrowLookups(engine) as window:
         before = window.fetch_table(shown, names).to_pylist()
         window.use_lookup_settings()
         after = window.fetch_table(shown, names).to_pylist()
-    with store._ArrowLookups(engine, key_lookups=True) as lookups:
+    with store_lookups.ArrowLookups(engine, key_lookups=True) as lookups:
         looking = lookups.fetch_table(shown, names).to_pylist()
     in_the_load = []  # the settings of the connection the window's refunds come on
 
     def window_refunds(lookups: Any, *args: Any) -> pd.DataFrame:
         in_the_load.extend(lookups.fetch_table(shown, names).to_pylist())
-        return _window_refunds(lookups, *args)
+        return fetch_window_refunds(lookups, *args)
 
-    _window_refunds = store._window_refunds
-    monkeypatch.setattr(store, "_window_refunds", window_refunds)
+    fetch_window_refunds = store_load.fetch_window_refunds
+    monkeypatch.setattr(store_load, "fetch_window_refunds", window_refunds)
     given: list[pd.DataFrame] = []
-    store._load_window(engine, "M001", S, WorkingCalendar().covered_dates(S), True,
-                       lambda *records: given.extend(records))
+    store_load.load_window(engine, "M001", S, WorkingCalendar().covered_dates(S), True,
+                           lambda *records: given.extend(records))
     payments, refunds = given
     engine.dispose()
     assert (len(payments), len(refunds)) == (100_000, 2000)
@@ -451,10 +456,10 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
              for node in _plan_nodes(plan[0]["Plan"])]
     assert ("Index Scan", "ovo_payments", "ovo_payments_pkey") in found, found
     assert not [node for node in found if node[0] in ("Gather", "Hash")], found
-    probing = {"cost": str(store.KEY_LOOKUP_PAGE_COST), "workers": "0"}
+    probing = {"cost": str(store_lookups.KEY_LOOKUP_PAGE_COST), "workers": "0"}
     assert before[0]["cost"] != probing["cost"] and before[0]["workers"] != "0"
     assert after == [{**before[0], **probing}]
-    assert looking == [{**probing, "sample": str(store.KEY_TABLE_STATISTICS)}]
+    assert looking == [{**probing, "sample": str(store_lookups.KEY_TABLE_STATISTICS)}]
     assert in_the_load == after
 
 
@@ -467,7 +472,9 @@ def test_postgres_probes_a_ledger_large_for_the_keys_and_finds_the_same_entries(
     for the keys, is left to the planner."""
     from sqlalchemy import insert
 
-    from recon import store
+    from recon.store import load as store_load
+    from recon.store import lookups as store_lookups
+    from recon.store import tables as store_tables
     from tests.conftest import _reset_postgres
 
     _reset_postgres(postgres_server_url)
@@ -479,24 +486,24 @@ def test_postgres_probes_a_ledger_large_for_the_keys_and_finds_the_same_entries(
     with engine.begin() as conn:  # 2,000 entries of other keys, three of the file's
         # Analyzed only when the test says so, wherever autovacuum runs.
         conn.execute(text("ALTER TABLE recon_ledger SET (autovacuum_enabled = false)"))
-        conn.execute(insert(store.recon_ledger), [
+        conn.execute(insert(store_tables.recon_ledger), [
             {**entry, "settle_key": key, "original_reference_no": key, "line_no": n}
             for n, key in enumerate([f"X{i}" for i in range(2000)] + ["K1", "K7", "K9"])])
     rows = rows_frame([payment_row(f"K{i}", "1.00") for i in range(100)])
     shown = text("SELECT current_setting('enable_hashjoin'), "
                  "current_setting('enable_mergejoin')")
     seen: list[tuple[str, list[dict[str, Any]]]] = []
-    ledger_of = store._ledger_of
+    ledger_of = store_load.fetch_ledger_of
 
     def settings_seen(lookups: Any, merchant: str, day: dt.date, column: Any,
                       tags: Any, *conditions: Any) -> pd.DataFrame:
         seen.append((column.name, lookups.fetch_table(shown, ["hash", "merge"]).to_pylist()))
         return ledger_of(lookups, merchant, day, column, tags, *conditions)
 
-    monkeypatch.setattr(store, "_ledger_of", settings_seen)
+    monkeypatch.setattr(store_load, "fetch_ledger_of", settings_seen)
 
     def loaded(ratio: int) -> list[str]:
-        monkeypatch.setattr(store, "LEDGER_PROBE_RATIO", ratio)
+        monkeypatch.setattr(store_lookups, "LEDGER_PROBE_RATIO", ratio)
         seen.clear()
         ledger = load_run_inputs(engine, "M001", S, COVERED, rows).ledger
         return sorted(ledger["settle_key"])
@@ -525,9 +532,9 @@ def test_a_merchant_id_with_quotes_and_backslashes_loads_its_own_records_only(
     earlier ledger entries, not those of a merchant whose id differs by an escape."""
     from sqlalchemy import insert
 
-    from recon.calendar import WIB
-    from recon.records import insert_records
-    from recon.tables import recon_ledger
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
+    from recon.store.tables import recon_ledger
 
     merchant, others = "M'0\\1", ("M''0\\1", "M'0\\\\1", "M'01")
     engine = make_engine(database_url)
@@ -559,9 +566,9 @@ def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says
     so are the ledger entries of its own key (no file key names it)."""
     from sqlalchemy import insert
 
-    from recon.calendar import WIB
-    from recon.records import insert_records
-    from recon.tables import recon_exceptions, recon_ledger
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
+    from recon.store.tables import recon_exceptions, recon_ledger
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -593,8 +600,8 @@ def test_loads_an_open_items_payment_outside_the_window_and_what_the_ledger_says
 
 def test_a_window_loaded_while_the_file_is_read_gives_the_same_inputs(
         database_url: str) -> None:
-    from recon.calendar import WIB
-    from recon.records import insert_records
+    from recon.core.calendar import WIB
+    from recon.store.records import insert_records
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -630,10 +637,10 @@ def test_the_loader_goes_on_while_the_windows_ledger_join_runs(
     from sqlalchemy import insert
     from sqlalchemy.exc import OperationalError
 
-    from recon import store
-    from recon.calendar import WIB
-    from recon.records import insert_records
-    from recon.tables import recon_ledger
+    from recon.core.calendar import WIB
+    from recon.store import load as store_load
+    from recon.store.records import insert_records
+    from recon.store.tables import recon_ledger
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -646,7 +653,7 @@ def test_the_loader_goes_on_while_the_windows_ledger_join_runs(
              "original_reference_no": key, "amount": Decimal("1.00"), "line_no": line}
             for line, key in ((7, "P-WINDOW"), (8, "P-OLD"))])
     looked_up = threading.Event()
-    load_payments, window_ledger = store._load_payments, store._window_ledger
+    load_payments, window_ledger = store_load.load_payments, store_load.fetch_window_ledger
 
     def payments_found(*args: Any) -> Any:  # after the window's payments are handed over
         found = load_payments(*args)
@@ -658,8 +665,8 @@ def test_the_loader_goes_on_while_the_windows_ledger_join_runs(
             raise AssertionError("the loader waited for the window's ledger join")
         return window_ledger(*args)
 
-    monkeypatch.setattr(store, "_load_payments", payments_found)
-    monkeypatch.setattr(store, "_window_ledger", held)
+    monkeypatch.setattr(store_load, "load_payments", payments_found)
+    monkeypatch.setattr(store_load, "fetch_window_ledger", held)
     rows = rows_frame([payment_row("P-WINDOW", "1.00"), payment_row("P-OLD", "1.00")])
     inputs = load_run_inputs(engine, "M001", S, COVERED, rows,
                              WindowLoad(engine, "M001", S, COVERED))
@@ -669,7 +676,7 @@ def test_the_loader_goes_on_while_the_windows_ledger_join_runs(
         raise OperationalError("SELECT ... FROM recon_ledger", {},
                                Exception("canceling statement due to statement timeout"))
 
-    monkeypatch.setattr(store, "_window_ledger", failed)
+    monkeypatch.setattr(store_load, "fetch_window_ledger", failed)
     with pytest.raises(StoreError) as caught:
         load_run_inputs(engine, "M001", S, COVERED, rows, WindowLoad(engine, "M001", S, COVERED))
     assert "statement timeout" in caught.value.one_line()
@@ -725,7 +732,7 @@ def test_plain_postgres_urls_use_the_installed_driver(scheme: str) -> None:
 
 
 def test_bad_urls_are_config_errors() -> None:
-    from recon.errors import ConfigError
+    from recon.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not valid"):
         make_engine("not a url")
@@ -752,7 +759,7 @@ def test_records_written_by_other_programs_mariadb(mariadb_server_url: str) -> N
 
 
 def test_lock_names_differ_per_database_and_fit_mariadb() -> None:
-    from recon.locks import lock_name
+    from recon.store.locks import lock_name
 
     first = lock_name("merchant_a", "M001", S)
     assert first == "ovo-recon:merchant_a:M001:2026-11-30"
@@ -766,10 +773,10 @@ def test_bulk_insert_writes_every_batch(database_url: str,
     """Rows go a batch at a time (COPY or executemany); each database gets every row."""
     from sqlalchemy import select
 
-    from recon import store
-    from recon.tables import recon_ledger
+    from recon.store import engine as store_engine
+    from recon.store.tables import recon_ledger
 
-    monkeypatch.setattr(store, "_WRITE_BATCH_ROWS", 2)
+    monkeypatch.setattr(store_engine, "WRITE_BATCH_ROWS", 2)
     engine = make_engine(database_url)
     init_db(engine)
     frame = pd.DataFrame({
@@ -779,7 +786,7 @@ def test_bulk_insert_writes_every_batch(database_url: str,
         "amount": ["1.00", "-0.05", "12345678.90", "0.00", "1.10", "2.00", "3.00"],
         "line_no": range(2, 9)})
     with engine.begin() as conn:
-        store._bulk_insert(conn, recon_ledger, frame)
+        store_engine.bulk_insert(conn, recon_ledger, frame)
     with engine.connect() as conn:
         got = conn.execute(select(recon_ledger.c.line_no, recon_ledger.c.original_reference_no,
                                   recon_ledger.c.amount).order_by(recon_ledger.c.line_no)).all()
@@ -797,8 +804,8 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
 
     from sqlalchemy import select
 
-    from recon import store
-    from recon.tables import recon_ledger
+    from recon.store import copy as store_copy
+    from recon.store.tables import recon_ledger
 
     engine = make_engine(postgres_server_url)
     init_db(engine)
@@ -819,14 +826,14 @@ def test_the_ledger_goes_into_postgres_by_binary_copy_exactly(postgres_server_ur
     settled = np.array([i % 7 != 3 for i in range(count)])
     with engine.begin() as conn:
         conn.execute(recon_ledger.delete().where(recon_ledger.c.merchant_id == "MÉ-1"))
-        original = store._WRITE_BATCH_ROWS
-        store._WRITE_BATCH_ROWS = 100  # three batches
+        original = store_copy.WRITE_BATCH_ROWS
+        store_copy.WRITE_BATCH_ROWS = 100  # three batches
         try:
-            store.copy_ledger(conn, dataclasses.replace(Ledger.of(ledger),
+            store_copy.copy_ledger(conn, dataclasses.replace(Ledger.of(ledger),
                                                          at=np.flatnonzero(settled)),
                                "MÉ-1", day, 42)
         finally:
-            store._WRITE_BATCH_ROWS = original
+            store_copy.WRITE_BATCH_ROWS = original
         written = conn.execute(select(recon_ledger).where(
             recon_ledger.c.merchant_id == "MÉ-1").order_by(recon_ledger.c.line_no)).all()
     assert len(written) == settled.sum() == 214
@@ -847,8 +854,8 @@ def test_a_ledger_copy_told_to_stop_ends_at_the_next_batch_and_writes_nothing(
     for the rest of the COPY: it ends before the next batch and rolls back."""
     from sqlalchemy import func, select
 
-    from recon import store
-    from recon.tables import recon_ledger
+    from recon.store import copy as store_copy
+    from recon.store.tables import recon_ledger
 
     engine = make_engine(postgres_server_url)
     init_db(engine)
@@ -860,15 +867,15 @@ def test_a_ledger_copy_told_to_stop_ends_at_the_next_batch_and_writes_nothing(
         "amount": pd.array([100] * count, dtype="Int64"),
         "line_no": range(2, 2 + count)}).astype({name: "str" for name in (
             "kind", "settle_key", "record_key", "original_reference_no")})
-    monkeypatch.setattr(store, "_WRITE_BATCH_ROWS", 100)
+    monkeypatch.setattr(store_copy, "WRITE_BATCH_ROWS", 100)
     asked: list[int] = []
 
     def stop() -> bool:  # the run fails while the first batch is written
         asked.append(len(asked))
         return len(asked) > 1
 
-    with pytest.raises(store.LedgerAbandoned), engine.begin() as conn:
-        store.copy_ledger(conn, Ledger.of(ledger), "M-STOP", S, 1, stop)
+    with pytest.raises(store_copy.LedgerAbandoned), engine.begin() as conn:
+        store_copy.copy_ledger(conn, Ledger.of(ledger), "M-STOP", S, 1, stop)
     assert len(asked) == 2  # one batch written, the second not begun
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(recon_ledger).where(
@@ -880,17 +887,16 @@ def test_a_run_that_fails_before_the_window_is_needed_does_not_wait_for_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rejected file (here any error) ends the run at once: the window's load goes on
     in a daemon thread, which the process does not wait for at exit."""
-    from recon import store
-
+    from recon.store import load as store_load
     release = threading.Event()
     started = threading.Event()
 
-    def slow_window(*args: object) -> store.Window:
+    def slow_window(*args: object) -> store_load.Window:
         started.set()
         release.wait(30)
         raise RuntimeError("not reached by the run")
 
-    monkeypatch.setattr(store, "_load_window", slow_window)
+    monkeypatch.setattr(store_load, "load_window", slow_window)
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     with pytest.raises(ValueError, match="the file was rejected"):
         WindowLoad(engine, "M001", S, COVERED)
@@ -909,10 +915,11 @@ def test_a_ledger_written_while_matching_commits_with_the_run_or_not_at_all(
     """`write_ledger` begins the run's transaction in a thread while the match goes on: a
     run that fails after it leaves the database as it was, one that finishes writes what
     writing everything at the end writes."""
-    from recon.matching import match_settlement
-    from recon.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
-    from recon.store import RunRecord, RunWriter, persist_run
-    from recon.tables import recon_runs
+    from recon.core.match import match_settlement
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
+    from recon.store.history import RunRecord
+    from recon.store.persist import RunWriter, persist_run
+    from recon.store.tables import recon_runs
     from tests.builders import context, payments_frame, stored_state
 
     engine = make_engine(database_url)
@@ -960,10 +967,11 @@ def test_each_exception_is_stored_cell_for_cell(database_url: str) -> None:
     """The flagged rows and the records missing in the file, as the exceptions table holds
     them: empty keys and flags NULL, a row of no readable kind '?', money as exact
     decimals (a refund's negative), dates as dates, a missing record's reason and state."""
-    from recon.matching import match_settlement
-    from recon.schemas import OPEN_ITEMS, empty_frame
-    from recon.store import RunRecord, persist_run
-    from recon.tables import recon_exceptions
+    from recon.core.match import match_settlement
+    from recon.core.schemas import OPEN_ITEMS, empty_frame
+    from recon.store.history import RunRecord
+    from recon.store.persist import persist_run
+    from recon.store.tables import recon_exceptions
     from tests.builders import context, ledger_frame, payments_frame, refunds_frame
 
     engine = make_engine(database_url)
@@ -1026,10 +1034,11 @@ def test_a_rerun_keeps_the_entries_it_writes_again_and_replaces_the_others(
     6.6-10.6 s); elsewhere every entry is written again."""
     from sqlalchemy import select
 
-    from recon.matching import match_settlement
-    from recon.schemas import LEDGER, OPEN_ITEMS, empty_frame
-    from recon.store import RunRecord, RunWriter
-    from recon.tables import recon_ledger
+    from recon.core.match import match_settlement
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, empty_frame
+    from recon.store.history import RunRecord
+    from recon.store.persist import RunWriter
+    from recon.store.tables import recon_ledger
     from tests.builders import context, payments_frame, refunds_frame
 
     engine = make_engine(database_url)
@@ -1088,10 +1097,11 @@ def test_a_ledger_table_made_with_the_former_surrogate_id_keeps_working(
     load finds each entry once, though two of its lookups find the refund's."""
     from sqlalchemy import Column, Index, MetaData, Table
 
-    from recon.matching import match_settlement
-    from recon.schemas import LEDGER, OPEN_ITEMS, empty_frame
-    from recon.store import RunRecord, persist_run
-    from recon.tables import Id, recon_ledger
+    from recon.core.match import match_settlement
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, empty_frame
+    from recon.store.history import RunRecord
+    from recon.store.persist import persist_run
+    from recon.store.tables import Id, recon_ledger
     from tests.builders import context, payments_frame, refunds_frame, stored_state
 
     engine = make_engine(database_url)
@@ -1131,10 +1141,11 @@ def test_a_ledger_written_a_part_at_a_time_stores_what_the_whole_run_stores(
     whole match's run stores, on a first run and on re-runs either way (on PostgreSQL a
     re-run in parts keeps every entry it would write again). A run that fails after some
     parts leaves the date as it was."""
-    from recon.matching import conform_inputs, match_settlement
-    from recon.parts import matched_parts, reported_of_parts
-    from recon.schemas import LEDGER, OPEN_ITEMS, empty_frame
-    from recon.store import RunRecord, RunWriter
+    from recon.core.match import conform_inputs, match_settlement
+    from recon.core.schemas import LEDGER, OPEN_ITEMS, empty_frame
+    from recon.inparts.parts import matched_parts, reported_of_parts
+    from recon.store.history import RunRecord
+    from recon.store.persist import RunWriter
     from tests.builders import context, payments_frame, refunds_frame, stored_state
 
     engine = make_engine(database_url)
@@ -1191,11 +1202,12 @@ def test_the_window_s_payments_spilled_by_part_are_the_window_load_s(
     """Each part's file holds the window's payments whose group is in that part, typed as
     the window's load types them, a batch from the database at a time; the merchant's
     payments outside the window and other merchants' are in none."""
-    from recon.calendar import WIB, WorkingCalendar
-    from recon.parts import part_numbers
-    from recon.records import insert_records
-    from recon.schemas import PAYMENT_LABELS, PAYMENTS, conform
-    from recon.store import WindowLoad, spill_window_payments
+    from recon.core.calendar import WIB, WorkingCalendar
+    from recon.core.schemas import PAYMENT_LABELS, PAYMENTS, conform
+    from recon.inparts.load import spill_window_payments
+    from recon.inparts.parts import part_numbers
+    from recon.store.load import WindowLoad
+    from recon.store.records import insert_records
 
     engine = make_engine(database_url)
     init_db(engine)
@@ -1231,10 +1243,10 @@ def test_a_spill_of_the_window_s_payments_that_fails_leaves_no_folder(
         database_url: str, tmp_path: Path) -> None:
     """A database without the payments table: a one-line StoreError, and the folder the
     spill made is gone; a folder that is there already is refused and left alone."""
-    from recon.calendar import WorkingCalendar
-    from recon.errors import StoreError
-    from recon.spill import SpillFailed
-    from recon.store import spill_window_payments
+    from recon.core.calendar import WorkingCalendar
+    from recon.core.errors import StoreError
+    from recon.inparts.load import spill_window_payments
+    from recon.inparts.spill import SpillFailed
 
     engine = make_engine(database_url)
     covered = WorkingCalendar().covered_dates(S)

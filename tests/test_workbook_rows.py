@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 from python_calamine import CalamineWorkbook
 
-from recon import workbook as wb
-from recon.calendar import WIB
+from recon.core.calendar import WIB
+from recon.report import workbook as wb
 
 COLS = (wb.Col("Line", "n", "int"), wb.Col("Text", "text"), wb.Col("Amount", "amount", "money"),
         wb.Col("At (WIB)", "at", "time"), wb.Col("On", "on", "date"))

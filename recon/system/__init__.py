@@ -1,0 +1,1 @@
+"""What the process asks of the operating system: safe output paths and memory given back."""
