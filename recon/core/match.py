@@ -19,7 +19,7 @@ from recon.core.analysis import all_open_items, record_totals, refund_deltas
 from recon.core.found import Evidence, FoundRecords, aligned, found_records
 from recon.core.precedence import categories_of
 from recon.core.reasons import Finding, pick
-from recon.core.result import Ledger, MatchContext, ReconResult
+from recon.core.result import FlaggedFrame, Ledger, MatchContext, ReconResult
 from recon.core.rules import (
     amount_mismatch,
     duplicate_settlement,
@@ -204,6 +204,7 @@ def _result(ctx: MatchContext, rows: pd.DataFrame, out: pd.DataFrame, missing: p
         settlement_date=ctx.settlement_date,
         covered_dates=ctx.covered_dates,
         rows=out,
+        flagged=FlaggedFrame(out),
         missing=missing,
         ledger=new_ledger,
         closures=closures,

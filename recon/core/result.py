@@ -16,10 +16,11 @@ from recon.core.calendar import WorkingCalendar
 from recon.core.fees import FeeRules
 
 
-class FlaggedSource(Protocol):
-    """Flagged rows kept elsewhere than in `ReconResult.rows` (a run in parts keeps them on
-    disk): how many of each category, the first rows of one, and all of them in file
-    order, a batch at a time. The matching does not know where they are kept."""
+class FlaggedRows(Protocol):
+    """A result's flagged rows, wherever they are kept (in memory, or on disk for a run in
+    parts): how many of each category, the first rows of one, a category's rows in file
+    order, and every flagged row in the order the store keeps them, a batch at a time.
+    The workbook and the store read the flagged rows through this and nothing else."""
 
     counts: dict[str, int]
 
@@ -27,6 +28,42 @@ class FlaggedSource(Protocol):
 
     def batches(self, category: str, rows: int, start: int = 0
                 ) -> Iterator[pd.DataFrame]: ...
+
+    def in_order(self, rows: int) -> Iterator[pd.DataFrame]: ...
+
+
+class FlaggedFrame:
+    """The flagged rows of a result's rows in memory: every row not MATCHED, in file order
+    overall and within each category. Safe to read from several threads at once."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.rows = rows
+        category = rows["category"]
+        self.counts = {name: int((category == name).sum())
+                       for name in cat.ROW_CATEGORIES if name != cat.MATCHED}
+        self._positions: dict[str, np.ndarray] = {}
+
+    def _of(self, category: str | None) -> np.ndarray:
+        """The positions of a category's rows (None: of every flagged row), made once."""
+        key = category or ""
+        if key not in self._positions:
+            column = self.rows["category"]
+            mask = column != cat.MATCHED if category is None else column == category
+            self._positions[key] = np.flatnonzero(mask.to_numpy(dtype=bool))
+        return self._positions[key]
+
+    def _taken(self, positions: np.ndarray, start: int, rows: int) -> Iterator[pd.DataFrame]:
+        for at in range(start, len(positions), rows):
+            yield self.rows.take(positions[at:at + rows])
+
+    def head(self, category: str, rows: int) -> pd.DataFrame:
+        return self.rows.take(self._of(category)[:rows])
+
+    def batches(self, category: str, rows: int, start: int = 0) -> Iterator[pd.DataFrame]:
+        return self._taken(self._of(category), start, rows)
+
+    def in_order(self, rows: int) -> Iterator[pd.DataFrame]:
+        return self._taken(self._of(None), 0, rows)
 
 
 @dataclass(frozen=True)
@@ -83,7 +120,10 @@ class ReconResult:
     merchant_id: str
     settlement_date: dt.date
     covered_dates: tuple[dt.date, ...]
-    rows: pd.DataFrame  # one per settlement row, with category, reason, flags, record
+    #: The settlement rows the match held, with category, reason, flags and record: every
+    #: row of a match; of a run in parts, its flagged rows or, on disk, none.
+    rows: pd.DataFrame
+    flagged: FlaggedRows  # the flagged rows, read by the workbook and the store
     missing: pd.DataFrame  # MISSING_IN_SETTLEMENT items this date opens
     ledger: Ledger  # what this file settles
     closures: pd.DataFrame  # earlier open items this file closes
@@ -94,9 +134,6 @@ class ReconResult:
     record_totals: dict[str, int | None]  # what the records say, for the covered dates
     refund_deltas: pd.DataFrame  # per payment with refunds: records vs settled
     all_open_items: pd.DataFrame  # every open MISSING_IN_SETTLEMENT item, with age
-    #: A run in parts: its flagged rows kept elsewhere (on disk), `rows` then holding
-    #: none of them.
-    flagged: FlaggedSource | None = None
 
     @property
     def exceptions(self) -> int:

@@ -4,7 +4,7 @@ read them so; a day on which every row is flagged then holds one batch of them a
 not the file's millions.
 
 Each part's rows of a category go to a file of their own (`<category>/part-NNNN.arrow`,
-the part's rows in file order). `FlaggedRows.batches` merges a category's parts by line
+the part's rows in file order). `FlaggedOnDisk.batches` merges a category's parts by line
 number: it reads the line numbers alone first, then each batch takes from each part the
 next rows the merge gives it, a run of rows in that part's file.
 """
@@ -68,11 +68,11 @@ class FlaggedWriter:
             self.counts[name] += taken.num_rows
         self._part += 1
 
-    def finish(self) -> FlaggedRows:
-        return FlaggedRows(self.folder, dict(self.counts))
+    def finish(self) -> FlaggedOnDisk:
+        return FlaggedOnDisk(self.folder, dict(self.counts))
 
 
-class FlaggedRows:
+class FlaggedOnDisk:
     """The flagged rows a `FlaggedWriter` wrote, by category, in file order. The workbook
     and the store read them at once, in threads of their own."""
 
@@ -97,6 +97,11 @@ class FlaggedRows:
                                           for part, size in enumerate(taken) if size])
                 order = np.argsort(table.column("line_no").to_numpy(), kind="stable")
                 yield _frame(table.take(pa.array(order)))
+
+    def in_order(self, rows: int) -> Iterator[pd.DataFrame]:
+        """Every flagged row, a category at a time, each in file order."""
+        for category in cat.ROW_CATEGORIES:
+            yield from self.batches(category, rows)
 
     def head(self, category: str, rows: int) -> pd.DataFrame:
         """The category's first `rows` rows."""

@@ -32,7 +32,7 @@ from recon.core import categories as cat
 from recon.core.analysis import all_open_items
 from recon.core.found import refund_keys
 from recon.core.match import conform_inputs, match_settlement
-from recon.core.result import Ledger, MatchContext, ReconResult
+from recon.core.result import FlaggedFrame, Ledger, MatchContext, ReconResult
 from recon.core.schemas import (
     concat_labelled,
     positions_in,
@@ -259,6 +259,7 @@ def _joined(results: list[ReconResult], rows: pd.DataFrame, ledger: Ledger,
         settlement_date=ctx.settlement_date,
         covered_dates=ctx.covered_dates,
         rows=rows,
+        flagged=FlaggedFrame(rows),
         missing=missing,
         ledger=ledger,
         closures=in_given_order(r.closures for r in results),

@@ -41,7 +41,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from recon.core import categories as cat
 from recon.core.calendar import WIB
 from recon.core.money import from_minor, minor_text
-from recon.core.result import FlaggedSource, ReconResult
+from recon.core.result import FlaggedRows, ReconResult
 from recon.core.schemas import joined_values, text_array
 
 MONEY_FORMAT = "#,##0.00"
@@ -207,10 +207,10 @@ class _Rows:
             yield self.frame.iloc[at:min(at + rows, stop)]
 
 
-class _FlaggedRows(_Rows):
-    """A category's flagged rows on disk (a run in parts), in file order."""
+class _CategoryRows(_Rows):
+    """A category's flagged rows (`ReconResult.flagged`), in file order."""
 
-    def __init__(self, flagged: FlaggedSource, category: str) -> None:
+    def __init__(self, flagged: FlaggedRows, category: str) -> None:
         self.flagged, self.category = flagged, category
 
     def __len__(self) -> int:
@@ -637,18 +637,12 @@ def write_exception_workbook(result: ReconResult, summary: dict[str, Any], path:
         columns=["settlement_date", "exceptions", "file_rows"])
     book = Workbook(write_only=True)
     _summary_sheet(book, result, summary, history)
-    rows = result.rows
-    # Only the flagged rows and the shown columns are taken, once, before the split.
-    flagged = rows.loc[rows["category"] != cat.MATCHED,
-                       [*dict.fromkeys(c.field for c in ROW_COLUMNS), "category"]]
     stem = path.stem
     tables = []
     for name in cat.ROW_CATEGORIES:
         if name != cat.MATCHED:
             tables.append(_table_sheet(
-                book, name, ROW_COLUMNS,
-                _Rows(flagged.loc[flagged["category"] == name]) if result.flagged is None
-                else _FlaggedRows(result.flagged, name),
+                book, name, ROW_COLUMNS, _CategoryRows(result.flagged, name),
                 path.with_name(f"{stem}_{name}.csv"), options))
     tables.append(_table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS,
                                _Rows(result.missing),
