@@ -42,6 +42,7 @@ from recon.core.errors import (  # noqa: E402
     RunLocked,
 )
 from recon.core.match import match_settlement  # noqa: E402
+from recon.core.money import format_amount  # noqa: E402
 from recon.core.result import Ledger, MatchContext, ReconResult  # noqa: E402
 from recon.formats.declaration import get_profile  # noqa: E402
 from recon.formats.reader import SettlementFile, read_settlement_file  # noqa: E402
@@ -56,7 +57,14 @@ from recon.inparts.run import (  # noqa: E402
 from recon.inparts.spill import SpilledFile  # noqa: E402
 from recon.report.delivery import deliver  # noqa: E402
 from recon.report.mail import build_alert_email, build_report_email  # noqa: E402
-from recon.report.summary import build_summary, report_folder, report_stem, write_summary  # noqa: E402
+from recon.report.summary import (  # noqa: E402
+    RunFigures,
+    Summary,
+    build_summary,
+    report_folder,
+    report_stem,
+    write_summary,
+)
 from recon.report.workbook import WorkbookOptions, write_exception_workbook  # noqa: E402
 from recon.sources.fetch import FetchedFile, fetch_settlement_file  # noqa: E402
 from recon.store.engine import make_engine  # noqa: E402
@@ -203,7 +211,7 @@ def _artifact_key(*parts: str) -> str:
 
 
 @task(name="workbook", **TASK_OPTIONS)
-def workbook_task(settings: Settings, result: ReconResult, summary: dict[str, Any],
+def workbook_task(settings: Settings, result: ReconResult, summary: Summary,
                   history: Any, staging: Path) -> Path:
     """Build the workbook (and any overflow CSVs) in a staging folder; `publish_staged`
     moves them into place once the run is persisted, so a failed run never replaces a
@@ -213,28 +221,29 @@ def workbook_task(settings: Settings, result: ReconResult, summary: dict[str, An
     workbook = write_exception_workbook(
         result, summary, staging / f"{stem}.xlsx", history,
         WorkbookOptions(open_item_alert_days=settings.open_item_alert_days))
-    _timed("workbook", started, f"{int(summary['exceptions']):,} exception rows")
+    _timed("workbook", started, f"{summary.exceptions:,} exception rows")
     return workbook
 
 
 @task(name="report", **TASK_OPTIONS)
-def report_task(result: ReconResult, summary: dict[str, Any], staged: Path,
+def report_task(result: ReconResult, summary: Summary, staged: Path,
                 folder: Path) -> dict[str, str]:
     """Move the staged reports into place (renames within one folder, checked before the
     commit) and note them as Prefect artifacts."""
     started = time.perf_counter()
     workbook = publish_staged(staged.parent, folder) / staged.name
     summary_path = folder / "summary.json"
-    key = _artifact_key("recon", result.merchant_id, summary["settlement_date"])
+    key = _artifact_key("recon", result.merchant_id, summary.settlement_date.isoformat())
     try:
         create_table_artifact(
-            key=key, description=f"{result.merchant_id} {summary['settlement_date']}",
-            table=[{"category": name, "count": summary["counts"][name],
-                    "gross_amount": summary["amounts"][name]} for name in summary["counts"]])
+            key=key, description=f"{result.merchant_id} {summary.settlement_date}",
+            table=[{"category": name, "count": count,
+                    "gross_amount": format_amount(summary.amounts[name])}
+                   for name, count in summary.counts.items()])
         create_markdown_artifact(
             key=f"{key}-workbook",
-            markdown=f"### {result.merchant_id} {summary['settlement_date']}\n\n"
-                     f"{summary['exceptions']} exceptions; workbook `{workbook}`, "
+            markdown=f"### {result.merchant_id} {summary.settlement_date}\n\n"
+                     f"{summary.exceptions} exceptions; workbook `{workbook}`, "
                      f"summary `{summary_path}`")
     except Exception as exc:  # the artifacts are a view; the reports are in place already
         get_run_logger().warning("Prefect artifacts not created: %s", exc)
@@ -265,14 +274,14 @@ def check_publishable(folder: Path) -> None:
 
 
 @task(name="notify", **TASK_OPTIONS)
-def notify_task(settings: Settings, summary: dict[str, Any], workbook: str) -> str:
+def notify_task(settings: Settings, summary: Summary, workbook: str) -> str:
     started = time.perf_counter()
-    if summary["exceptions"] == 0 and not settings.mail_all_clear:
+    if summary.exceptions == 0 and not settings.mail_all_clear:
         get_run_logger().info("all clear: no email (mail_all_clear is off)")
         return ""
     message = build_report_email(summary, Path(workbook), settings.mail_from, settings.mail_to,
                                  settings.mail_cc)
-    stem = report_stem(summary["merchant_id"], dt.date.fromisoformat(summary["settlement_date"]))
+    stem = report_stem(summary.merchant_id, summary.settlement_date)
     delivery = deliver(message, settings, stem)
     _timed("notify", started, f"{message['Subject']} -> {delivery.detail}")
     return delivery.detail
@@ -437,7 +446,7 @@ def _remove_leftovers(settings: Settings, merchant: str, day: dt.date,
 def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile,
                         ctx: MatchContext, started_at: dt.datetime, facts: FileFacts,
                         match: Callable[[RunWriter, RunRecord], ReconResult]
-                        ) -> tuple[dict[str, Any], dict[str, str]]:
+                        ) -> tuple[Summary, dict[str, str]]:
     """Under the run's lock: match (`match`, given the run's writer), write the results,
     stage the workbook and summary.json, then commit and move the reports into place; the
     summary and the reports' paths. Whatever fails before the commit leaves the database
@@ -457,9 +466,10 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
         result = match(writer, record)
         summary = build_summary(result, fetched.name, fetched.sha256, facts.sheet_format,
                                 facts.trailer)
-        record = dataclasses.replace(record, exceptions=result.exceptions, summary=summary)
-        preview = {**summary, "run": {"attempt": attempt, "rerun": attempt > 1,
-                                      "started_at": started_at.isoformat()}}
+        record = dataclasses.replace(record, exceptions=result.exceptions,
+                                     summary=summary.to_dict())
+        preview = summary.with_run(RunFigures(attempt=attempt, rerun=attempt > 1,
+                                              started_at=started_at))
         history = with_current_run(earlier_runs, day, result.exceptions, facts.data_rows)
         context = contextvars.copy_context()
         with ThreadPoolExecutor(1, thread_name_prefix="persist") as pool:
@@ -468,11 +478,9 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
                 staged = _staged(workbook_task, settings, result, preview, history, staging)
             finally:
                 persisted = persisting.result()
-        summary = {**summary, "run": {
-            "run_id": persisted.run_id, "attempt": persisted.attempt, "rerun": persisted.rerun,
-            "started_at": started_at.isoformat(),
-            "finished_at": persisted.finished_at.isoformat(),
-        }}
+        summary = summary.with_run(RunFigures(
+            attempt=persisted.attempt, rerun=persisted.rerun, started_at=started_at,
+            run_id=persisted.run_id, finished_at=persisted.finished_at))
         _staged(write_summary, summary, staging / "summary.json")
         check_publishable(folder)
         writer.commit()
@@ -494,7 +502,7 @@ def _staged(write: Callable[..., Path], *args: Any) -> Path:
                                "nothing was saved") from exc
 
 
-def _notified(settings: Settings, summary: dict[str, Any], paths: dict[str, str],
+def _notified(settings: Settings, summary: Summary, paths: dict[str, str],
               ctx: MatchContext) -> dict[str, Any]:
     try:
         paths["email"] = notify_task(settings, summary, paths["workbook"])
@@ -596,10 +604,9 @@ def reconcile_settlement(
         if not isinstance(error, NOT_ALERTED):
             alert_task(settings, settings.merchant_id, day, error)
         return _failed(error)
-    counts = outcome["summary"]["counts"]
-    logger.info("reconciled %s %s: %d exceptions, workbook %s", outcome["summary"]["merchant_id"],
-                day, sum(v for k, v in counts.items() if k != "MATCHED"),
-                outcome["paths"]["workbook"])
+    summary = outcome["summary"]
+    logger.info("reconciled %s %s: %d exceptions, workbook %s", summary.merchant_id, day,
+                summary.exceptions, outcome["paths"]["workbook"])
     return Completed(message="reconciled", data=outcome)
 
 

@@ -75,7 +75,7 @@ def _check_received(server: SmtpServer, summary: dict) -> None:
     assert attachment.get_filename() == "recon_M001_20261130.xlsx"
     book = load_workbook(BytesIO(attachment.get_content()))
     assert book.sheetnames[0] == "Summary"
-    assert summary["counts"]["MISSING_IN_SETTLEMENT"] == 1
+    assert summary.counts["MISSING_IN_SETTLEMENT"] == 1
 
 
 def test_plain_smtp(server: SmtpServer, report, tmp_path: Path) -> None:

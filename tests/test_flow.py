@@ -41,7 +41,7 @@ def test_a_run_publishes_its_summary_as_artifacts(tmp_path: Path, prefect_api: s
     assert table.type == "table"
     rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
     counts = {row["category"]: row["count"] for row in rows}
-    assert counts == outcome["summary"]["counts"]
+    assert counts == outcome["summary"].counts
     markdown = by_key["recon-m001-2026-11-30-workbook"]
     assert outcome["paths"]["workbook"] in str(markdown.data)
     assert {"fetch", "read", "load", "match", "persist", "workbook", "report", "notify"} <= tasks
@@ -76,7 +76,7 @@ def test_all_clear_mail_can_be_switched_off(tmp_path: Path, prefect_api: str) ->
                                  overrides={**overrides, "mail_all_clear": "false"},
                                  return_state=True)
     assert quiet.is_completed()
-    assert quiet.result()["summary"]["exceptions"] == 0
+    assert quiet.result()["summary"].exceptions == 0
     assert quiet.result()["paths"]["email"] == ""
     assert not (tmp_path / "outbox").exists()
     told = reconcile_settlement(settlement_date="2026-12-01", merchant_id="M001",

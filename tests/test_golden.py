@@ -64,7 +64,7 @@ def run_case(name: str, database_url: str, tmp_path: Path,
     for number, day in enumerate(spec["runs"], start=1):
         outcome = run_dates(overrides, None, spec["merchant"], [dt.date.fromisoformat(day)])[0]
         written = json.loads(Path(outcome["paths"]["summary"]).read_text())
-        assert written == outcome["summary"]
+        assert written == outcome["summary"].to_dict()
         results.append((case / "expected" / f"{number}_{day}.json", written))
     return results
 

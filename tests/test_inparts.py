@@ -24,7 +24,7 @@ from recon.formats.declaration import OVO_V1
 from recon.formats.filegen import HEADER
 from recon.formats.reader import read_settlement_file
 from recon.inparts.run import load_in_parts, match_in_parts_on_disk, spill_in_parts
-from recon.report.summary import build_summary
+from recon.report.summary import Summary, build_summary
 from recon.report.workbook import write_exception_workbook
 from recon.store.engine import init_db, make_engine
 from recon.store.history import RunRecord
@@ -74,7 +74,7 @@ def _entries(data: dict[str, Any], drawn: list[dict[str, Any]]) -> list[dict[str
             for line, entry in enumerate([*data["ledger"], *drawn], start=2)]
 
 
-def _report(result: ReconResult, folder: Path) -> tuple[dict[str, Any], dict]:
+def _report(result: ReconResult, folder: Path) -> tuple[Summary, dict]:
     summary = build_summary(result, "f.csv", "0" * 64, "csv (,)", False)
     return summary, _cells(write_exception_workbook(result, summary, folder / "book.xlsx"))
 

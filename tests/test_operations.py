@@ -183,5 +183,5 @@ database_url = "recon-test-database-url"
     state = reconcile_settlement(settlement_date="2026-11-30", config_file=str(config),
                                  return_state=True)
     assert state.is_completed(), state.message
-    assert state.result()["summary"]["counts"]["MATCHED"] == 1
+    assert state.result()["summary"].counts["MATCHED"] == 1
     assert dt.date(2026, 11, 30).isoformat() in state.result()["paths"]["summary"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -135,9 +136,10 @@ def test_report_email(result, summary, tmp_path: Path) -> None:
                                  ("finance@m.example",))
     path = write_to_outbox(message, tmp_path / "outbox", "recon_M001_20261130")
     parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
-    exceptions = summary["exceptions"]
+    written = summary.to_dict()
+    exceptions, amount = written["exceptions"], written["exception_amount"]
     assert parsed["Subject"] == (f"[OVO recon] M001 2026-11-30: {exceptions} exceptions, "
-                                 f"IDR {int(summary['exception_amount'].split('.')[0]):,}.00")
+                                 f"IDR {int(amount.split('.')[0]):,}.00")
     assert parsed["To"] == "team@ovo.example" and parsed["Cc"] == "finance@m.example"
     plain = parsed.get_body(("plain",)).get_content()
     assert "MISSING_IN_SETTLEMENT" in plain and "2026-11-27, 2026-11-28, 2026-11-29" in plain
@@ -150,7 +152,7 @@ def test_report_email(result, summary, tmp_path: Path) -> None:
 
 
 def test_all_clear_subject(summary) -> None:
-    clear = {**summary, "exceptions": 0}
+    clear = dataclasses.replace(summary, exceptions=0)
     assert report_subject(clear) == "[OVO recon] M001 2026-11-30: all clear"
 
 

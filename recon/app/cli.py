@@ -269,7 +269,7 @@ def _cmd_notify(args: argparse.Namespace) -> int:
                                     day)
     message = build_report_email(summary, workbook, settings.mail_from, settings.mail_to,
                                  settings.mail_cc)
-    delivery = deliver(message, settings, report_stem(summary["merchant_id"], day))
+    delivery = deliver(message, settings, report_stem(summary.merchant_id, day))
     print(f"{message['Subject']}: sent via {delivery.channel} ({delivery.detail})")
     return 0
 

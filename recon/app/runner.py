@@ -10,23 +10,25 @@ from typing import TYPE_CHECKING, Any, cast
 
 from recon.core import categories as cat
 from recon.core.errors import ConfigError, ReconError
+from recon.core.money import format_amount
+from recon.report.summary import Summary
 
 if TYPE_CHECKING:
     from prefect.states import State
 
 
-def print_summary_table(summary: dict[str, Any], paths: dict[str, str]) -> None:
+def print_summary_table(summary: Summary, paths: dict[str, str]) -> None:
     print()
-    print(f"Merchant {summary['merchant_id']}  settlement date {summary['settlement_date']}  "
-          f"covers {', '.join(summary['covered_transaction_dates'])}")
-    print(f"File {summary['file']['name']}: {summary['file']['rows']:,} rows")
+    print(f"Merchant {summary.merchant_id}  settlement date {summary.settlement_date}  "
+          f"covers {', '.join(d.isoformat() for d in summary.covered_dates)}")
+    print(f"File {summary.file.name}: {summary.file.rows:,} rows")
     width = max(len(name) for name in cat.ALL_CATEGORIES)
     print(f"  {'category':<{width}}  {'count':>9}  {'GrossAmount':>18}")
     for name in cat.ALL_CATEGORIES:
-        print(f"  {name:<{width}}  {summary['counts'][name]:>9,}  "
-              f"{summary['amounts'][name]:>18}")
-    print(f"Open items from earlier dates: {summary['open_items']} "
-          f"(closed by this file: {summary['closed_items']})")
+        print(f"  {name:<{width}}  {summary.counts[name]:>9,}  "
+              f"{format_amount(summary.amounts[name]):>18}")
+    print(f"Open items from earlier dates: {summary.open_items} "
+          f"(closed by this file: {summary.closed_items})")
     for label in ("workbook", "summary", "email"):
         if label in paths:
             print(f"  {label:<8} {paths[label]}")
@@ -61,7 +63,7 @@ def _date_run(day: dt.date, merchant: str | None, *, error: ReconError | None, s
         run.skipped = skipped
     else:
         run.outcome = cast(dict[str, Any], outcome)
-        run.merchant_id = run.outcome["summary"]["merchant_id"]
+        run.merchant_id = run.outcome["summary"].merchant_id
     return run
 
 

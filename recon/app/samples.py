@@ -56,7 +56,7 @@ def build_samples(target: Path) -> dict[str, Any]:
         if report.exists():
             shutil.rmtree(report)
         report.mkdir(parents=True)
-        summary = {k: v for k, v in outcome["summary"].items() if k != "run"}
+        summary = {k: v for k, v in outcome["summary"].to_dict().items() if k != "run"}
         (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         shutil.copyfile(outcome["paths"]["workbook"], report / Path(outcome["paths"]["workbook"])
                         .name)

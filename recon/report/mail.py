@@ -9,11 +9,11 @@ import logging
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
 
 from recon.core import categories as cat
 from recon.core.errors import NotificationFailed
-from recon.core.money import format_idr, to_minor
+from recon.core.money import format_idr
+from recon.report.summary import Summary
 from recon.system.paths import within
 
 log = logging.getLogger(__name__)
@@ -21,27 +21,27 @@ log = logging.getLogger(__name__)
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
-def report_subject(summary: dict[str, Any]) -> str:
-    head = f"[OVO recon] {summary['merchant_id']} {summary['settlement_date']}"
-    if summary["exceptions"] == 0:
+def report_subject(summary: Summary) -> str:
+    head = f"[OVO recon] {summary.merchant_id} {summary.settlement_date}"
+    if summary.exceptions == 0:
         return f"{head}: all clear"
-    amount = format_idr(to_minor(summary["exception_amount"]))
-    return f"{head}: {summary['exceptions']} exceptions, IDR {amount}"
+    amount = format_idr(summary.exception_amount)
+    return f"{head}: {summary.exceptions} exceptions, IDR {amount}"
 
 
-def _table_lines(summary: dict[str, Any]) -> list[tuple[str, int, str]]:
-    return [(name, summary["counts"][name], format_idr(to_minor(summary["amounts"][name])))
+def _table_lines(summary: Summary) -> list[tuple[str, int, str]]:
+    return [(name, summary.counts[name], format_idr(summary.amounts[name]))
             for name in cat.ALL_CATEGORIES]
 
 
-def report_body(summary: dict[str, Any]) -> tuple[str, str]:
+def report_body(summary: Summary) -> tuple[str, str]:
     rows = _table_lines(summary)
-    file = summary["file"]
+    file = summary.file
     intro = [
-        f"Merchant {summary['merchant_id']}, settlement date {summary['settlement_date']}",
-        f"Covers transaction dates {', '.join(summary['covered_transaction_dates'])}",
-        f"File {file['name']} ({file['rows']} rows, sha256 {file['sha256'][:16]})",
-        f"Open items from earlier dates still open: {summary['open_items']}",
+        f"Merchant {summary.merchant_id}, settlement date {summary.settlement_date}",
+        f"Covers transaction dates {', '.join(d.isoformat() for d in summary.covered_dates)}",
+        f"File {file.name} ({file.rows} rows, sha256 {file.sha256[:16]})",
+        f"Open items from earlier dates still open: {summary.open_items}",
     ]
     width = max(len(r[0]) for r in rows)
     text = "\n".join(intro) + "\n\n" + "\n".join(
@@ -71,7 +71,7 @@ def _message(sender: str, to: tuple[str, ...], cc: tuple[str, ...], subject: str
     return message
 
 
-def build_report_email(summary: dict[str, Any], workbook: Path, sender: str,
+def build_report_email(summary: Summary, workbook: Path, sender: str,
                        to: tuple[str, ...], cc: tuple[str, ...] = ()) -> EmailMessage:
     message = _message(sender, to, cc, report_subject(summary))
     text, body = report_body(summary)

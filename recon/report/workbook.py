@@ -43,6 +43,7 @@ from recon.core.calendar import WIB
 from recon.core.money import from_minor, minor_text
 from recon.core.result import FlaggedRows, ReconResult
 from recon.core.schemas import joined_values, text_array
+from recon.report.summary import Summary
 
 MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
@@ -541,7 +542,7 @@ REFUND_COLUMNS = (
 )
 
 
-def _summary_sheet(book: Workbook, result: ReconResult, summary: dict[str, Any],
+def _summary_sheet(book: Workbook, result: ReconResult, summary: Summary,
                    history: pd.DataFrame) -> None:
     sheet = _new_sheet(book, "Summary")
     for letter, width in zip("ABCDEFG", (30, 20, 25, 18, 4, 16, 12), strict=True):
@@ -555,24 +556,23 @@ def _summary_sheet(book: Workbook, result: ReconResult, summary: dict[str, Any],
 
     put([_cell(sheet, f"OVO settlement reconciliation — {result.merchant_id} "
                       f"{result.settlement_date}", font=TITLE_FONT)])
-    run = summary.get("run", {})
-    started = run.get("started_at")
-    run_time = (dt.datetime.fromisoformat(started).astimezone(WIB).replace(tzinfo=None)
-                if started else None)
+    run = summary.run
+    run_time = None if run is None else run.started_at.astimezone(WIB).replace(tzinfo=None)
     facts: list[tuple[str, Any, str]] = [
         ("Merchant", result.merchant_id, "text"),
         ("Settlement date", result.settlement_date, "date"),
         ("Covered transaction dates",
          ", ".join(d.isoformat() for d in result.covered_dates), "text"),
-        ("File", summary["file"]["name"], "text"),
-        ("SHA-256", summary["file"]["sha256"][:16], "text"),
-        ("Data rows", summary["file"]["rows"], "int"),
+        ("File", summary.file.name, "text"),
+        ("SHA-256", summary.file.sha256[:16], "text"),
+        ("Data rows", summary.file.rows, "int"),
         ("Run at (WIB)", run_time, "time"),
-        ("Run", f"attempt {run.get('attempt', 1)}"
-                + (", re-run: replaces the earlier results" if run.get("rerun") else ""), "text"),
-        ("Exceptions", summary["exceptions"], "int"),
-        ("Open items from earlier dates", summary["open_items"], "int"),
-        ("Closed by this file", summary["closed_items"], "int"),
+        ("Run", f"attempt {1 if run is None else run.attempt}"
+                + (", re-run: replaces the earlier results" if run and run.rerun else ""),
+         "text"),
+        ("Exceptions", summary.exceptions, "int"),
+        ("Open items from earlier dates", summary.open_items, "int"),
+        ("Closed by this file", summary.closed_items, "int"),
     ]
     for label, value, kind in facts:
         put([_cell(sheet, label, font=Font(bold=True)), _cell(sheet, value, kind)])
@@ -623,7 +623,7 @@ def _summary_sheet(book: Workbook, result: ReconResult, summary: dict[str, Any],
         sheet.add_chart(trend, "F20")
 
 
-def write_exception_workbook(result: ReconResult, summary: dict[str, Any], path: Path,
+def write_exception_workbook(result: ReconResult, summary: Summary, path: Path,
                              history: pd.DataFrame | None = None,
                              options: WorkbookOptions | None = None) -> Path:
     """Write the workbook to `path` (temp name, then rename); returns the path.
