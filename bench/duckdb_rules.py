@@ -59,7 +59,7 @@ from recon.formats.declaration import (
     PAYMENT_SOURCE,
     TRANSACTION_TYPE,
 )
-from recon.formats.reader import _MONEY_RE, _NOT_PARSED
+from recon.formats.values import MONEY_RE, NOT_PARSED
 
 if TYPE_CHECKING:
     import duckdb
@@ -122,7 +122,7 @@ def typed_read(path: Path, records: pd.DataFrame, line_numbers: bool = False) ->
 def _money(name: str) -> str:
     """The amount of the text column `name` in minor units where it is one by the reader's
     pattern, else NULL."""
-    return (f"CASE WHEN regexp_matches({name}, '{_MONEY_RE}') "
+    return (f"CASE WHEN regexp_matches({name}, '{MONEY_RE}') "
             f"THEN CAST(CAST(trim({name}) AS DECIMAL(18,2)) * 100 AS BIGINT) END")
 
 
@@ -130,7 +130,7 @@ def _reason(name: str, value: str, kind: str) -> str:
     """The reader's reason for a text of the column `name` (of `kind`) that gave no
     `value`: the header, the text quoted (its first 40 characters), what it is not."""
     return (f"CASE WHEN {value} IS NULL THEN '{name} ''' || left(coalesce({name}, ''), 40) "
-            f"|| ''' {_NOT_PARSED[kind]}' END")
+            f"|| ''' {NOT_PARSED[kind]}' END")
 
 
 def with_checks(path: Path, records: pd.DataFrame) -> dict[str, int]:

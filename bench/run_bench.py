@@ -274,7 +274,7 @@ def duckdb_baseline(path: Path, payments: pd.DataFrame) -> None:
 
 def typed_payments(payments: pd.DataFrame) -> pd.DataFrame:
     """The generated payments as the match takes them (the PAYMENTS columns it reads)."""
-    from recon.formats.reader import wib_dates
+    from recon.formats.values import wib_dates
 
     typed = payments.assign(
         amount=lambda f: f["amount"].astype("Int64"), store_id="",

@@ -14,7 +14,7 @@ from recon.core.fees import FeeRules
 from recon.core.money import to_minor
 from recon.core.result import MatchContext
 from recon.core.schemas import LEDGER, OPEN_ITEMS, PAYMENTS, REFUNDS, SETTLEMENT_ROWS, conform
-from recon.formats.reader import wib_dates
+from recon.formats.values import wib_dates
 from recon.store.tables import recon_exceptions, recon_ledger, recon_runs
 
 S = dt.date(2026, 11, 30)

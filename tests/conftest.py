@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipelines.logs import prepare_prefect_environment
-from recon.formats import reader
+from recon.formats import values
 
 prepare_prefect_environment()
 
@@ -61,7 +61,7 @@ def _columns_parsed_two_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     on two threads, as a file of a day's rows has: the golden cases and the properties
     hold for that path. The path of small files, one column after another, is tested
     beside it in test_reader.py."""
-    monkeypatch.setattr(reader, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr(values, "PARALLEL_ROWS", 0)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

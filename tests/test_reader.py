@@ -16,38 +16,29 @@ from hypothesis import strategies as st
 
 from recon.core.errors import FileRejected
 from recon.core.schemas import SETTLEMENT_ROWS, conform
-from recon.formats import reader
+from recon.formats import grid, values
+from recon.formats.arrow_csv import fast_csv_grid, fast_csv_parse, plain_ends, trimmed_column
 from recon.formats.declaration import OVO_V1, FileFormat
+from recon.formats.delimited import decode_csv, detect_delimiter, first_line_of, read_csv_table
 from recon.formats.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
-from recon.formats.reader import (
-    _count,
-    _decode_csv,
-    _detect_delimiter,
-    _fast_csv_grid,
-    _fast_csv_parse,
-    _first_line,
-    _Grid,
-    _grid_from_table,
-    _lone_cr,
-    _parse_times,
-    _per_distinct,
-    _plain_ends,
-    _read_csv_table,
-    _trimmed,
+from recon.formats.grid import Grid, count_bytes, grid_from_table, lone_cr
+from recon.formats.reader import read_settlement_file
+from recon.formats.values import (
     parse_date,
     parse_datetime,
     parse_money,
     parse_pay_option,
-    read_settlement_file,
+    parse_times,
+    per_distinct,
 )
 
 S = dt.date(2026, 11, 30)
 
 
-def _arrow_path(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> _Grid | None:
+def _arrow_path(name: str, data: bytes, delimiter: str, fmt: FileFormat) -> Grid | None:
     """The grid Arrow's path makes of `data`, or None where the file takes the general path."""
-    read = _fast_csv_parse(name, data, delimiter, fmt)
-    return None if read is None else _fast_csv_grid(name, read, fmt)
+    read = fast_csv_parse(name, data, delimiter, fmt)
+    return None if read is None else fast_csv_grid(name, read, fmt)
 
 
 def row(**changes: str) -> dict[str, str]:
@@ -139,7 +130,7 @@ def test_times_in_the_files_shape_parse_as_the_general_path_parses_them(
     texts = pd.Series([f"{y:04d}-{mo:02d}-{d:02d}{t}{h:02d}:{mi}:{s}{offset}"
                        for y, mo, d, t, h, mi, s, offset in fields], dtype="str")
     values, bad = parse_datetime(texts)
-    expected, expected_bad = _parse_times(texts)
+    expected, expected_bad = parse_times(texts)
     pd.testing.assert_series_equal(values, expected, check_exact=True)
     assert bad.tolist() == expected_bad.tolist()
 
@@ -259,7 +250,7 @@ FAULTS = [{"GrossAmount": "abc"}, {"GrossAmount": "", "MDRAmount": "1.234"},
           {"PaymentSource": "ovo points", "SettlementDate": "2026-11-30 00:00"}]
 
 
-#: `reader.PARALLEL_ROWS` for a file's columns parsed one after another (as a file of
+#: `values.PARALLEL_ROWS` for a file's columns parsed one after another (as a file of
 #: fewer rows has them), or two at a time on two threads (conftest's default for the tests).
 PARSED = {"in turn": 10**12, "two at a time": 0}
 
@@ -267,7 +258,7 @@ PARSED = {"in turn": 10**12, "two at a time": 0}
 @pytest.fixture(params=list(PARSED))
 def parse_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The columns of every file read parsed as `PARSED` says."""
-    monkeypatch.setattr(reader, "PARALLEL_ROWS", PARSED[request.param])
+    monkeypatch.setattr(values, "PARALLEL_ROWS", PARSED[request.param])
     return str(request.param)
 
 
@@ -278,7 +269,7 @@ def test_columns_parsed_two_at_a_time_read_as_those_parsed_in_turn(
     path = write_settlement_csv(rows, tmp_path / "f.csv", trailer=False)
     read_as = {}
     for way, threshold in PARSED.items():
-        monkeypatch.setattr(reader, "PARALLEL_ROWS", threshold)
+        monkeypatch.setattr(values, "PARALLEL_ROWS", threshold)
         read_as[way] = read(path).rows
     said = " ".join(read_as["two at a time"]["invalid_reason"])
     for problem in ("is empty", "is not a decimal amount", "is not a date and time",
@@ -325,9 +316,9 @@ def test_a_column_is_trimmed_unless_no_cell_can_end_in_whitespace(
     arrays = [pa.array(texts, pa.string()) for texts in chunks]
     column = pa.chunked_array([a.slice(min(skip, len(a))) for a in arrays], pa.string())
     expected = pc.utf8_trim_whitespace(column)
-    assert _trimmed(column).to_pylist() == expected.to_pylist()
+    assert trimmed_column(column).to_pylist() == expected.to_pylist()
     for chunk in column.chunks:
-        if _plain_ends(chunk):
+        if plain_ends(chunk):
             assert pc.utf8_trim_whitespace(chunk).to_pylist() == chunk.to_pylist()
 
 
@@ -343,8 +334,8 @@ def test_padded_cells_of_a_file_read_trimmed_and_others_as_they_are(tmp_path: Pa
     assert rows["store_id"].tolist() == ["Toko Ibu Ani", "ST 2"]
     assert rows["payment_source"].tolist() == ["OVO_CASH", "OVO_POINTS"]
     assert (rows["invalid_reason"] == "").all()
-    assert _plain_ends(pa.array(["Toko Ibu Ani", "", "INV-2"]))
-    assert not _plain_ends(pa.array(["INV-2", "\xa0ST 2"]))
+    assert plain_ends(pa.array(["Toko Ibu Ani", "", "INV-2"]))
+    assert not plain_ends(pa.array(["INV-2", "\xa0ST 2"]))
 
 
 def test_blank_lines_keep_physical_line_numbers(tmp_path: Path) -> None:
@@ -447,15 +438,15 @@ def test_bytes_counted_a_step_at_a_time_are_bytes_counted(
         data: bytes, step: int, start: int, end: int) -> None:
     """The line ends, quotes and lone CRs the fast path counts in NumPy steps (here of a
     few bytes, so a CR and its LF fall in different steps) are those `bytes.count` finds."""
-    old_step = reader._COUNT_STEP
-    reader._COUNT_STEP = step
+    old_step = grid.COUNT_STEP
+    grid.COUNT_STEP = step
     try:
         for byte in (b"\n", b"\r", b'"'):
-            assert _count(data, byte) == data.count(byte)
-            assert _count(data, byte, start, end) == data.count(byte, start, end)
-        assert _lone_cr(data) == (data.count(b"\r") != data.count(b"\r\n"))
+            assert count_bytes(data, byte) == data.count(byte)
+            assert count_bytes(data, byte, start, end) == data.count(byte, start, end)
+        assert lone_cr(data) == (data.count(b"\r") != data.count(b"\r\n"))
     finally:
-        reader._COUNT_STEP = old_step
+        grid.COUNT_STEP = old_step
 
 @settings(max_examples=200, deadline=None)
 @given(SNIFF_TEXT, st.integers(1, 16), st.booleans())
@@ -465,13 +456,13 @@ def test_the_first_line_from_the_bytes_is_the_decoded_texts(text: str, look: int
     split of the whole decoded text finds, or None; the delimiter follows it."""
     data = (b"\xef\xbb\xbf" if bom else b"") + text.encode()
     expected = next((line for line in text.splitlines() if line.strip()), "")
-    found = _first_line(data, look)
+    found = first_line_of(data, look)
     if found is not None:  # None: no line within `look`, the general path splits it all
         assert found == expected
     if len(data) <= look:
         assert found == (expected or None)
     if expected:
-        assert _decode_csv("f.csv", data, OVO_V1)[1] == _detect_delimiter(
+        assert decode_csv("f.csv", data, OVO_V1)[1] == detect_delimiter(
             expected, OVO_V1.delimiters)
 
 
@@ -517,7 +508,7 @@ def _same_grid(text: str, delimiter: str, must_take: bool = True) -> None:
     for the same fault. Unless it `must_take` the file, it may leave it to the general
     path instead (return None)."""
     try:
-        general = _grid_from_table("f.csv", _read_csv_table("f.csv", text, delimiter), OVO_V1)
+        general = grid_from_table("f.csv", read_csv_table("f.csv", text, delimiter), OVO_V1)
     except FileRejected as rejected:
         try:
             taken = _arrow_path("f.csv", text.encode(), delimiter, OVO_V1)
@@ -587,7 +578,7 @@ def test_the_arrow_path_reads_exactly_like_the_general_path(
         text = text.removesuffix(line_end)
     elif ending == "blank lines":
         text += line_end * 2
-    decoded, found = _decode_csv("f.csv", text.encode(), OVO_V1)
+    decoded, found = decode_csv("f.csv", text.encode(), OVO_V1)
     assert found == delimiter
     _same_grid(decoded, found)
 
@@ -641,9 +632,9 @@ def test_many_rows_of_another_width_take_the_general_path(
     """Past ODD_ROWS rows set aside, the file goes to the general path, which reads it
     the same."""
     text = ",".join(HEADER) + "\n" + (CELLS + "\na,b\n") * 3
-    monkeypatch.setattr("recon.formats.reader.ODD_ROWS", 3)
+    monkeypatch.setattr("recon.formats.arrow_csv.ODD_ROWS", 3)
     assert _arrow_path("f.csv", text.encode(), ",", OVO_V1) is not None
-    monkeypatch.setattr("recon.formats.reader.ODD_ROWS", 2)
+    monkeypatch.setattr("recon.formats.arrow_csv.ODD_ROWS", 2)
     assert _arrow_path("f.csv", text.encode(), ",", OVO_V1) is None
 
 
@@ -706,7 +697,7 @@ def test_stray_and_spanning_quotes_read_like_the_general_path(
 def test_first_line_looks_at_the_start_but_finds_what_a_full_split_finds(text: str,
                                                                           look: int) -> None:
     expected = next((line for line in text.splitlines() if line.strip()), "")
-    found = _first_line(text.encode(), look)
+    found = first_line_of(text.encode(), look)
     assert found is None or found == expected
     if len(text.encode()) <= look:
         assert found == (expected or None)
@@ -750,7 +741,7 @@ _REPEATED = st.lists(st.sampled_from(
 def test_parsing_each_distinct_text_once_gives_what_parsing_all_gives(
         texts: list[str], parse: Callable[[pd.Series], tuple[pd.Series, pd.Series]]) -> None:
     values = pd.Series(texts, dtype="str", index=range(5, 5 + len(texts)))
-    parsed, bad = _per_distinct(values, parse)
+    parsed, bad = per_distinct(values, parse)
     expected, expected_bad = parse(values)
     pd.testing.assert_series_equal(parsed, expected, check_exact=True)
     pd.testing.assert_series_equal(bad, expected_bad, check_exact=True, check_names=False)

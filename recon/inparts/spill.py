@@ -35,7 +35,8 @@ from recon.core import categories as cat
 from recon.core.errors import ReconError
 from recon.core.schemas import SETTLEMENT_LABELS, SETTLEMENT_ROWS, arrow_text
 from recon.formats.declaration import DEFAULT_LIMITS, FileFormat, ReadLimits
-from recon.formats.reader import BATCH_BYTES, SettlementBatches, Trailer
+from recon.formats.grid import BATCH_BYTES, Trailer
+from recon.formats.reader import SettlementBatches
 from recon.inparts.parts import part_numbers
 from recon.system.memory import give_back_free_heap
 

@@ -41,7 +41,7 @@ from recon.core.schemas import (
     positions_in,
     text_array,
 )
-from recon.formats.reader import date_objects, wib_dates
+from recon.formats.values import date_objects, wib_dates
 from recon.store.engine import as_frame, database_error, minor_amount, to_utc
 from recon.store.lookups import (
     ArrowLookups,
