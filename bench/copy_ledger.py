@@ -1,5 +1,5 @@
 """A run's ledger into PostgreSQL two ways, alternating rounds on the same entries:
-`recon.store.db.copy_ledger` (binary COPY whose rows are encoded column-wise by Arrow and
+`recon.store.copy.copy_ledger` (binary COPY whose rows are encoded column-wise by Arrow and
 NumPy) against psycopg's own binary COPY (`set_types` + `write_row`, a Python call per
 row). `python bench/copy_ledger.py [--rows N] [--rounds R]`; needs the PostgreSQL server
 of `make test` (RECON_BENCH_PG_ADMIN overrides where)."""
@@ -66,7 +66,7 @@ def main() -> None:
     init_db(engine)
     ledger = _ledger(args.rows)
     ways: dict[str, Callable[[Any], None]] = {
-        "recon.store.db.copy_ledger": lambda conn: copy_ledger(conn, ledger, "M001", DAY, 1),
+        "recon.store.copy.copy_ledger": lambda conn: copy_ledger(conn, ledger, "M001", DAY, 1),
         "psycopg set_types + write_row": lambda conn: psycopg_write_row(conn, ledger)}
     seconds: dict[str, list[float]] = {label: [] for label in ways}
     for _ in range(args.rounds):

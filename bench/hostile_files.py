@@ -29,7 +29,7 @@ import datetime as dt, sys, time
 from pathlib import Path
 from pipelines.flows import peak_memory_mib
 from recon.core.errors import FileRejected
-from recon.formats.declaration import OVO_V1
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 started = time.perf_counter()
 try:

@@ -291,7 +291,7 @@ def read_and_match(path: Path, payments: pd.DataFrame) -> ReconResult:
     from recon.core.match import match_settlement
     from recon.core.result import MatchContext
     from recon.core.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
-    from recon.formats.declaration import OVO_V1
+    from recon.formats.ovo_v1 import OVO_V1
     from recon.formats.reader import read_settlement_file
 
     parsed = read_settlement_file(path, OVO_V1, S)
@@ -316,7 +316,7 @@ def datacompy_compare(path: Path, payments: pd.DataFrame) -> None:
 
 
 def baselines(folder: Path, data: dict[str, pd.DataFrame], pg_url: str | None) -> dict[str, float]:
-    from recon.formats.declaration import OVO_V1
+    from recon.formats.ovo_v1 import OVO_V1
     from recon.formats.reader import read_settlement_file
 
     path = next((folder / "inbox").glob("*.csv"))
@@ -379,7 +379,7 @@ def _layout(data: bytes, name: str) -> bytes:
 _READ_ONE = """
 import sys, time, datetime as dt
 from pathlib import Path
-from recon.formats.declaration import OVO_V1
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 started = time.perf_counter()
 parsed = read_settlement_file(Path(sys.argv[1]), OVO_V1, dt.date.fromisoformat(sys.argv[2]))
@@ -504,7 +504,7 @@ def time_loader_after_a_day(pg_url: str, rows: pd.DataFrame) -> float:
 def time_first_load(folder: Path, pg_url: str) -> float:
     """The loader before any run: what a day's run loads (a re-run of the date also
     passes over the ledger that date already wrote)."""
-    from recon.formats.declaration import OVO_V1
+    from recon.formats.ovo_v1 import OVO_V1
     from recon.formats.reader import read_settlement_file
 
     rows = read_settlement_file(next((folder / "inbox").glob("*.csv")), OVO_V1, S).rows

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from recon.core.schemas import LEDGER, REFUNDS, empty_frame
-from recon.formats.declaration import OVO_V1
+from recon.formats.ovo_v1 import OVO_V1
 from recon.inparts.parts import payment_groups
 from recon.inparts.spill import spill_settlement_file
 

@@ -44,7 +44,7 @@ from recon.core.errors import (  # noqa: E402
 from recon.core.match import match_settlement  # noqa: E402
 from recon.core.money import format_amount  # noqa: E402
 from recon.core.result import Ledger, MatchContext, ReconResult  # noqa: E402
-from recon.formats.declaration import get_profile  # noqa: E402
+from recon.formats.ovo_v1 import get_profile  # noqa: E402
 from recon.formats.reader import SettlementFile, read_settlement_file  # noqa: E402
 from recon.inparts.load import Ties  # noqa: E402
 from recon.inparts.run import (  # noqa: E402

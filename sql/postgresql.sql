@@ -1,4 +1,4 @@
--- DDL for postgresql, generated from recon/tables.py (python -m recon.tables postgresql); do not edit by hand.
+-- DDL for postgresql, generated from recon/store/tables.py (python -m recon.store.tables postgresql); do not edit by hand.
 
 CREATE TABLE ovo_payments (
 	partner_reference_no VARCHAR(64) NOT NULL, 

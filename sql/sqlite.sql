@@ -1,4 +1,4 @@
--- DDL for sqlite, generated from recon/tables.py (python -m recon.tables sqlite); do not edit by hand.
+-- DDL for sqlite, generated from recon/store/tables.py (python -m recon.store.tables sqlite); do not edit by hand.
 
 CREATE TABLE ovo_payments (
 	partner_reference_no VARCHAR(64) NOT NULL, 

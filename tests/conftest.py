@@ -111,7 +111,7 @@ def mariadb_server_url() -> Iterator[str]:
     yield from _session_database("MariaDB")
 
 
-def _reset_mariadb(url: str) -> None:
+def reset_mariadb(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     engine = create_engine(MARIADB_ADMIN_URL)
     with engine.begin() as conn:
@@ -120,7 +120,7 @@ def _reset_mariadb(url: str) -> None:
     engine.dispose()
 
 
-def _reset_postgres(url: str) -> None:
+def reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
@@ -135,10 +135,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'recon.db'}"
     if request.param == "mariadb":
         url: str = request.getfixturevalue("mariadb_server_url")
-        _reset_mariadb(url)
+        reset_mariadb(url)
         return url
     url = request.getfixturevalue("postgres_server_url")
-    _reset_postgres(url)
+    reset_postgres(url)
     return url
 
 

@@ -20,8 +20,8 @@ from recon.core import categories as cat
 from recon.core.calendar import WorkingCalendar
 from recon.core.match import match_settlement
 from recon.core.result import MatchContext, ReconResult
-from recon.formats.declaration import OVO_V1
 from recon.formats.filegen import HEADER
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 from recon.inparts.run import load_in_parts, match_in_parts_on_disk, spill_in_parts
 from recon.report.summary import Summary, build_summary
@@ -33,7 +33,7 @@ from recon.store.persist import RunWriter
 from recon.store.records import insert_records
 from recon.store.tables import recon_exceptions, recon_ledger
 from tests.builders import S, context, stored_state
-from tests.test_properties import _cells, _to_records, ledgers_of_other_dates, tangled
+from tests.test_properties import cells_of, ledgers_of_other_dates, tangled, to_records
 
 RUN = RunRecord("M001", S, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC), "f.csv", "0" * 64,
                 0, "archive/f.csv", 0, {})
@@ -55,7 +55,7 @@ def _write_file(rows: list[dict[str, Any]], path: Path) -> None:
 def _database(path: Path, data: dict[str, Any], entries: list[dict[str, Any]]) -> Any:
     engine = make_engine(f"sqlite:///{path}")
     init_db(engine)
-    insert_records(engine, *_to_records(data))
+    insert_records(engine, *to_records(data))
     with engine.begin() as conn:
         if entries:
             conn.execute(insert(recon_ledger), entries)
@@ -76,7 +76,7 @@ def _entries(data: dict[str, Any], drawn: list[dict[str, Any]]) -> list[dict[str
 
 def _report(result: ReconResult, folder: Path) -> tuple[Summary, dict]:
     summary = build_summary(result, "f.csv", "0" * 64, "csv (,)", False)
-    return summary, _cells(write_exception_workbook(result, summary, folder / "book.xlsx"))
+    return summary, cells_of(write_exception_workbook(result, summary, folder / "book.xlsx"))
 
 
 @settings(max_examples=40, deadline=None,
@@ -129,7 +129,7 @@ def test_records_that_tie_payments_of_two_parts_stop_the_run() -> None:
     from recon.core.schemas import LEDGER, OPEN_ITEMS, REFUNDS, empty_frame
     from recon.inparts.load import Ties
     from recon.inparts.parts import part_numbers
-    from recon.inparts.run import _check_groups
+    from recon.inparts.run import check_groups
     from tests.builders import refund_row, refunds_frame, rows_frame
 
     keys = [f"P-{i}" for i in range(40)]
@@ -140,10 +140,10 @@ def test_records_that_tie_payments_of_two_parts_stop_the_run() -> None:
                 window_refunds=pd.DataFrame(), window_ledger=pd.DataFrame(),
                 open_items=empty_frame(OPEN_ITEMS), groups={})
     tied = refunds_frame([("RF-X", other, "OVR-X", "1.00", "00", "2026-11-28 10:00")])
-    _check_groups(ties, empty_frame(REFUNDS), empty_frame(LEDGER), 4)  # nothing ties
+    check_groups(ties, empty_frame(REFUNDS), empty_frame(LEDGER), 4)  # nothing ties
     with pytest.raises(StoreError, match=f"payment {other} is now tied to {one}|payment {one} "
                                          f"is now tied to {other}") as raised:
-        _check_groups(ties, tied, empty_frame(LEDGER), 4)
+        check_groups(ties, tied, empty_frame(LEDGER), 4)
     assert "run the date again" in raised.value.one_line()
 
 

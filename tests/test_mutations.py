@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recon.core.errors import FileRejected
-from recon.formats.declaration import DEFAULT_LIMITS, OVO_V1
+from recon.formats.declaration import DEFAULT_LIMITS
 from recon.formats.filegen import write_settlement_csv
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 from tests.test_hardening import DAY, NAME, Site, dump, one_line, rows
 

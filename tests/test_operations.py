@@ -84,7 +84,7 @@ def test_backfill_runs_every_working_day_in_order(tmp_path: Path, prefect_api: s
 
 HOLD_LOCK = """
 import sys, time, datetime as dt
-from recon.store.db import make_engine
+from recon.store.engine import make_engine
 from recon.store.locks import hold_run_lock
 engine = make_engine(sys.argv[1])
 with hold_run_lock(engine, "M001", dt.date(2026, 11, 30), wait_seconds=0):
@@ -135,9 +135,9 @@ def test_passwords_stay_out_of_logs_and_flow_parameters(
         postgres_server_url: str, tmp_path: Path, prefect_api: str) -> None:
     from prefect.client.orchestration import get_client
 
-    from tests.conftest import _reset_postgres
+    from tests.conftest import reset_postgres
 
-    _reset_postgres(postgres_server_url)
+    reset_postgres(postgres_server_url)
     load_case_records(CARRY, postgres_server_url)
     shutil.copytree(CARRY / "inbox", tmp_path / "inbox")
     # Trust authentication ignores the password, so the URL works and carries a secret.

@@ -138,7 +138,7 @@ def test_positions_found_by_duckdb_are_arrows(values: list[str], within: list[st
     from recon.core import schemas
     left, right = pa.array(values, pa.large_string()), pa.array(within, pa.large_string())
     expected = pc.index_in(left, value_set=right).to_pylist()
-    found, position = schemas._joined_positions(left, right)
+    found, position = schemas.joined_positions(left, right)
     assert list(found) == [p is not None for p in expected]
     assert list(position) == [-1 if p is None else p for p in expected]
 
@@ -153,7 +153,7 @@ def test_a_record_is_settled_or_missing_never_both(data: dict[str, Any]) -> None
     assert not settled & missing
 
 
-def _to_records(data: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+def to_records(data: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     def moment(text: str) -> dt.datetime:
         return pd.Timestamp(text).tz_localize(WIB).to_pydatetime()
 
@@ -173,7 +173,7 @@ def test_a_rerun_changes_nothing(tmp_path_factory: Any, data: dict[str, Any]) ->
     folder: Path = tmp_path_factory.mktemp("rerun")
     engine = make_engine(f"sqlite:///{folder / 'recon.db'}")
     init_db(engine)
-    insert_records(engine, *_to_records(data))
+    insert_records(engine, *to_records(data))
     ctx = MatchContext("M001", S, WorkingCalendar(), context().fee_rules)
     rows = rows_frame(data["rows"])
 
@@ -313,7 +313,7 @@ def test_the_ledger_loaded_matches_as_the_whole_ledger_would(
     entries = drawn.draw(ledgers_of_other_dates(data))
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'recon.db'}")
     init_db(engine)
-    insert_records(engine, *_to_records(data))
+    insert_records(engine, *to_records(data))
     if entries:
         with engine.begin() as conn:
             conn.execute(insert(recon_ledger), entries)
@@ -403,7 +403,7 @@ def _labels_as_text(frame: pd.DataFrame) -> pd.DataFrame:
                          if isinstance(dtype, pd.CategoricalDtype)})
 
 
-def _cells(path: Path) -> dict[str, list[tuple]]:
+def cells_of(path: Path) -> dict[str, list[tuple]]:
     from openpyxl import load_workbook
 
     book = load_workbook(path)
@@ -422,7 +422,7 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
     from recon.inparts.parts import matched_parts, reported_of_parts
     from recon.report.summary import build_summary
     from recon.report.workbook import write_exception_workbook
-    from recon.store.persist import _EXCEPTION_COLUMNS, _exception_tables
+    from recon.store.persist import EXCEPTION_COLUMNS, exception_tables
 
     inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())
@@ -442,12 +442,12 @@ def test_the_report_of_parts_taken_one_at_a_time_is_the_whole_match_s(
     summary = build_summary(whole, "f.csv", "0" * 64, "csv", True)
     assert build_summary(reported, "f.csv", "0" * 64, "csv", True) == summary
     def exceptions(result: Any, batch_rows: int) -> pa.Table:
-        return pa.concat_tables([_EXCEPTION_COLUMNS.empty_table(),
-                                 *_exception_tables(result, "M001", S, 7, batch_rows)])
+        return pa.concat_tables([EXCEPTION_COLUMNS.empty_table(),
+                                 *exception_tables(result, "M001", S, 7, batch_rows)])
 
     assert exceptions(reported, 3).equals(exceptions(whole, 2))
     folder = tmp_path_factory.mktemp("books")
-    assert _cells(write_exception_workbook(reported, summary, folder / "parts.xlsx")) == _cells(
+    assert cells_of(write_exception_workbook(reported, summary, folder / "parts.xlsx")) == cells_of(
         write_exception_workbook(whole, summary, folder / "whole.xlsx"))
 
 
@@ -468,7 +468,7 @@ def test_flagged_rows_on_disk_report_as_the_whole_match_s(
     from recon.inparts.parts import matched_parts, reported_of_parts
     from recon.report.summary import build_summary
     from recon.report.workbook import WorkbookOptions, write_exception_workbook
-    from recon.store.persist import _EXCEPTION_COLUMNS, _exception_tables
+    from recon.store.persist import EXCEPTION_COLUMNS, exception_tables
 
     inputs = conform_inputs(*_tangled_frames(data))
     whole = match_settlement(*inputs, context())
@@ -500,7 +500,7 @@ def test_flagged_rows_on_disk_report_as_the_whole_match_s(
 
     def exceptions(result: Any) -> list[str]:
         return sorted(map(repr, pa.concat_tables(
-            [_EXCEPTION_COLUMNS.empty_table(), *_exception_tables(result, "M001", S, 7, batch)]
+            [EXCEPTION_COLUMNS.empty_table(), *exception_tables(result, "M001", S, 7, batch)]
         ).to_pylist()))
 
     assert exceptions(on_disk) == exceptions(whole)
@@ -511,7 +511,7 @@ def test_flagged_rows_on_disk_report_as_the_whole_match_s(
         (folder / label).mkdir()
         books[label] = write_exception_workbook(result, summary, folder / label / "r.xlsx",
                                                 options=options)
-    assert _cells(books["disk"]) == _cells(books["whole"])
+    assert cells_of(books["disk"]) == cells_of(books["whole"])
     overflow = {label: {p.name: p.read_bytes() for p in (folder / label).glob("*.csv")}
                 for label in books}
     assert overflow["disk"] == overflow["whole"]

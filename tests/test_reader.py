@@ -18,10 +18,11 @@ from recon.core.errors import FileRejected
 from recon.core.schemas import SETTLEMENT_ROWS, conform
 from recon.formats import grid, values
 from recon.formats.arrow_csv import fast_csv_grid, fast_csv_parse, plain_ends, trimmed_column
-from recon.formats.declaration import OVO_V1, FileFormat
+from recon.formats.declaration import FileFormat
 from recon.formats.delimited import decode_csv, detect_delimiter, first_line_of, read_csv_table
 from recon.formats.filegen import HEADER, write_settlement_csv, write_settlement_xlsx
 from recon.formats.grid import Grid, count_bytes, grid_from_table, lone_cr
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 from recon.formats.values import (
     parse_date,

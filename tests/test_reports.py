@@ -223,7 +223,7 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
     import pandas as pd
 
     from recon.report import workbook
-    from recon.report.workbook import Col, _Rows, _spill, _values
+    from recon.report.workbook import Col, FrameRows, cell_values, spill_rows
 
     cols = [Col("Text, quoted", "text"), Col("Money", "money", "money"),
             Col("Line", "int", "int"), Col("Time", "time", "time"),
@@ -239,7 +239,7 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
     expected = BytesIO()
     with warnings.catch_warnings():  # a time's nanoseconds, dropped as the CSV drops them
         warnings.simplefilter("ignore")
-        columns = [_values(frame, c) for c in cols]
+        columns = [cell_values(frame, c) for c in cols]
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow([c.title for c in cols])
@@ -249,7 +249,7 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
                                                                         strict=True)])
     expected.write(text.getvalue().encode("utf-8"))
     path = tmp_path_factory.mktemp("csv") / "overflow.csv"
-    _spill(path, cols, _Rows(frame).chunks(0, len(frame), batch))
+    spill_rows(path, cols, FrameRows(frame).chunks(0, len(frame), batch))
     assert path.read_bytes() == expected.getvalue()
 
 

@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 from recon.app.demo import DEMO_DATES, run_demo
 from recon.app.samples import SAMPLE_DATE, STEM, build_samples
 from recon.core import categories as cat
-from recon.formats.declaration import OVO_V1
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 
 SAMPLES = Path(__file__).parent.parent / "sample_reports"

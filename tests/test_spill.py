@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from recon.core.errors import FileRejected
 from recon.core.schemas import SETTLEMENT_LABELS
-from recon.formats.declaration import OVO_V1
 from recon.formats.filegen import HEADER
+from recon.formats.ovo_v1 import OVO_V1
 from recon.formats.reader import read_settlement_file
 from recon.inparts.parts import part_numbers
 from recon.inparts.spill import REFUND_ROW_COLUMNS, SpillFailed, spill_settlement_file

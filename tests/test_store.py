@@ -105,9 +105,9 @@ def test_records_written_by_other_programs_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_records_written_by_other_programs_postgres(postgres_server_url: str) -> None:
-    from tests.conftest import _reset_postgres
+    from tests.conftest import reset_postgres
 
-    _reset_postgres(postgres_server_url)
+    reset_postgres(postgres_server_url)
     engine = make_engine(postgres_server_url)
     init_db(engine)
     _raw_insert(engine, [("WIB", "10000.50", "2026-11-27 10:00:00+07"),
@@ -395,9 +395,9 @@ def test_postgres_finds_the_window_refunds_payments_through_their_index(
 
     from recon.store import load as store_load
     from recon.store import lookups as store_lookups
-    from tests.conftest import _reset_postgres
+    from tests.conftest import reset_postgres
 
-    _reset_postgres(postgres_server_url)
+    reset_postgres(postgres_server_url)
     engine = make_engine(postgres_server_url)
     init_db(engine)
     with engine.begin() as conn:
@@ -475,9 +475,9 @@ def test_postgres_probes_a_ledger_large_for_the_keys_and_finds_the_same_entries(
     from recon.store import load as store_load
     from recon.store import lookups as store_lookups
     from recon.store import tables as store_tables
-    from tests.conftest import _reset_postgres
+    from tests.conftest import reset_postgres
 
-    _reset_postgres(postgres_server_url)
+    reset_postgres(postgres_server_url)
     engine = make_engine(postgres_server_url)
     init_db(engine)
     entry = {"merchant_id": "M001", "settlement_date": dt.date(2026, 11, 20), "run_id": 1,
@@ -743,9 +743,9 @@ def test_bad_urls_are_config_errors() -> None:
 @pytest.mark.mariadb
 def test_records_written_by_other_programs_mariadb(mariadb_server_url: str) -> None:
     """MariaDB DATETIME holds UTC, whatever the server's own time zone is."""
-    from tests.conftest import _reset_mariadb
+    from tests.conftest import reset_mariadb
 
-    _reset_mariadb(mariadb_server_url)
+    reset_mariadb(mariadb_server_url)
     engine = make_engine(mariadb_server_url)
     init_db(engine)
     _raw_insert(engine, [("UTC", "10000.50", "2026-11-27 03:00:00"),

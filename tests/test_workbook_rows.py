@@ -49,9 +49,9 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 def _write(frame: pd.DataFrame, path: Path, **flag) -> Path:
     book = Workbook(write_only=True)
-    data = wb._table_sheet(book, "T", COLS, wb._Rows(frame), path.with_suffix(".csv"),
-                           wb.WorkbookOptions(), **flag)
-    wb._save(book, [data] if data is not None else [], path)
+    data = wb.table_sheet(book, "T", COLS, wb.FrameRows(frame), path.with_suffix(".csv"),
+                          wb.WorkbookOptions(), **flag)
+    wb.save_book(book, [data] if data is not None else [], path)
     return path
 
 

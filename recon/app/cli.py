@@ -297,8 +297,8 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
 
 
 #: Seconds a temporary Prefect server may take to start. Its first start on a machine
-#: creates its database (about 17 s here, and over Prefect's own 20 s on a slow day, which
-#: failed a fresh machine's first `recon demo`).
+#: creates its database, which can take longer than Prefect's own limit on a slow day
+#: (figures: `bench/ROUNDS.md`, the constants).
 EPHEMERAL_STARTUP_SECONDS = 120
 
 

@@ -197,9 +197,8 @@ def text_isin(values: pd.Series, keys: pd.Series | pa.Array | Iterable[str]) -> 
 
 #: From this many values to look among, `positions_in` joins through DuckDB, which hashes
 #: the smaller side and probes on every core. Arrow's `index_in` hashes the values looked
-#: among, on one thread: a million keys among a million took 0.42-0.51 s by Arrow and
-#: 0.31-0.35 s by DuckDB here, 120,000 among a million 0.33 s and 0.10 s; a million among
-#: 120,000 0.11 s by Arrow and 0.14 s by DuckDB, whose start costs more.
+#: among, on one thread, and wins below this size, where DuckDB's start costs more
+#: (figures: `bench/ROUNDS.md`, the constants).
 JOIN_FROM = 200_000
 
 
@@ -208,14 +207,14 @@ def positions_in(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.nda
     occurrence there (-1 where it does not). One hash lookup, no Python objects."""
     within = within.cast(values.type)
     if len(within) >= JOIN_FROM and values.null_count == 0 and within.null_count == 0:
-        return _joined_positions(values, within)
+        return joined_positions(values, within)
     position = pc.index_in(values, value_set=within)
     found = np.asarray(position.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return found, np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False),
                              dtype=np.intp)
 
 
-def _joined_positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def joined_positions(values: pa.Array, within: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """`positions_in` as a DuckDB join of the two arrays (no nulls in either) on their
     values, by position. Texts are equal in DuckDB as in Arrow: byte for byte.
 

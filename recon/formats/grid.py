@@ -147,7 +147,7 @@ def parse_trailer(name: str, line_no: int, cells: list[str], fmt: FileFormat) ->
 
 
 #: What `SettlementBatches` reads of a CSV file at a time by default: its lines up to a
-#: line end past this many bytes. At 1M rows (150 MB) the whole file is one batch.
+#: line end past this many bytes: a file of a million rows is one batch.
 BATCH_BYTES = 256 << 20
 
 

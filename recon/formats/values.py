@@ -267,8 +267,8 @@ def date_objects(moments: pd.Series, index: pd.Index) -> pd.Series:
 
 
 #: From this many rows a batch's columns are parsed two at a time, on two threads (Arrow's
-#: and NumPy's kernels let go of the interpreter): at 1M rows 0.25-0.30 s where one after
-#: another took 0.44-0.52 s on two cores. Fewer rows are parsed in turn.
+#: and NumPy's kernels let go of the interpreter); fewer rows are parsed in turn, where
+#: the threads cost more than they save (figures: `bench/ROUNDS.md`, the constants).
 PARALLEL_ROWS = 100_000
 
 

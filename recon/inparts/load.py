@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -14,21 +14,20 @@ from sqlalchemy import Engine
 from recon.core.schemas import PAYMENT_LABELS, PAYMENTS, conform
 from recon.inparts.parts import part_numbers, payment_groups
 from recon.inparts.spill import PartWriter, disk_schema, disk_table, read_part, spill_folder
-from recon.store.load import WINDOW_BATCH_ROWS, load_tie_records, window_payment_batches
+from recon.store.load import (
+    WINDOW_BATCH_ROWS,
+    TieRecords,
+    load_tie_records,
+    window_payment_batches,
+)
 
 
 @dataclass(frozen=True)
-class Ties:
+class Ties(TieRecords):
     """What a run in parts loads before its parts (`load_ties`): the payment groups, and
-    the small things they come from, loaded whole (`load_tie_records`)."""
+    the records they come from (`load_tie_records`), loaded whole."""
 
-    refund_rows: pd.DataFrame  # the file's refund rows (REFUND_ROW_COLUMNS)
-    refunds: pd.DataFrame  # every refund a part's load can find (REFUNDS), and more
-    ledger: pd.DataFrame  # every entry that can tie two payments (LEDGER), and more
-    window_refunds: pd.DataFrame  # the window's refunds, as the database gives them
-    window_ledger: pd.DataFrame  # the window's payments' entries of other dates, as given
-    open_items: pd.DataFrame  # OPEN_ITEMS
-    groups: dict[str, str]  # payment_groups of the above
+    groups: dict[str, str]  # payment_groups of the records
 
 
 def load_ties(engine: Engine, merchant_id: str, settlement_date: dt.date,
@@ -38,9 +37,7 @@ def load_ties(engine: Engine, merchant_id: str, settlement_date: dt.date,
     loads, so the groups are those of the whole run or coarser: a part still holds whole
     groups."""
     found = load_tie_records(engine, merchant_id, settlement_date, covered, refund_rows)
-    return Ties(refund_rows=found.refund_rows, refunds=found.refunds, ledger=found.ledger,
-                window_refunds=found.window_refunds, window_ledger=found.window_ledger,
-                open_items=found.open_items,
+    return Ties(**{field.name: getattr(found, field.name) for field in fields(found)},
                 groups=payment_groups(found.refund_rows, found.refunds, found.ledger))
 
 

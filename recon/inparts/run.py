@@ -47,8 +47,8 @@ from recon.system.paths import within
 
 log = logging.getLogger(__name__)
 
-#: The file's batches on their way to the parts: at 10M rows (1.48 GB), 64 MiB batches
-#: peaked at 724 MiB and took 31.1 s, 256 MiB batches 1,998 MiB and 35.7 s.
+#: The file's batches on their way to the parts: smaller than the reader's own, for a
+#: lower peak at no cost in time (figures: `bench/ROUNDS.md`, the constants).
 PART_BATCH_BYTES = 64 << 20
 
 
@@ -130,7 +130,7 @@ def load_in_parts(engine: Engine, ctx: MatchContext, spilled: SpilledFile, ties:
     all_refunds = pd.concat(refunds, ignore_index=True).drop_duplicates("partner_refund_no")
     all_ledger = pd.concat(ledger, ignore_index=True).drop_duplicates(
         ["settlement_date", "line_no"])
-    _check_groups(ties, all_refunds, all_ledger, parts)
+    check_groups(ties, all_refunds, all_ledger, parts)
     return PartInputs(
         spilled=spilled, payments=window, extra=extra_payments.reset_index(drop=True),
         refunds=all_refunds.reset_index(drop=True), ledger=all_ledger.reset_index(drop=True),
@@ -145,8 +145,8 @@ def load_in_parts(engine: Engine, ctx: MatchContext, spilled: SpilledFile, ties:
         })
 
 
-def _check_groups(ties: Ties, refunds: pd.DataFrame, ledger: pd.DataFrame,
-                  parts: int) -> None:
+def check_groups(ties: Ties, refunds: pd.DataFrame, ledger: pd.DataFrame,
+                 parts: int) -> None:
     """The parts' records tie no two payments of different parts: else the database
     changed between the ties' load and the parts' (another date's run wrote meanwhile)."""
     found = payment_groups(ties.refund_rows, refunds, ledger)

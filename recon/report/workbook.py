@@ -186,12 +186,12 @@ _PY_VALUES: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _values(frame: pd.DataFrame, col: Col) -> list[Any]:
+def cell_values(frame: pd.DataFrame, col: Col) -> list[Any]:
     convert = _PY_VALUES[col.kind]
     return [convert(v) for v in frame[col.field].tolist()]
 
 
-class _Rows:
+class FrameRows:
     """A table sheet's rows, read a chunk at a time: a frame's, in memory."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
@@ -208,7 +208,7 @@ class _Rows:
             yield self.frame.iloc[at:min(at + rows, stop)]
 
 
-class _CategoryRows(_Rows):
+class _CategoryRows(FrameRows):
     """A category's flagged rows (`ReconResult.flagged`), in file order."""
 
     def __init__(self, flagged: FlaggedRows, category: str) -> None:
@@ -234,7 +234,7 @@ class _SheetData:
     """Data rows still to go into a table sheet's <sheetData>, from `first_row` on."""
 
     sheet: WriteOnlyWorksheet
-    rows: _Rows
+    rows: FrameRows
     count: int  # the sheet's data rows, the first `count` of `rows`
     cols: Sequence[Col]
     first_row: int
@@ -250,10 +250,10 @@ def _style_attr(sheet: WriteOnlyWorksheet, kind: str, font: Font | None,
     return f' s="{sheet.parent._cell_styles.add(_style(sheet, kind, font, fill))}"'
 
 
-def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: _Rows,
-                 overflow: Path, options: WorkbookOptions, note: str = "none",
-                 fill_when: Callable[[pd.DataFrame], Any] | None = None,
-                 font_when: Callable[[pd.DataFrame], Any] | None = None) -> _SheetData | None:
+def table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: FrameRows,
+                overflow: Path, options: WorkbookOptions, note: str = "none",
+                fill_when: Callable[[pd.DataFrame], Any] | None = None,
+                font_when: Callable[[pd.DataFrame], Any] | None = None) -> _SheetData | None:
     """The sheet's frame through openpyxl; its data rows are returned to be rendered
     into the saved file (None when the sheet has none)."""
     sheet = _new_sheet(book, title)
@@ -265,7 +265,7 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: _Rows,
     head = rows.head(500)
     for index, col in enumerate(cols, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = _width(
-            col.kind, _values(head, col), col.title)
+            col.kind, cell_values(head, col), col.title)
     header_row = 2 if spills else 1
     sheet.freeze_panes = f"A{header_row + 1}"
     last_row = header_row + max(min(count, capacity), 1)
@@ -274,7 +274,7 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: _Rows,
         sheet.append([_cell(sheet, f"{count:,} rows: the first {capacity:,} are here, the other "
                                    f"{count - capacity:,} continue in {overflow.name}",
                             font=DELTA_FONT)])
-        _spill(overflow, cols, rows.chunks(capacity, count, _CSV_BATCH_ROWS))
+        spill_rows(overflow, cols, rows.chunks(capacity, count, _CSV_BATCH_ROWS))
         count = capacity
     sheet.append(_header(sheet, [c.title for c in cols]))
     if count == 0:
@@ -288,9 +288,9 @@ def _table_sheet(book: Workbook, title: str, cols: Sequence[Col], rows: _Rows,
     return _SheetData(sheet, rows, count, cols, header_row + 1, styles, marked)
 
 
-def _spill(path: Path, cols: Sequence[Col], batches: Iterable[pd.DataFrame]) -> None:
+def spill_rows(path: Path, cols: Sequence[Col], batches: Iterable[pd.DataFrame]) -> None:
     """The rows of `batches` as CSV, as Python's `csv` writes the rows of their Python
-    values (`_values`; a text a spreadsheet would read as a formula with a leading quote,
+    values (`cell_values`; a text a spreadsheet would read as a formula with a leading quote,
     no value an empty field), made by Arrow a batch at a time: a bad day's overflow runs
     to millions of rows, which as Python objects took more memory than the run."""
     with path.open("wb") as handle:
@@ -457,13 +457,12 @@ def _sheet_rows(data: _SheetData) -> Iterator[bytes]:
 
 
 #: zlib's level for the workbook's parts. The rows' XML is most of a large run's
-#: workbook; at level 2 the 1M benchmark's workbook (72k flagged rows) took 1.1 s and
-#: 8.8 MB, at the default 6, 1.8 s and 7.2 MB (a million flagged rows: 12.8 s of 21 s
-#: were spent compressing).
+#: workbook, and at the default level most of its writing time went to compressing it,
+#: for a file only a little smaller (figures: `bench/ROUNDS.md`, the constants).
 _ZIP_LEVEL = 2
 
 
-def _save(book: Workbook, tables: list[_SheetData], target: Path) -> None:
+def save_book(book: Workbook, tables: list[_SheetData], target: Path) -> None:
     """Save `book` to `target` with the table sheets' data rows in place."""
     frame_only = io.BytesIO()
     book.save(frame_only)
@@ -641,25 +640,25 @@ def write_exception_workbook(result: ReconResult, summary: Summary, path: Path,
     tables = []
     for name in cat.ROW_CATEGORIES:
         if name != cat.MATCHED:
-            tables.append(_table_sheet(
+            tables.append(table_sheet(
                 book, name, ROW_COLUMNS, _CategoryRows(result.flagged, name),
                 path.with_name(f"{stem}_{name}.csv"), options))
-    tables.append(_table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS,
-                               _Rows(result.missing),
-                               path.with_name(f"{stem}_{cat.MISSING_IN_SETTLEMENT}.csv"),
-                               options))
+    tables.append(table_sheet(book, cat.MISSING_IN_SETTLEMENT, MISSING_COLUMNS,
+                              FrameRows(result.missing),
+                              path.with_name(f"{stem}_{cat.MISSING_IN_SETTLEMENT}.csv"),
+                              options))
     threshold = options.open_item_alert_days
-    tables.append(_table_sheet(
-        book, "Open items", OPEN_COLUMNS, _Rows(result.all_open_items),
+    tables.append(table_sheet(
+        book, "Open items", OPEN_COLUMNS, FrameRows(result.all_open_items),
         path.with_name(f"{stem}_open_items.csv"), options,
         note="none: nothing is waiting to be settled",
         fill_when=lambda frame: frame["age_working_days"].to_numpy() >= threshold))
-    tables.append(_table_sheet(
-        book, "Refund deltas", REFUND_COLUMNS, _Rows(result.refund_deltas),
+    tables.append(table_sheet(
+        book, "Refund deltas", REFUND_COLUMNS, FrameRows(result.refund_deltas),
         path.with_name(f"{stem}_refund_deltas.csv"), options,
         note="none: no refunds in this file or the covered dates",
         font_when=lambda frame: frame["delta"].to_numpy() != 0))
     temp = path.with_name(f".{path.name}.tmp")
-    _save(book, [t for t in tables if t is not None], temp)
+    save_book(book, [t for t in tables if t is not None], temp)
     temp.replace(path)
     return path

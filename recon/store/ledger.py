@@ -85,9 +85,9 @@ LEDGER_STAGING = Table("recon_ledger_staged", MetaData(),
                        prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
-#: The memory each of `_replace_ledger`'s two joins may take in the server, for that
-#: transaction only: a million entries' hash in one batch (at the default, 4 MB, in 16,
-#: 0.3 s slower).
+#: The memory each of the ledger replacement's two joins may take in the server, for that
+#: transaction only: a million entries' hash in one batch, where the default splits it
+#: into many (figures: `bench/ROUNDS.md`, the constants).
 REPLACE_WORK_MEM = "128MB"
 
 

@@ -17,34 +17,30 @@ from recon.core.schemas import arrow_frame
 
 #: The planner's cost of a page read out of order on the connection that joins the key
 #: tables (PostgreSQL's default, 4, is for spinning disks). With it a few thousand keys
-#: are probed in a primary key's index rather than by reading the whole table: the 14,500
-#: invoices of a 1M-row file outside the window took 0.23 s against all 1M payments,
-#: 0.05 s through the index. The window's own range scans keep the default: at 1.1 the
-#: planner read each half of a 1M-row window by its time index, 1.7x slower.
+#: are probed in a primary key's index rather than by reading the whole table. The
+#: window's own range scans keep the default: at this cost the planner reads a large
+#: window by its time index, which is slower (figures: `bench/ROUNDS.md`, the constants).
 KEY_LOOKUP_PAGE_COST = 1.1
 
 
 #: The settings of a connection that looks keys up (`ArrowLookups.use_lookup_settings`): the page
 #: cost above, and no parallel workers. Their queries run beside the window's load on a
-#: 2-core machine, where a worker takes a core from it: the window's refunds, found by
-#: hashing the merchant's 1M payments in three processes, took 0.2 s each (0.6 s of CPU);
-#: through the payments' primary key, 0.09 s in one.
+#: 2-core machine, where a worker takes a core from it; the payments' primary key finds
+#: the window's refunds in one process faster than hashing the payments in three.
 KEY_LOOKUP_SETTINGS = (f"SET random_page_cost = {KEY_LOOKUP_PAGE_COST}",
                        "SET max_parallel_workers_per_gather = 0")
 
 
 #: The sample ANALYZE takes of a key table, as PostgreSQL's statistics target (300 rows
 #: per unit): the planner needs a key table's size and whether its keys repeat, which 300
-#: rows tell, not a histogram of its keys. At the default, 100 (30,000 rows), a million
-#: keys took 0.09-0.13 s to analyze; at 1, 2.4 ms (psql, alone).
+#: rows tell, not a histogram of its keys, which the default sample is read for.
 KEY_TABLE_STATISTICS = 1
 
 
 #: From this many ledger entries per key looked up, the ledger's lookups by settle key
-#: probe its primary key (`ArrowLookups.probing_ledger`). The planner hashes a million
-#: keys and reads the whole ledger, which is fast while the ledger is small (1.0-1.4 s
-#: against 1M entries) and grows with it: 16 s against 21M, against 3.6 s by probes
-#: (sorted keys, 2.9 us each), which grow with the keys only.
+#: probe its primary key (`ArrowLookups.probing_ledger`). The planner hashes the keys
+#: and reads the whole ledger, which is fast while the ledger is small and grows with
+#: it, where probes grow with the keys only (figures: `bench/ROUNDS.md`, the constants).
 LEDGER_PROBE_RATIO = 4
 
 

@@ -74,13 +74,13 @@ def _filled(size: int, value: str | None) -> pa.Array:
 
 #: The exceptions table's columns as a run writes them: money as exact text, dates as
 #: ISO text.
-_EXCEPTION_COLUMNS = pa.schema(
+EXCEPTION_COLUMNS = pa.schema(
     [(c.name, pa.int64() if c.name in {"run_id", "line_no"} else pa.large_string())
      for c in recon_exceptions.c if c.name not in {"exception_id", "closed_by_line"}])
 
 
-def _exception_tables(result: ReconResult, merchant_id: str, day: dt.date, run_id: int,
-                      batch_rows: int = 100_000) -> Iterator[pa.Table]:
+def exception_tables(result: ReconResult, merchant_id: str, day: dt.date, run_id: int,
+                     batch_rows: int = 100_000) -> Iterator[pa.Table]:
     """Every exception of the run, `batch_rows` at a time, as database-ready columns: the
     flagged settlement rows (in the order `FlaggedRows.in_order` gives them), then
     the MISSING_IN_SETTLEMENT records. Made column by column
@@ -98,7 +98,7 @@ def _exception_tables(result: ReconResult, merchant_id: str, day: dt.date, run_i
                    "settlement_date": _filled(len(frame), day.isoformat()),
                    "run_id": pa.array(np.full(len(frame), run_id, dtype=np.int64)),
                    **columns_of(frame)}
-        yield pa.table(columns).cast(_EXCEPTION_COLUMNS)
+        yield pa.table(columns).cast(EXCEPTION_COLUMNS)
 
 
 def _flagged_columns(rows: pd.DataFrame) -> dict[str, pa.Array]:
@@ -312,8 +312,8 @@ class RunWriter:
             finished = dt.datetime.now(dt.UTC)
             conn = self._conn
             written = logged = 0
-            for exceptions in _exception_tables(result, merchant, day, run_id,
-                                                WRITE_BATCH_ROWS):
+            for exceptions in exception_tables(result, merchant, day, run_id,
+                                               WRITE_BATCH_ROWS):
                 bulk_insert(conn, exc_t, exceptions)
                 written += exceptions.num_rows
                 if written - logged >= PROGRESS_ROWS and written < result.exceptions:

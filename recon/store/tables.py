@@ -102,13 +102,13 @@ recon_ledger = Table(
     Column("line_no", Integer, nullable=False),
     # The primary key is the key index: a merchant's entries by settle key, then the date
     # and line that settled it (a date's ledger is one run's, a line settles once). A
-    # surrogate id beside it cost a second B-tree per row: at 1M rows on PostgreSQL the
-    # COPY took 2.2-2.5 s with this key against 3.1 s with an id and a key index.
+    # surrogate id beside it would cost a second B-tree per row on every COPY (figures:
+    # `bench/ROUNDS.md`, the constants).
     PrimaryKeyConstraint("merchant_id", "settle_key", "settlement_date", "line_no",
                          name="pk_recon_ledger"),
     # Read only to replace an earlier run of a date. A day's ledger goes in by one COPY,
     # so a merchant's date lies in adjacent pages, which a BRIN index summarises per
-    # range of pages: at 1M rows it cost the COPY 0.3 s against 1.9 s as a B-tree.
+    # range of pages, far cheaper to keep up than a B-tree.
     Index("ix_recon_ledger_date", "merchant_id", "settlement_date", postgresql_using="brin"),
 )
 

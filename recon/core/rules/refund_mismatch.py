@@ -35,7 +35,7 @@ def finding(given: Evidence) -> Finding:
     cumulative.loc[ref_rows] = totals.reindex(refund_invoices.to_numpy()).to_numpy(np.int64)
     checks["refunded_cumulative"] = cumulative
     # The days from payment to refund on the matched refund rows only: the dates are
-    # objects, and a million of them made timestamps took longer than every other check.
+    # objects, and making timestamps of every row's would cost more than all the checks.
     matched_refunds = np.flatnonzero(ref_ok.to_numpy(dtype=bool))
     days_after = pd.Series(pd.NA, index=rows.index, dtype="Int64")
     days_after.iloc[matched_refunds] = (
