@@ -74,6 +74,11 @@ class Settings:
     smtp_backoff_seconds: float = 2.0
     smtp_ca_file: str = ""
     open_item_alert_days: int = 3
+    # Exception cases: working days to acknowledge one, and for OVO to answer a claim; a
+    # resolution of more than this amount at risk (IDR) needs a second person's approval.
+    case_ack_sla_days: int = 2
+    ovo_claim_sla_days: int = 5
+    approval_threshold: Decimal = Decimal("1000000")
     file_deadline: dt.time = dt.time(12, 0)
     poll_seconds: float = 60.0
     sftp_known_hosts: str = "~/.ssh/known_hosts"
@@ -298,12 +303,12 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     **_keys("mail_to mail_cc alert_to",
             lambda key, value: tuple(str(item) for item in _as_list(value))),
     "mdr_rates": _as_rates,
-    **_keys("vat_rate fee_tolerance", _as_decimal),
+    **_keys("vat_rate fee_tolerance approval_threshold", _as_decimal),
     "mail_all_clear": _boolean,
     "smtp_security": _one_of(SMTP_SECURITY),
     "fee_rounding": _one_of(ROUNDING_MODES),
     **_keys("fee_decimals refund_window_days smtp_port smtp_retries open_item_alert_days "
-            "sftp_retries parts", _whole(0)),
+            "sftp_retries parts case_ack_sla_days ovo_claim_sla_days", _whole(0)),
     **_keys("max_file_bytes max_xlsx_uncompressed_bytes max_xlsx_ratio max_quoted_lines",
             _whole(1)),
     "merchant_id_pattern": _pattern,

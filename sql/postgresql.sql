@@ -32,6 +32,65 @@ CREATE INDEX ix_ovo_refunds_refund_no ON ovo_refunds (refund_no);
 
 CREATE INDEX ix_ovo_refunds_time ON ovo_refunds (refund_time);
 
+CREATE TABLE recon_case_events (
+	event_id BIGSERIAL NOT NULL, 
+	case_id VARCHAR(48) NOT NULL, 
+	at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	actor VARCHAR(255) NOT NULL, 
+	action VARCHAR(16) NOT NULL, 
+	from_state VARCHAR(20), 
+	to_state VARCHAR(20) NOT NULL, 
+	owner VARCHAR(255) NOT NULL, 
+	resolution VARCHAR(32) NOT NULL, 
+	note TEXT NOT NULL, 
+	source VARCHAR(64) NOT NULL, 
+	due_date DATE, 
+	PRIMARY KEY (event_id)
+);
+
+CREATE INDEX ix_recon_case_events_case ON recon_case_events (case_id, event_id);
+
+CREATE TABLE recon_case_numbers (
+	merchant_id VARCHAR(32) NOT NULL, 
+	last_number INTEGER NOT NULL, 
+	PRIMARY KEY (merchant_id)
+);
+
+CREATE TABLE recon_case_occurrences (
+	case_id VARCHAR(48) NOT NULL, 
+	merchant_id VARCHAR(32) NOT NULL, 
+	settlement_date DATE NOT NULL, 
+	line_no INTEGER NOT NULL, 
+	run_id BIGINT NOT NULL, 
+	amount_at_risk NUMERIC(18, 2) NOT NULL, 
+	reason TEXT NOT NULL, 
+	CONSTRAINT pk_recon_case_occurrences PRIMARY KEY (case_id, settlement_date, line_no)
+);
+
+CREATE INDEX ix_recon_case_occurrences_date ON recon_case_occurrences (merchant_id, settlement_date);
+
+CREATE TABLE recon_cases (
+	case_id VARCHAR(48) NOT NULL, 
+	merchant_id VARCHAR(32) NOT NULL, 
+	category VARCHAR(32) NOT NULL, 
+	kind VARCHAR(8) NOT NULL, 
+	case_key VARCHAR(160) NOT NULL, 
+	first_seen DATE NOT NULL, 
+	last_seen DATE NOT NULL, 
+	state VARCHAR(20) NOT NULL, 
+	owner VARCHAR(255) NOT NULL, 
+	resolution VARCHAR(32) NOT NULL, 
+	note TEXT NOT NULL, 
+	proposed_by VARCHAR(255) NOT NULL, 
+	claim_due DATE, 
+	raised_on DATE, 
+	version INTEGER NOT NULL, 
+	PRIMARY KEY (case_id), 
+	CONSTRAINT uq_recon_cases_key UNIQUE (merchant_id, category, kind, case_key)
+);
+
+CREATE INDEX ix_recon_cases_state ON recon_cases (merchant_id, state);
+
 CREATE TABLE recon_exceptions (
 	exception_id BIGSERIAL NOT NULL, 
 	merchant_id VARCHAR(32) NOT NULL, 
@@ -108,3 +167,15 @@ CREATE TABLE recon_runs (
 );
 
 CREATE INDEX ix_recon_runs_date ON recon_runs (merchant_id, settlement_date);
+
+CREATE OR REPLACE FUNCTION recon_case_events_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP;
+END
+$$ LANGUAGE plpgsql;
+
+DROP TRIGGER IF EXISTS recon_case_events_append_only ON recon_case_events;
+
+CREATE TRIGGER recon_case_events_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON recon_case_events
+    FOR EACH STATEMENT EXECUTE FUNCTION recon_case_events_append_only();

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from recon.app.cases_cli import add_parser as add_cases_parser
+from recon.app.cases_cli import run as run_cases
 from recon.app.runner import DateRun, print_summary_table, run_fan_out, run_many
 from recon.config import Settings, load_settings
 from recon.core.calendar import WorkingCalendar, today_wib
@@ -85,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(unlock)
     unlock.add_argument("--date", required=True, help="settlement date YYYY-MM-DD")
     unlock.add_argument("--merchant", required=True, help="MerchantID")
+
+    add_cases_parser(commands)
 
     demo = commands.add_parser("demo", help="the embedded default end to end on generated data")
     demo.add_argument("--dir", default="var/demo", help="demo folder, recreated (var/demo)")
@@ -370,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"init-db": _cmd_init_db, "run": _cmd_run, "backfill": _cmd_backfill,
                 "serve": _cmd_serve, "notify": _cmd_notify, "demo": _cmd_demo,
-                "unlock": _cmd_unlock}
+                "unlock": _cmd_unlock, "cases": run_cases}
     try:
         return handlers[args.command](args)
     except ReconError as exc:

@@ -87,6 +87,13 @@ class WorkingCalendar:
                 count += 1
         return count
 
+    def add_working_days(self, start: dt.date, days: int) -> dt.date:
+        """The date `days` working days after `start` (`start` itself for 0)."""
+        day = start
+        for _ in range(days):
+            day = self.next_working_day(day)
+        return day
+
     def working_days(self, start: dt.date, end: dt.date) -> list[dt.date]:
         """Working days from start to end inclusive."""
         days = []

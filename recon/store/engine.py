@@ -21,7 +21,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from recon.core.errors import ConfigError, StoreError
-from recon.store.tables import metadata, ovo_payments, recon_locks, recon_runs
+from recon.store.tables import (
+    APPEND_ONLY_EVENTS,
+    metadata,
+    ovo_payments,
+    recon_locks,
+    recon_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,8 @@ def make_engine(url: str) -> Engine:
 
 #: The tables a run needs; a database without them has not been set up (`recon init-db`).
 RUN_TABLES = ("ovo_payments", "ovo_refunds", "recon_runs", "recon_exceptions", "recon_ledger",
-              "recon_locks")
+              "recon_locks", "recon_cases", "recon_case_events", "recon_case_occurrences",
+              "recon_case_numbers")
 
 
 def check_database(url: str, merchant_ids: Sequence[str] = ()) -> list[str]:
@@ -127,6 +134,9 @@ def init_db(engine: Engine) -> list[str]:
             existing = set(engine.dialect.get_table_names(conn))
             metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
+            if conn.dialect.name == "postgresql":
+                for statement in APPEND_ONLY_EVENTS:
+                    conn.execute(text(statement))
     except SQLAlchemyError as exc:
         raise database_error(engine, exc) from exc
     return [t.name for t in metadata.sorted_tables if t.name not in existing]

@@ -28,6 +28,7 @@ from recon.core.errors import StoreError
 from recon.core.money import minor_text
 from recon.core.result import Ledger, ReconResult
 from recon.core.schemas import text_array
+from recon.store.cases import record_cases
 from recon.store.copy import LEDGER_COPY_COLUMNS
 from recon.store.engine import WRITE_BATCH_ROWS, bulk_insert, database_error
 from recon.store.history import RunRecord
@@ -329,6 +330,7 @@ class RunWriter:
                             closed_by_line=bindparam("b_line")),
                     closures,
                 )
+            record_cases(conn, result, merchant, day, run_id, finished)
             conn.execute(update(recon_runs).where(recon_runs.c.run_id == run_id).values(
                 finished_at=finished, exceptions=run.exceptions,
                 summary_json=json.dumps(run.summary, sort_keys=True)))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -157,6 +158,77 @@ recon_exceptions = Table(
     Index("ix_recon_exceptions_closed", "merchant_id", "closed_by_date"),
 )
 
+# ------------------------------------------------------------------ exception cases
+
+#: Each merchant's last case number: case IDs are never reused.
+recon_case_numbers = Table(
+    "recon_case_numbers",
+    metadata,
+    Column("merchant_id", String(32), primary_key=True),
+    Column("last_number", Integer, nullable=False),
+)
+
+#: One row per problem, stable across days and re-runs: its key, and its state as the
+#: fold of its events (kept here for listing; `recon_case_events` is the history).
+recon_cases = Table(
+    "recon_cases",
+    metadata,
+    Column("case_id", String(48), primary_key=True),
+    Column("merchant_id", String(32), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("case_key", String(160), nullable=False),
+    Column("first_seen", Date, nullable=False),
+    Column("last_seen", Date, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("resolution", String(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("proposed_by", String(255), nullable=False),
+    Column("claim_due", Date),
+    Column("raised_on", Date),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("merchant_id", "category", "kind", "case_key", name="uq_recon_cases_key"),
+    Index("ix_recon_cases_state", "merchant_id", "state"),
+)
+
+#: A case's history, append-only: no code path updates or deletes an event (on
+#: PostgreSQL a trigger refuses it).
+recon_case_events = Table(
+    "recon_case_events",
+    metadata,
+    Column("event_id", Id, primary_key=True, autoincrement=True),
+    Column("case_id", String(48), nullable=False),
+    Column("at", Moment, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("from_state", String(20)),
+    Column("to_state", String(20), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("resolution", String(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("due_date", Date),
+    Index("ix_recon_case_events_case", "case_id", "event_id"),
+)
+
+#: Where a case was seen: a settlement date's exception rows of it (line 0 for a record
+#: no file settled), replaced when the date is run again.
+recon_case_occurrences = Table(
+    "recon_case_occurrences",
+    metadata,
+    Column("case_id", String(48), nullable=False),
+    Column("merchant_id", String(32), nullable=False),
+    Column("settlement_date", Date, nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("run_id", Id, nullable=False),
+    Column("amount_at_risk", Money, nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("case_id", "settlement_date", "line_no",
+                         name="pk_recon_case_occurrences"),
+    Index("ix_recon_case_occurrences_date", "merchant_id", "settlement_date"),
+)
+
 recon_locks = Table(
     "recon_locks",
     metadata,
@@ -166,6 +238,19 @@ recon_locks = Table(
     Column("acquired_at", Moment, nullable=False),
     # Renewed while the run lives; an old heartbeat marks a dead run's lock.
     Column("heartbeat_at", Moment),
+)
+
+#: PostgreSQL's guard of the case history: an event is never changed or deleted.
+APPEND_ONLY_EVENTS = (
+    """CREATE OR REPLACE FUNCTION recon_case_events_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP;
+END
+$$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS recon_case_events_append_only ON recon_case_events",
+    """CREATE TRIGGER recon_case_events_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON recon_case_events
+    FOR EACH STATEMENT EXECUTE FUNCTION recon_case_events_append_only()""",
 )
 
 DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect(),
@@ -181,6 +266,8 @@ def render_ddl(dialect_name: str) -> str:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    if dialect_name == "postgresql":
+        parts += [statement + ";\n" for statement in APPEND_ONLY_EVENTS]
     return "\n".join(parts)
 
 

@@ -1,0 +1,351 @@
+"""Exception cases in the database: what a run's exceptions do to them (in the run's own
+transaction), and what people do to them (each action one transaction).
+
+A case is keyed by merchant, category, kind and business key: a payment's
+MerchantInvoice, a refund's key (RefundInvoice, else OVOReferenceNo), a record's own key
+for MISSING_IN_SETTLEMENT, and the settlement date and line for a row that has none (an
+INVALID_ROW). Its state in `recon_cases` is always the fold of its events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from recon.core import cases
+from recon.core import categories as cat
+from recon.core.cases import CaseRefused, CaseState, Event
+from recon.core.found import refund_keys
+from recon.core.money import minor_text, to_minor
+from recon.core.result import ReconResult
+from recon.store.engine import WRITE_BATCH_ROWS, bulk_insert, database_error
+from recon.store.tables import (
+    recon_case_events,
+    recon_case_numbers,
+    recon_case_occurrences,
+    recon_cases,
+)
+
+KEY = ["category", "kind", "case_key"]
+#: The keys a run's exceptions and closures name, staged for one join with the cases.
+STAGED_KEYS = Table(
+    "recon_case_keys_staged", MetaData(),
+    Column("category", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("case_key", String(160), nullable=False),
+    Column("seen", Integer, nullable=False),  # 1: an exception of this run; 0: a closure
+    prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+
+def case_keys(rows: pd.DataFrame, day: dt.date) -> pd.DataFrame:
+    """Each flagged settlement row's case key (KEY columns)."""
+    kind = rows["transaction_type"].astype("str").to_numpy(dtype=object)
+    key = np.where(kind == cat.PAYMENT, rows["merchant_invoice"].astype("str"),
+                   refund_keys(rows).astype("str"))
+    invalid = (rows["category"].astype("str") == cat.INVALID_ROW).to_numpy() | (key == "")
+    at_line = [f"{day.isoformat()}:{line}" for line in rows["line_no"].tolist()]
+    return pd.DataFrame({"category": rows["category"].astype("str").to_numpy(dtype=object),
+                         "kind": np.where(invalid, "ROW", kind),
+                         "case_key": np.where(invalid, at_line, key)})
+
+
+def _at_risk(delta: pd.Series, amount: pd.Series) -> pd.Series:
+    """The money a case is about: the difference where the amounts differ, else the whole
+    amount (a duplicate, a status, a date or the fees in question)."""
+    differs = delta.notna() & (delta != 0)
+    return delta.abs().where(differs, amount.abs()).fillna(0).astype("int64")
+
+
+def _seen(result: ReconResult, day: dt.date) -> pd.DataFrame:
+    """This run's exceptions as case occurrences: key, line, amount at risk, reason."""
+    frames = []
+    for rows in result.flagged.in_order(WRITE_BATCH_ROWS):
+        keys = case_keys(rows, day)
+        keys["line_no"] = rows["line_no"].to_numpy(dtype=np.int64)
+        keys["amount_at_risk"] = _at_risk(rows["delta"], rows["gross"]).to_numpy()
+        keys["reason"] = rows["reason"].astype("str").to_numpy(dtype=object)
+        frames.append(keys)
+    # A record a later date settled already (this date run after it) is no open problem.
+    missing = result.missing.loc[result.missing["closed_by_date"].isna()]
+    frames.append(pd.DataFrame({
+        "category": cat.MISSING_IN_SETTLEMENT, "kind": missing["kind"].astype("str"),
+        "case_key": missing["record_key"].astype("str"), "line_no": 0,
+        "amount_at_risk": _at_risk(missing["amount"], missing["amount"]).to_numpy(),
+        "reason": [f"{kind.lower()} of {day} not in the settlement file" for kind, day in
+                   zip(missing["kind"].tolist(), missing["record_date"].tolist(),
+                       strict=True)]}))
+    seen = pd.concat(frames, ignore_index=True)
+    return seen.astype({"line_no": "int64", "amount_at_risk": "int64"})
+
+
+def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, run_id: int,
+                 at: dt.datetime) -> None:
+    """What the run's exceptions and closures do to the merchant's cases, in the run's
+    transaction: a new problem opens a case, a resolved one seen on a later date than it
+    was last seen reopens, a MISSING_IN_SETTLEMENT record a later file settles resolves
+    as settled_later; the date's occurrences are replaced. A re-run changes no state and
+    loses no event."""
+    seen = _seen(result, day)
+    closed = pd.DataFrame({"category": cat.MISSING_IN_SETTLEMENT,
+                           "kind": result.closures["kind"].astype("str"),
+                           "case_key": result.closures["record_key"].astype("str")})
+    staged = pd.concat([seen[KEY].assign(seen=1), closed.assign(seen=0)], ignore_index=True)
+    staged = staged.sort_values("seen", kind="stable").drop_duplicates(KEY, keep="last")
+    conn.execute(text(f"DROP TABLE IF EXISTS {STAGED_KEYS.name}"))
+    STAGED_KEYS.create(conn)
+    bulk_insert(conn, STAGED_KEYS, staged)
+    source = f"run {run_id}"
+    known = _known(conn, merchant)
+    fresh = staged.loc[staged["seen"] == 1].merge(known[KEY], how="left", on=KEY,
+                                                  indicator=True)
+    _open(conn, merchant, day, fresh.loc[fresh["_merge"] == "left_only", KEY], at, source)
+    _system(conn, known, staged, merchant, day, at, source)
+    marked = and_(*(STAGED_KEYS.c[name] == recon_cases.c[name] for name in KEY),
+                  STAGED_KEYS.c.seen == 1)
+    for column, later in (("last_seen", recon_cases.c.last_seen < day),
+                          ("first_seen", recon_cases.c.first_seen > day)):
+        conn.execute(update(recon_cases).where(
+            recon_cases.c.merchant_id == merchant, later,
+            exists(select(literal(1)).select_from(STAGED_KEYS).where(marked)))
+            .values({column: day}))
+    ids = _known(conn, merchant)[[*KEY, "case_id"]]
+    occurrences = seen.merge(ids, how="left", on=KEY)
+    t = recon_case_occurrences
+    conn.execute(delete(t).where(t.c.merchant_id == merchant, t.c.settlement_date == day))
+    occurrences = occurrences.drop_duplicates(["case_id", "line_no"])
+    bulk_insert(conn, t, pd.DataFrame({
+        "case_id": occurrences["case_id"], "merchant_id": merchant,
+        "settlement_date": day, "line_no": occurrences["line_no"], "run_id": run_id,
+        "amount_at_risk": minor_text(occurrences["amount_at_risk"]).to_pylist(),
+        "reason": occurrences["reason"]}))
+    conn.execute(text(f"DROP TABLE IF EXISTS {STAGED_KEYS.name}"))
+
+
+def _known(conn: Any, merchant: str) -> pd.DataFrame:
+    """The merchant's cases among the staged keys."""
+    c = recon_cases
+    query = select(c.c.case_id, c.c.category, c.c.kind, c.c.case_key, c.c.state, c.c.version,
+                   c.c.last_seen, c.c.resolution).join(
+        STAGED_KEYS, and_(*(STAGED_KEYS.c[name] == c.c[name] for name in KEY))).where(
+        c.c.merchant_id == merchant)
+    rows = conn.execute(query).all()
+    return pd.DataFrame(rows, columns=["case_id", *KEY, "state", "version", "last_seen",
+                                       "resolution"])
+
+
+def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.datetime,
+          source: str) -> None:
+    """New cases, numbered on from the merchant's last number, each with its opening
+    event; made at version 0, then counted with their event in two statements."""
+    if new.empty:
+        return
+    numbers = recon_case_numbers
+    last = conn.execute(select(numbers.c.last_number).where(
+        numbers.c.merchant_id == merchant).with_for_update()).scalar_one_or_none()
+    first = (last or 0) + 1
+    if last is None:
+        conn.execute(insert(numbers).values(merchant_id=merchant, last_number=len(new)))
+    else:
+        conn.execute(update(numbers).where(numbers.c.merchant_id == merchant)
+                     .values(last_number=last + len(new)))
+    bulk_insert(conn, recon_cases, pd.DataFrame({
+        "case_id": [f"{merchant}-{n:06d}" for n in range(first, first + len(new))],
+        "merchant_id": merchant, **{name: new[name].to_numpy() for name in KEY},
+        "first_seen": day, "last_seen": day, "state": cases.OPEN, "owner": "",
+        "resolution": "", "note": "", "proposed_by": "", "version": 0}))
+    c, e = recon_cases, recon_case_events
+    conn.execute(insert(e).from_select(
+        ["case_id", "at", "actor", "action", "from_state", "to_state", "owner", "resolution",
+         "note", "source"],
+        select(c.c.case_id, literal(at, e.c.at.type), literal(cases.SYSTEM),
+               literal(cases.OPENED), literal(None, e.c.from_state.type),
+               literal(cases.OPEN), literal(""), literal(""), literal(""), literal(source))
+        .where(c.c.merchant_id == merchant, c.c.version == 0)))
+    conn.execute(update(c).where(c.c.merchant_id == merchant, c.c.version == 0)
+                 .values(version=1))
+
+
+def _system(conn: Any, known: pd.DataFrame, staged: pd.DataFrame, merchant: str,
+            day: dt.date, at: dt.datetime, source: str) -> None:
+    """Reopen what comes back on a later date; resolve what a later file settles."""
+    if known.empty:
+        return
+    joined = known.merge(staged, how="left", on=KEY)
+    back = joined.loc[(joined["seen"] == 1) & (joined["last_seen"] < day)]
+    settled = joined.loc[(joined["seen"] == 0)]
+    for action, chosen in ((cases.SEEN_AGAIN, back), (cases.SETTLED, settled)):
+        for row in chosen.itertuples(index=False):
+            case = CaseState(state=str(row.state), version=int(row.version))
+            event = cases.system_event(case, action, at, source)
+            if event is not None:
+                _append(conn, str(row.case_id), case, event)
+
+
+def _append(conn: Any, case_id: str, case: CaseState, event: Event) -> CaseState:
+    """One event appended and the case's state moved with it, if the case is still at
+    the version it was read at (else CaseRefused: someone acted on it meanwhile)."""
+    after = cases.apply(case, event)
+    conn.execute(insert(recon_case_events).values(
+        case_id=case_id, **{f.name: getattr(event, f.name) for f in dataclasses.fields(event)}))
+    c = recon_cases
+    moved = conn.execute(update(c).where(c.c.case_id == case_id, c.c.version == case.version)
+                         .values(**_state_columns(after))).rowcount
+    if moved != 1:
+        raise CaseRefused(f"{case_id} changed while this was applied; nothing was applied")
+    return after
+
+
+def _state_columns(case: CaseState) -> dict[str, Any]:
+    return {"state": case.state, "owner": case.owner, "resolution": case.resolution,
+            "note": case.note, "proposed_by": case.proposed_by, "claim_due": case.claim_due,
+            "raised_on": case.raised_on, "version": case.version}
+
+
+# ------------------------------------------------------------------------ people's actions
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """A case as listed: its key, dates, state and the amount at risk of its latest
+    occurrence (minor units)."""
+
+    case_id: str
+    merchant_id: str
+    category: str
+    kind: str
+    case_key: str
+    first_seen: dt.date
+    last_seen: dt.date
+    amount_at_risk: int
+    state: CaseState
+
+
+def _case_rows(conn: Any, *conditions: Any) -> list[CaseRow]:
+    c, o = recon_cases, recon_case_occurrences
+    latest = (select(o.c.amount_at_risk).where(o.c.case_id == c.c.case_id)
+              .order_by(o.c.settlement_date.desc(), o.c.line_no).limit(1)
+              .scalar_subquery())
+    rows = conn.execute(select(c, latest.label("amount_at_risk")).where(*conditions)
+                        .order_by(c.c.first_seen, c.c.case_id)).mappings().all()
+    return [CaseRow(
+        case_id=r["case_id"], merchant_id=r["merchant_id"], category=r["category"],
+        kind=r["kind"], case_key=r["case_key"], first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+        amount_at_risk=to_minor(r["amount_at_risk"] or 0),
+        state=CaseState(state=r["state"], owner=r["owner"], resolution=r["resolution"],
+                        note=r["note"], proposed_by=r["proposed_by"],
+                        claim_due=r["claim_due"], raised_on=r["raised_on"],
+                        version=r["version"])) for r in rows]
+
+
+def list_cases(engine: Engine, merchant: str | None = None,
+               states: Sequence[str] = (), category: str | None = None,
+               owner: str | None = None) -> list[CaseRow]:
+    """Cases, oldest first, narrowed by merchant, state, category and owner."""
+    c = recon_cases
+    conditions = [c.c.merchant_id == merchant] if merchant else []
+    conditions += [c.c.state.in_(list(states))] if states else []
+    conditions += [c.c.category == category] if category else []
+    conditions += [c.c.owner == owner] if owner is not None else []
+    try:
+        with engine.connect() as conn:
+            return _case_rows(conn, *conditions)
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+
+
+def case_history(engine: Engine, case_id: str) -> tuple[CaseRow, list[Event],
+                                                         list[dict[str, Any]]]:
+    """A case, its events in order and its occurrences by date."""
+    try:
+        with engine.connect() as conn:
+            found = _case_rows(conn, recon_cases.c.case_id == case_id)
+            if not found:
+                raise CaseRefused(f"no case {case_id}")
+            e, o = recon_case_events, recon_case_occurrences
+            events = [_event(r) for r in conn.execute(
+                select(e).where(e.c.case_id == case_id).order_by(e.c.event_id)).mappings()]
+            seen = [dict(r) for r in conn.execute(
+                select(o.c.settlement_date, o.c.line_no, o.c.run_id, o.c.amount_at_risk,
+                       o.c.reason).where(o.c.case_id == case_id)
+                .order_by(o.c.settlement_date, o.c.line_no)).mappings()]
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    return found[0], events, seen
+
+
+def _event(row: Any) -> Event:
+    """An event as kept; times without a zone (SQLite, MariaDB) are UTC."""
+    values = {f.name: row[f.name] for f in dataclasses.fields(Event)}
+    if values["at"].tzinfo is None:
+        values["at"] = values["at"].replace(tzinfo=dt.UTC)
+    return Event(**values)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a person does to a case: `cases.decide`'s arguments."""
+
+    action: str
+    actor: str
+    source: str
+    owner: str = ""
+    resolution: str = ""
+    note: str = ""
+    version: int | None = None  # the version the person saw (a workbook row's); None: any
+
+
+def act(engine: Engine, case_ids: Sequence[str], action: Action, rules: cases.Rules,
+        at: dt.datetime | None = None) -> list[tuple[str, Event]]:
+    """`action` on every case of `case_ids`, all or nothing: the first refusal (an unknown
+    ID, a transition the state does not allow, a changed version) applies nothing."""
+    at = at or dt.datetime.now(dt.UTC)
+    done = []
+    try:
+        with engine.begin() as conn:
+            for case_id in case_ids:
+                found = _case_rows(conn, recon_cases.c.case_id == case_id)
+                if not found:
+                    raise CaseRefused(f"no case {case_id}")
+                row = found[0]
+                if action.version is not None and action.version != row.state.version:
+                    raise CaseRefused(f"{case_id} changed since version {action.version} "
+                                      f"(now {row.state.version})")
+                event = cases.decide(row.state, action.action, action.actor, at, action.source,
+                                     rules, amount_at_risk=row.amount_at_risk,
+                                     owner=action.owner, resolution=action.resolution,
+                                     note=action.note)
+                _append(conn, case_id, row.state, event)
+                done.append((case_id, event))
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    return done
+
+
+def events_fold(engine: Engine, case_id: str) -> CaseState:
+    """The fold of a case's events, as kept (the state `recon_cases` must equal)."""
+    _, events, _ = case_history(engine, case_id)
+    return cases.fold(events)
