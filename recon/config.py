@@ -79,6 +79,8 @@ class Settings:
     case_ack_sla_days: int = 2
     ovo_claim_sla_days: int = 5
     approval_threshold: Decimal = Decimal("1000000")
+    # Where claims to OVO go: the address in the merchant's agreement with OVO.
+    ovo_claims_to: tuple[str, ...] = ()
     file_deadline: dt.time = dt.time(12, 0)
     poll_seconds: float = 60.0
     sftp_known_hosts: str = "~/.ssh/known_hosts"
@@ -300,7 +302,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     **_keys("report_dir outbox archive_dir spill_dir", lambda key, value: Path(str(value))),
     **_keys("extra_holidays extra_working_days",
             lambda key, value: tuple(_as_date(key, item) for item in _as_list(value))),
-    **_keys("mail_to mail_cc alert_to",
+    **_keys("mail_to mail_cc alert_to ovo_claims_to",
             lambda key, value: tuple(str(item) for item in _as_list(value))),
     "mdr_rates": _as_rates,
     **_keys("vat_rate fee_tolerance approval_threshold", _as_decimal),

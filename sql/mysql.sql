@@ -63,6 +63,7 @@ CREATE TABLE recon_case_occurrences (
 	line_no INTEGER NOT NULL, 
 	run_id BIGINT NOT NULL, 
 	amount_at_risk NUMERIC(18, 2) NOT NULL, 
+	delta NUMERIC(18, 2), 
 	reason TEXT NOT NULL, 
 	CONSTRAINT pk_recon_case_occurrences PRIMARY KEY (case_id, settlement_date, line_no)
 );

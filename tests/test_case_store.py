@@ -5,10 +5,13 @@ events; IDs are never reused."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
 
 from recon.core import cases
@@ -174,4 +177,47 @@ def test_postgres_refuses_to_change_or_delete_an_event(postgres_server_url: str)
     assert _events(engine) == 1
     with engine.connect() as conn:
         assert conn.execute(select(recon_cases.c.state)).scalar_one() == cases.OPEN
+    engine.dispose()
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_random_runs_reruns_and_actions_keep_every_case_and_event(
+        tmp_path_factory: pytest.TempPathFactory, drawn: st.DataObject) -> None:
+    """Random runs of three dates (in any order, each date any number of times) over a few
+    keys, and people's actions between them: no event is ever lost or changed, no problem
+    has two cases, IDs are never reused, and each case's state is the fold of its
+    events."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('cases') / 'recon.db'}")
+    init_db(engine)
+    kept: list[tuple[object, ...]] = []
+    for _ in range(drawn.draw(st.integers(min_value=1, max_value=6))):
+        if drawn.draw(st.booleans()):
+            day = drawn.draw(st.sampled_from([DAY1, DAY2, DAY3]))
+            keys = drawn.draw(st.sets(st.sampled_from(["G1", "G2", "G3"]), min_size=1))
+            _run(engine, day, [payment_row(key, "5.00", "2026-11-27 03:00:00")
+                               for key in sorted(keys)])
+        else:
+            rows = list_cases(engine, "M001", cases.STATES)
+            if not rows:
+                continue
+            row = drawn.draw(st.sampled_from(rows))
+            action = drawn.draw(st.sampled_from(cases.PEOPLE_ACTIONS))
+            step = Action(action, drawn.draw(st.sampled_from(["ana", "budi"])), "command line",
+                          owner="budi", note="why",
+                          resolution=drawn.draw(st.sampled_from(cases.RESOLUTIONS)))
+            with contextlib.suppress(CaseRefused):  # a refused action leaves no trace
+                act(engine, [row.case_id], step, RULES)
+        with engine.connect() as conn:
+            events = [tuple(r) for r in conn.execute(
+                select(recon_case_events).order_by(recon_case_events.c.event_id))]
+            keys = [tuple(r) for r in conn.execute(select(
+                recon_cases.c.category, recon_cases.c.kind, recon_cases.c.case_key))]
+        assert events[:len(kept)] == kept  # appended to, never changed
+        kept = events
+        assert len(keys) == len(set(keys))
+        _assert_folds(engine)
+    ids = [row.case_id for row in list_cases(engine, "M001", cases.STATES)]
+    assert sorted(ids) == [f"M001-{n:06d}" for n in range(1, len(ids) + 1)]
     engine.dispose()

@@ -239,3 +239,17 @@ def age_of(case: CaseState, first_seen: dt.date, today: dt.date, calendar: Worki
         ack_overdue=case.state in AWAITING_ACK and past(ack_due),
         claim_overdue=case.state == RAISED_WITH_OVO and past(case.claim_due),
     )
+
+
+@dataclass(frozen=True)
+class ClaimLine:
+    """One transaction of a claim, as OVO's settlement team looks it up."""
+
+    case_id: str
+    merchant_invoice: str
+    ovo_reference_no: str
+    transaction_time_wib: str  # YYYY-MM-DD HH:MM:SS, or empty where no record has it
+    settled_amount: int | None  # minor units: what the file settled
+    recorded_amount: int | None  # minor units: what the merchant's records say
+    delta: int | None
+    what_is_wrong: str

@@ -59,7 +59,8 @@ def report_body(summary: Summary) -> tuple[str, str]:
     return text, body
 
 
-def _message(sender: str, to: tuple[str, ...], cc: tuple[str, ...], subject: str) -> EmailMessage:
+def message_to(sender: str, to: tuple[str, ...], cc: tuple[str, ...], subject: str
+               ) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
@@ -73,7 +74,7 @@ def _message(sender: str, to: tuple[str, ...], cc: tuple[str, ...], subject: str
 
 def build_report_email(summary: Summary, workbook: Path, sender: str,
                        to: tuple[str, ...], cc: tuple[str, ...] = ()) -> EmailMessage:
-    message = _message(sender, to, cc, report_subject(summary))
+    message = message_to(sender, to, cc, report_subject(summary))
     text, body = report_body(summary)
     message.set_content(text)
     message.add_alternative(body, subtype="html")
@@ -107,7 +108,7 @@ def build_alert_email(merchant_id: str, settlement_date: dt.date, reason_code: s
     """The alert for a date that was not reconciled, in words the settlement team acts on."""
     what, expect = _ALERT_TEXTS.get(reason_code, _RUN_FAILED)
     subject = f"[OVO recon] {merchant_id} {settlement_date}: ALERT, file not reconciled"
-    message = _message(sender, to, cc, subject)
+    message = message_to(sender, to, cc, subject)
     message.set_content(
         f"The OVO settlement file for merchant {merchant_id}, settlement date "
         f"{settlement_date:%A %d %B %Y}, {what}.\n\n"

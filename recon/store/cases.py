@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +37,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from recon.core import cases
 from recon.core import categories as cat
-from recon.core.cases import CaseRefused, CaseState, Event
+from recon.core.calendar import WIB
+from recon.core.cases import CaseRefused, CaseState, ClaimLine, Event
 from recon.core.found import refund_keys
 from recon.core.money import minor_text, to_minor
 from recon.core.result import ReconResult
 from recon.store.engine import WRITE_BATCH_ROWS, bulk_insert, database_error
 from recon.store.tables import (
+    ovo_payments,
+    ovo_refunds,
     recon_case_events,
     recon_case_numbers,
     recon_case_occurrences,
     recon_cases,
+    recon_exceptions,
 )
 
 KEY = ["category", "kind", "case_key"]
@@ -86,6 +90,7 @@ def _seen(result: ReconResult, day: dt.date) -> pd.DataFrame:
         keys = case_keys(rows, day)
         keys["line_no"] = rows["line_no"].to_numpy(dtype=np.int64)
         keys["amount_at_risk"] = _at_risk(rows["delta"], rows["gross"]).to_numpy()
+        keys["delta"] = rows["delta"].astype("Int64").to_numpy()
         keys["reason"] = rows["reason"].astype("str").to_numpy(dtype=object)
         frames.append(keys)
     # A record a later date settled already (this date run after it) is no open problem.
@@ -94,11 +99,12 @@ def _seen(result: ReconResult, day: dt.date) -> pd.DataFrame:
         "category": cat.MISSING_IN_SETTLEMENT, "kind": missing["kind"].astype("str"),
         "case_key": missing["record_key"].astype("str"), "line_no": 0,
         "amount_at_risk": _at_risk(missing["amount"], missing["amount"]).to_numpy(),
+        "delta": pd.array([pd.NA] * len(missing), dtype="Int64"),
         "reason": [f"{kind.lower()} of {day} not in the settlement file" for kind, day in
                    zip(missing["kind"].tolist(), missing["record_date"].tolist(),
                        strict=True)]}))
     seen = pd.concat(frames, ignore_index=True)
-    return seen.astype({"line_no": "int64", "amount_at_risk": "int64"})
+    return seen.astype({"line_no": "int64", "amount_at_risk": "int64", "delta": "Int64"})
 
 
 def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, run_id: int,
@@ -140,6 +146,7 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
         "case_id": occurrences["case_id"], "merchant_id": merchant,
         "settlement_date": day, "line_no": occurrences["line_no"], "run_id": run_id,
         "amount_at_risk": minor_text(occurrences["amount_at_risk"]).to_pylist(),
+        "delta": minor_text(occurrences["delta"]).to_pylist(),
         "reason": occurrences["reason"]}))
     conn.execute(text(f"DROP TABLE IF EXISTS {STAGED_KEYS.name}"))
 
@@ -240,21 +247,26 @@ class CaseRow:
     first_seen: dt.date
     last_seen: dt.date
     amount_at_risk: int
+    delta: int | None
     state: CaseState
 
 
 def _case_rows(conn: Any, *conditions: Any) -> list[CaseRow]:
     c, o = recon_cases, recon_case_occurrences
-    latest = (select(o.c.amount_at_risk).where(o.c.case_id == c.c.case_id)
-              .order_by(o.c.settlement_date.desc(), o.c.line_no).limit(1)
-              .scalar_subquery())
-    rows = conn.execute(select(c, latest.label("amount_at_risk")).where(*conditions)
+
+    def latest(column: Any) -> Any:  # of the case's latest occurrence
+        return (select(column).where(o.c.case_id == c.c.case_id)
+                .order_by(o.c.settlement_date.desc(), o.c.line_no).limit(1).scalar_subquery())
+
+    rows = conn.execute(select(c, latest(o.c.amount_at_risk).label("amount_at_risk"),
+                               latest(o.c.delta).label("delta")).where(*conditions)
                         .order_by(c.c.first_seen, c.c.case_id)).mappings().all()
     return [CaseRow(
         case_id=r["case_id"], merchant_id=r["merchant_id"], category=r["category"],
         kind=r["kind"], case_key=r["case_key"], first_seen=r["first_seen"],
         last_seen=r["last_seen"],
         amount_at_risk=to_minor(r["amount_at_risk"] or 0),
+        delta=None if r["delta"] is None else to_minor(r["delta"]),
         state=CaseState(state=r["state"], owner=r["owner"], resolution=r["resolution"],
                         note=r["note"], proposed_by=r["proposed_by"],
                         claim_due=r["claim_due"], raised_on=r["raised_on"],
@@ -349,3 +361,156 @@ def events_fold(engine: Engine, case_id: str) -> CaseState:
     """The fold of a case's events, as kept (the state `recon_cases` must equal)."""
     _, events, _ = case_history(engine, case_id)
     return cases.fold(events)
+
+
+def _edit_actions(edit: Any, case: CaseState) -> list[Action]:
+    """What an edited Cases row asks of its case, as actions in order (none where the row
+    is as written). CaseRefused where the row asks what no action does."""
+    where = f"row {edit.line} ({edit.case_id})"
+    target = edit.state or case.state
+    if target not in cases.STATES:
+        raise CaseRefused(f"{where}: State {edit.state!r} is not one of "
+                          f"{', '.join(cases.STATES)}")
+    note = edit.note if edit.note != case.note else ""
+    owner = edit.owner if edit.owner != case.owner else ""
+    if target == case.state:
+        if edit.resolution != case.resolution:
+            raise CaseRefused(f"{where}: Resolution changed but State is still {case.state} "
+                              "(set State to RESOLVED to resolve)")
+        return ([Action(cases.ASSIGN, "", "", owner=owner)] if owner else []) + (
+            [Action(cases.NOTE, "", "", note=note)] if note else [])
+    moves = {cases.ACKNOWLEDGED: cases.ACK, cases.REOPENED: cases.REOPEN,
+             cases.RESOLVED: (cases.APPROVE if case.state == cases.PENDING_APPROVAL
+                              else cases.RESOLVE),
+             cases.PENDING_APPROVAL: cases.RESOLVE}
+    if target not in moves:
+        raise CaseRefused(f"{where}: State {target} is not set from a workbook"
+                          + (" (recon cases raise sends the claim)"
+                             if target == cases.RAISED_WITH_OVO else ""))
+    action = moves[target]
+    first = Action(action, "", "", owner=owner if action == cases.ACK else "",
+                   resolution=edit.resolution if action == cases.RESOLVE else "", note=note)
+    return [first] + ([Action(cases.ASSIGN, "", "", owner=owner)]
+                      if owner and action != cases.ACK else [])
+
+
+def apply_edits(engine: Engine, edits: Sequence[Any], actor: str, rules: cases.Rules,
+                dry_run: bool = False, at: dt.datetime | None = None
+                ) -> list[tuple[str, Event]]:
+    """An edited Cases sheet's rows as events, all or nothing: CaseRefused naming the row
+    for an unknown ID, a case changed since the sheet was written (its version), an
+    invalid transition or a resolution without its code; nothing is applied then, nor
+    with `dry_run`."""
+    at = at or dt.datetime.now(dt.UTC)
+    done: list[tuple[str, Event]] = []
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            for edit in edits:
+                found = _case_rows(conn, recon_cases.c.case_id == edit.case_id)
+                if not found:
+                    raise CaseRefused(f"row {edit.line}: no case {edit.case_id}")
+                row, case = found[0], found[0].state
+                if edit.version != case.version:
+                    raise CaseRefused(f"row {edit.line} ({edit.case_id}): the case changed "
+                                      f"since the workbook was written (version "
+                                      f"{edit.version}, now {case.version})")
+                for step in _edit_actions(edit, case):
+                    try:
+                        event = cases.decide(case, step.action, actor, at, "workbook import",
+                                             rules, amount_at_risk=row.amount_at_risk,
+                                             owner=step.owner, resolution=step.resolution,
+                                             note=step.note)
+                    except CaseRefused as exc:
+                        raise CaseRefused(f"row {edit.line} ({edit.case_id}): "
+                                          f"{exc.message}") from exc
+                    case = _append(conn, edit.case_id, case, event)
+                    done.append((edit.case_id, event))
+            if dry_run:
+                transaction.rollback()
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    return done
+
+
+def claim_lines(conn: Any, rows: Sequence[CaseRow]) -> list[ClaimLine]:
+    """The transactions of cases, as a claim to OVO lists them: the keys and amounts of
+    each case's latest exception row, and the transaction time its record gives."""
+    o, x = recon_case_occurrences, recon_exceptions
+    lines = []
+    for row in rows:
+        seen = conn.execute(select(o.c.settlement_date, o.c.line_no, o.c.reason).where(
+            o.c.case_id == row.case_id).order_by(o.c.settlement_date.desc(), o.c.line_no)
+            .limit(1)).first()
+        found: dict[str, Any] = {}
+        if seen is not None:
+            at_line = (x.c.line_no == seen.line_no if seen.line_no
+                       else and_(x.c.category == row.category, x.c.record_key == row.case_key))
+            found = dict(conn.execute(select(x).where(
+                x.c.merchant_id == row.merchant_id, x.c.settlement_date == seen.settlement_date,
+                at_line)).mappings().first() or {})
+        invoice = found.get("merchant_invoice") or row.case_key
+        lines.append(ClaimLine(
+            case_id=row.case_id, merchant_invoice=invoice,
+            ovo_reference_no=found.get("ovo_reference_no") or "",
+            transaction_time_wib=_record_time(conn, row, invoice),
+            settled_amount=_minor_or_none(found.get("file_amount")),
+            recorded_amount=_minor_or_none(found.get("record_amount")),
+            delta=_minor_or_none(found.get("delta")),
+            what_is_wrong=f"{row.category}: "
+                          f"{found.get('reason') or (seen.reason if seen else '')}"))
+    return lines
+
+
+def _minor_or_none(value: Any) -> int | None:
+    return None if value is None else to_minor(value)
+
+
+def _record_time(conn: Any, row: CaseRow, invoice: str) -> str:
+    """The record's own time in WIB: the payment's, or the refund's for a refund case."""
+    if row.kind == cat.REFUND:
+        t, column, key = ovo_refunds, ovo_refunds.c.refund_time, row.case_key
+        where = t.c.partner_refund_no == key
+    else:
+        t, column = ovo_payments, ovo_payments.c.transaction_time
+        where = and_(t.c.partner_reference_no == invoice, t.c.merchant_id == row.merchant_id)
+    moment = conn.execute(select(column).where(where)).scalar_one_or_none()
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(WIB).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def raise_cases(engine: Engine, case_ids: Sequence[str], actor: str, rules: cases.Rules,
+                send: Callable[[list[ClaimLine], dt.date], str], note: str = "",
+                at: dt.datetime | None = None) -> tuple[list[tuple[str, Event]], str]:
+    """Raise cases with OVO, all or nothing, in one transaction: each case must be one a
+    claim can be raised for; `send` is given the claim's lines and due date and sends
+    (or writes) the email; the cases become RAISED_WITH_OVO only once it went. Returns
+    the events and what `send` said."""
+    at = at or dt.datetime.now(dt.UTC)
+    done: list[tuple[str, Event]] = []
+    try:
+        with engine.begin() as conn:
+            rows = []
+            for case_id in case_ids:
+                found = _case_rows(conn, recon_cases.c.case_id == case_id)
+                if not found:
+                    raise CaseRefused(f"no case {case_id}")
+                rows.append(found[0])
+            events = [cases.decide(row.state, cases.RAISE, actor, at, "command line", rules,
+                                   amount_at_risk=row.amount_at_risk, note=note)
+                      for row in rows]
+            merchants = {row.merchant_id for row in rows}
+            if len(merchants) != 1:
+                raise CaseRefused(f"a claim is one merchant's; these cases are of "
+                                  f"{', '.join(sorted(merchants))}")
+            due = events[0].due_date
+            assert due is not None
+            sent = send(claim_lines(conn, rows), due)
+            for row, event in zip(rows, events, strict=True):
+                _append(conn, row.case_id, row.state, event)
+                done.append((row.case_id, event))
+    except SQLAlchemyError as exc:
+        raise database_error(engine, exc) from exc
+    return done, sent

@@ -223,6 +223,7 @@ recon_case_occurrences = Table(
     Column("line_no", Integer, nullable=False),
     Column("run_id", Id, nullable=False),
     Column("amount_at_risk", Money, nullable=False),
+    Column("delta", Money),
     Column("reason", Text, nullable=False),
     PrimaryKeyConstraint("case_id", "settlement_date", "line_no",
                          name="pk_recon_case_occurrences"),
