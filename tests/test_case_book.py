@@ -210,3 +210,44 @@ def test_a_claim_to_ovo_lists_the_cases_and_raises_them(database_url: str,
         raise_cases(engine, ["M001-000002", "M001-000001"], "ana", RULES, send, at=at)
     assert len(sent) == 1
     engine.dispose()
+
+
+def test_the_cases_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recon cases` end to end: list as JSON, act, show the history, a refusal (exit 11,
+    one line, nothing applied), export and import, a claim without its address (exit 2)."""
+    import json
+
+    from recon.app.cli import main
+
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    engine, _ = _cases(url, tmp_path)
+    engine.dispose()
+    monkeypatch.delenv("RECON_CONFIG", raising=False)
+    db = ["--database", url]
+    assert main(["cases", "list", *db, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["case_id"], r["state"], r["case_key"]) for r in listed] == [
+        (f"M001-00000{n}", "OPEN", f"G{n}") for n in (1, 2, 3)]
+    assert main(["cases", "ack", "M001-000001", "M001-000002", *db, "--by", "ana"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "M001-000001: OPEN -> ACKNOWLEDGED (ack by ana)",
+        "M001-000002: OPEN -> ACKNOWLEDGED (ack by ana)"]
+    assert main(["cases", "ack", "M001-000003", "M001-000001", *db, "--by", "ana"]) == 11
+    out = capsys.readouterr()
+    assert out.err == ("recon: CASE_REFUSED: cannot ack a case that is ACKNOWLEDGED (only one "
+                       "that is OPEN or REOPENED)\n")
+    assert main(["cases", "list", *db, "--state", "OPEN", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("M001-000003,2026-11-30,")
+    assert main(["cases", "show", "M001-000001", *db]) == 0
+    shown = capsys.readouterr().out
+    assert "system       opened     - -> OPEN  [run 1]" in shown
+    assert "ana          ack        OPEN -> ACKNOWLEDGED  [command line]  owner ana" in shown
+    assert main(["cases", "export", *db, "--merchant", "M001", "--out", str(tmp_path)]) == 0
+    exported = Path(capsys.readouterr().out.strip().rsplit(": ", 1)[1])
+    _edit(exported, tmp_path / "edited.xlsx", {4: {"State": "ACKNOWLEDGED"}})
+    assert main(["cases", "import", str(tmp_path / "edited.xlsx"), *db, "--by", "budi"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("applied 1 change(s)")
+    monkeypatch.delenv("RECON_OVO_CLAIMS_TO", raising=False)
+    assert main(["cases", "raise", "M001-000001", *db, "--by", "ana"]) == 2
+    assert "ovo_claims_to is not set" in capsys.readouterr().err

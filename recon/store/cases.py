@@ -68,12 +68,13 @@ def case_keys(rows: pd.DataFrame, day: dt.date) -> pd.DataFrame:
     """Each flagged settlement row's case key (KEY columns)."""
     kind = rows["transaction_type"].astype("str").to_numpy(dtype=object)
     key = np.where(kind == cat.PAYMENT, rows["merchant_invoice"].astype("str"),
-                   refund_keys(rows).astype("str"))
+                   refund_keys(rows).astype("str")).astype(object)
     invalid = (rows["category"].astype("str") == cat.INVALID_ROW).to_numpy() | (key == "")
-    at_line = [f"{day.isoformat()}:{line}" for line in rows["line_no"].tolist()]
+    if invalid.any():  # a key of its date and line, made for those rows only
+        lines = rows["line_no"].to_numpy(dtype=np.int64)[invalid]
+        key[invalid] = [f"{day.isoformat()}:{line}" for line in lines.tolist()]
     return pd.DataFrame({"category": rows["category"].astype("str").to_numpy(dtype=object),
-                         "kind": np.where(invalid, "ROW", kind),
-                         "case_key": np.where(invalid, at_line, key)})
+                         "kind": np.where(invalid, "ROW", kind), "case_key": key})
 
 
 def _at_risk(delta: pd.Series, amount: pd.Series) -> pd.Series:
@@ -184,15 +185,16 @@ def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.date
         "first_seen": day, "last_seen": day, "state": cases.OPEN, "owner": "",
         "resolution": "", "note": "", "proposed_by": "", "version": 0}))
     c, e = recon_cases, recon_case_events
+    # Only new cases are at version 0, and they are OPEN: found through the state index.
+    new_ones = (c.c.merchant_id == merchant, c.c.state == cases.OPEN, c.c.version == 0)
     conn.execute(insert(e).from_select(
         ["case_id", "at", "actor", "action", "from_state", "to_state", "owner", "resolution",
          "note", "source"],
         select(c.c.case_id, literal(at, e.c.at.type), literal(cases.SYSTEM),
                literal(cases.OPENED), literal(None, e.c.from_state.type),
                literal(cases.OPEN), literal(""), literal(""), literal(""), literal(source))
-        .where(c.c.merchant_id == merchant, c.c.version == 0)))
-    conn.execute(update(c).where(c.c.merchant_id == merchant, c.c.version == 0)
-                 .values(version=1))
+        .where(*new_ones)))
+    conn.execute(update(c).where(*new_ones).values(version=1))
 
 
 def _system(conn: Any, known: pd.DataFrame, staged: pd.DataFrame, merchant: str,
