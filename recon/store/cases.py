@@ -121,7 +121,7 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
                            "case_key": result.closures["record_key"].astype("str")})
     staged = pd.concat([seen[KEY].assign(seen=1), closed.assign(seen=0)], ignore_index=True)
     staged = staged.sort_values("seen", kind="stable").drop_duplicates(KEY, keep="last")
-    conn.execute(text(f"DROP TABLE IF EXISTS {STAGED_KEYS.name}"))
+    _drop_staged(conn)
     STAGED_KEYS.create(conn)
     bulk_insert(conn, STAGED_KEYS, staged)
     source = f"run {run_id}"
@@ -149,7 +149,16 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
         "amount_at_risk": minor_text(occurrences["amount_at_risk"]).to_pylist(),
         "delta": minor_text(occurrences["delta"]).to_pylist(),
         "reason": occurrences["reason"]}))
-    conn.execute(text(f"DROP TABLE IF EXISTS {STAGED_KEYS.name}"))
+    _drop_staged(conn)
+
+
+def _drop_staged(conn: Any) -> None:
+    """The staged keys' table gone, if a failed run on this connection left it. Never a
+    plain DROP TABLE on MariaDB, which would commit the run's transaction there."""
+    name = STAGED_KEYS.name
+    conn.execute(text({"mysql": f"DROP TEMPORARY TABLE IF EXISTS {name}",
+                       "sqlite": f"DROP TABLE IF EXISTS temp.{name}"}
+                      .get(conn.dialect.name, f"DROP TABLE IF EXISTS {name}")))
 
 
 def _known(conn: Any, merchant: str) -> pd.DataFrame:
