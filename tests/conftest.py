@@ -150,3 +150,17 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield str(PREFECT_API_URL.value())
+
+
+def libreoffice() -> str:
+    """The path of LibreOffice's soffice. Without it a test is skipped here, and fails
+    under CI (`.ci/run` installs it)."""
+    import shutil
+
+    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    if soffice is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("LibreOffice (soffice) is not installed: .ci/run installs it")
+        pytest.skip("LibreOffice (soffice) is not installed")
+    return soffice
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from recon.report.cases_book import read_edits, write_cases_workbook
 from recon.store.cases import apply_edits, list_cases
 from recon.store.engine import init_db, make_engine
 from tests.builders import payment_row
+from tests.conftest import libreoffice
 from tests.test_case_store import DAY1, _run
 
 CAL = WorkingCalendar()
@@ -135,11 +135,7 @@ def test_a_workbook_of_another_shape_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_sheet_saved_again_by_libreoffice_imports_the_same(tmp_path: Path) -> None:
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if soffice is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("LibreOffice (soffice) is not installed: .ci/run installs it")
-        pytest.skip("LibreOffice (soffice) is not installed")
+    soffice = libreoffice()
     url = f"sqlite:///{tmp_path / 'recon.db'}"
     engine, path = _cases(url, tmp_path)
     edited = _edit(path, tmp_path / "edited.xlsx", EDITS)

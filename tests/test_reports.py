@@ -33,6 +33,7 @@ from tests.builders import (
     refunds_frame,
     rows_frame,
 )
+from tests.conftest import libreoffice
 
 INJECTIONS = ["=HYPERLINK(\"http://x\",\"y\")", "+SUM(1,2)", "-2+3", "@SUM(A1)", "000123"]
 
@@ -255,14 +256,9 @@ def test_the_csv_overflow_is_what_python_s_csv_writes(tmp_path_factory: Any,
 
 def test_libreoffice_converts_the_workbook(result, summary, tmp_path: Path) -> None:
     import os
-    import shutil
     import subprocess
 
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if soffice is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("LibreOffice (soffice) is not installed: .ci/run installs it")
-        pytest.skip("LibreOffice (soffice) is not installed")
+    soffice = libreoffice()
     path = write_exception_workbook(result, summary, tmp_path / "recon_M001_20261130.xlsx")
     done = subprocess.run([soffice, "--headless", "--norestore", "--convert-to", "pdf",
                            "--outdir", str(tmp_path / "pdf"), str(path)],

@@ -7,14 +7,12 @@ import csv
 import datetime as dt
 import os
 import re
-import shutil
 import subprocess
 from decimal import Decimal
 from pathlib import Path
 from unittest import mock
 
 import pandas as pd
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
@@ -22,6 +20,7 @@ from python_calamine import CalamineWorkbook
 
 from recon.core.calendar import WIB
 from recon.report import workbook as wb
+from tests.conftest import libreoffice
 
 COLS = (wb.Col("Line", "n", "int"), wb.Col("Text", "text"), wb.Col("Amount", "amount", "money"),
         wb.Col("At (WIB)", "at", "time"), wb.Col("On", "on", "date"))
@@ -118,11 +117,7 @@ def test_calamine_reads_what_openpyxl_reads(tmp_path: Path) -> None:
 
 
 def test_libreoffice_shows_the_rows_as_formatted(tmp_path: Path) -> None:
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if soffice is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("LibreOffice (soffice) is not installed: .ci/run installs it")
-        pytest.skip("LibreOffice (soffice) is not installed")
+    soffice = libreoffice()
     rows = [("INV-1", 123450, dt.datetime(2026, 11, 27, 10, 0, 5), dt.date(2026, 11, 27)),
             ("+SUM(1,2)", -5, None, None), (" a&b<c> ", None, None, dt.date(2026, 1, 2))]
     path = _write(_frame(rows), tmp_path / "t.xlsx")
