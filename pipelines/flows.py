@@ -33,6 +33,8 @@ from sqlalchemy import Engine  # noqa: E402
 
 from recon.config import Settings, load_settings  # noqa: E402
 from recon.core.calendar import WIB, WorkingCalendar, today_wib  # noqa: E402
+from recon.core.cases import CaseFigures  # noqa: E402
+from recon.core.cases import figures as case_figures  # noqa: E402
 from recon.core.errors import (  # noqa: E402
     ConfigError,
     NotificationFailed,
@@ -480,7 +482,8 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
                 persisted = persisting.result()
         summary = summary.with_run(RunFigures(
             attempt=persisted.attempt, rerun=persisted.rerun, started_at=started_at,
-            run_id=persisted.run_id, finished_at=persisted.finished_at))
+            run_id=persisted.run_id, finished_at=persisted.finished_at),
+            _case_figures(persisted, settings, day))
         _staged(write_summary, summary, staging / "summary.json")
         check_publishable(folder)
         writer.commit()
@@ -490,6 +493,16 @@ def _persist_and_report(settings: Settings, engine: Engine, fetched: FetchedFile
         raise
     paths = report_task(result, summary, staged, folder)  # published under the lock
     return summary, paths
+
+
+def _case_figures(persisted: PersistedRun, settings: Settings, day: dt.date
+                  ) -> CaseFigures | None:
+    """The cases as the run leaves them, aged as of its settlement date."""
+    standing = persisted.cases
+    if standing is None:
+        return None
+    return case_figures(standing.opened, standing.resolved_today, standing.unresolved, day,
+                        _calendar(settings), settings.case_ack_sla_days)
 
 
 def _staged(write: Callable[..., Path], *args: Any) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from recon.core.calendar import WorkingCalendar, wib_date
 from recon.core.errors import ReconError
+from recon.core.money import format_amount
 
 OPEN = "OPEN"
 ACKNOWLEDGED = "ACKNOWLEDGED"
@@ -253,3 +254,43 @@ class ClaimLine:
     recorded_amount: int | None  # minor units: what the merchant's records say
     delta: int | None
     what_is_wrong: str
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """The cases as a run's report shows them: opened by the run, resolved on its day,
+    the unresolved by age bucket (count and amount at risk, minor units), and the overdue
+    acknowledgements and claims."""
+
+    opened: int
+    resolved: int
+    open_by_age: dict[str, tuple[int, int]]
+    overdue_acknowledgements: int
+    overdue_claims: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"opened": self.opened, "resolved": self.resolved,
+                "open_by_age": {
+                    bucket: {"cases": count, "amount_at_risk": format_amount(amount)}
+                    for bucket, (count, amount) in self.open_by_age.items()},
+                "overdue_acknowledgements": self.overdue_acknowledgements,
+                "overdue_claims": self.overdue_claims}
+
+
+def figures(opened: int, resolved: int,
+            unresolved: Iterable[tuple[dt.date, str, dt.date | None, int]], as_of: dt.date,
+            calendar: WorkingCalendar, ack_sla_days: int) -> CaseFigures:
+    """The figures of the unresolved cases (first seen, state, claim due, amount at risk)
+    as of a date: the run's settlement date, so the same data give the same report."""
+    buckets = {bucket: [0, 0] for bucket in AGE_BUCKETS}
+    acks = claims = 0
+    for first_seen, state, claim_due, amount in unresolved:
+        age = age_of(CaseState(state=state, claim_due=claim_due), first_seen, as_of, calendar,
+                     ack_sla_days)
+        buckets[age.bucket][0] += 1
+        buckets[age.bucket][1] += amount
+        acks += age.ack_overdue
+        claims += age.claim_overdue
+    return CaseFigures(opened=opened, resolved=resolved,
+                       open_by_age={b: (n, a) for b, (n, a) in buckets.items()},
+                       overdue_acknowledgements=acks, overdue_claims=claims)

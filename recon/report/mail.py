@@ -34,6 +34,19 @@ def _table_lines(summary: Summary) -> list[tuple[str, int, str]]:
             for name in cat.ALL_CATEGORIES]
 
 
+def _case_lines(summary: Summary) -> list[str]:
+    """The exception cases in a few lines: opened and resolved, open by age, overdue."""
+    figures = summary.cases
+    if figures is None:
+        return []
+    ages = ", ".join(f"{bucket} working days: {count} (IDR {format_idr(amount)})"
+                     for bucket, (count, amount) in figures.open_by_age.items())
+    return [f"Cases: {figures.opened} opened by this run, {figures.resolved} resolved today",
+            f"Open cases by age: {ages}",
+            f"Overdue: {figures.overdue_acknowledgements} acknowledgements, "
+            f"{figures.overdue_claims} claims to OVO (recon cases list --overdue)"]
+
+
 def report_body(summary: Summary) -> tuple[str, str]:
     rows = _table_lines(summary)
     file = summary.file
@@ -42,6 +55,7 @@ def report_body(summary: Summary) -> tuple[str, str]:
         f"Covers transaction dates {', '.join(d.isoformat() for d in summary.covered_dates)}",
         f"File {file.name} ({file.rows} rows, sha256 {file.sha256[:16]})",
         f"Open items from earlier dates still open: {summary.open_items}",
+        *_case_lines(summary),
     ]
     width = max(len(r[0]) for r in rows)
     text = "\n".join(intro) + "\n\n" + "\n".join(

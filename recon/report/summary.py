@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.core import categories as cat
+from recon.core.cases import CaseFigures
 from recon.core.errors import ConfigError
 from recon.core.money import format_amount, to_minor
 from recon.core.result import ReconResult
@@ -62,9 +63,10 @@ class Summary:
     open_items: int  # earlier MISSING_IN_SETTLEMENT items still open after this run
     closed_items: int
     run: RunFigures | None = None
+    cases: CaseFigures | None = None  # the merchant's exception cases after the run
 
-    def with_run(self, run: RunFigures) -> Summary:
-        return dataclasses.replace(self, run=run)
+    def with_run(self, run: RunFigures, cases: CaseFigures | None = None) -> Summary:
+        return dataclasses.replace(self, run=run, cases=cases or self.cases)
 
     def to_dict(self) -> dict[str, Any]:
         """summary.json's content: amounts as exact decimal text, dates as ISO text."""
@@ -85,12 +87,14 @@ class Summary:
         }
         if self.run is not None:
             data["run"] = self.run.to_dict()
+        if self.cases is not None:
+            data["cases"] = self.cases.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
         """A summary.json read back; KeyError, TypeError or ValueError where it is not one."""
-        run = data.get("run")
+        run, figures = data.get("run"), data.get("cases")
 
         def moment(text: str | None) -> dt.datetime | None:
             return None if text is None else dt.datetime.fromisoformat(text)
@@ -114,6 +118,12 @@ class Summary:
                 attempt=int(run["attempt"]), rerun=bool(run["rerun"]),
                 started_at=dt.datetime.fromisoformat(run["started_at"]),
                 run_id=run.get("run_id"), finished_at=moment(run.get("finished_at"))),
+            cases=None if figures is None else CaseFigures(
+                opened=int(figures["opened"]), resolved=int(figures["resolved"]),
+                open_by_age={str(bucket): (int(v["cases"]), to_minor(v["amount_at_risk"]))
+                             for bucket, v in figures["open_by_age"].items()},
+                overdue_acknowledgements=int(figures["overdue_acknowledgements"]),
+                overdue_claims=int(figures["overdue_claims"])),
         )
 
 

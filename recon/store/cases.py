@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     insert,
     literal,
     select,
@@ -108,8 +109,19 @@ def _seen(result: ReconResult, day: dt.date) -> pd.DataFrame:
     return seen.astype({"line_no": "int64", "amount_at_risk": "int64", "delta": "Int64"})
 
 
+@dataclass(frozen=True)
+class CaseStanding:
+    """The merchant's cases as a run leaves them: how many it opened, how many were
+    resolved on its day (WIB), and every unresolved case's first date, state, claim due
+    date and amount at risk (minor units)."""
+
+    opened: int
+    resolved_today: int
+    unresolved: list[tuple[dt.date, str, dt.date | None, int]]
+
+
 def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, run_id: int,
-                 at: dt.datetime) -> None:
+                 at: dt.datetime) -> CaseStanding:
     """What the run's exceptions and closures do to the merchant's cases, in the run's
     transaction: a new problem opens a case, a resolved one seen on a later date than it
     was last seen reopens, a MISSING_IN_SETTLEMENT record a later file settles resolves
@@ -128,7 +140,8 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
     known = _known(conn, merchant)
     fresh = staged.loc[staged["seen"] == 1].merge(known[KEY], how="left", on=KEY,
                                                   indicator=True)
-    _open(conn, merchant, day, fresh.loc[fresh["_merge"] == "left_only", KEY], at, source)
+    new = fresh.loc[fresh["_merge"] == "left_only", KEY]
+    _open(conn, merchant, day, new, at, source)
     _system(conn, known, staged, merchant, day, at, source)
     marked = and_(*(STAGED_KEYS.c[name] == recon_cases.c[name] for name in KEY),
                   STAGED_KEYS.c.seen == 1)
@@ -150,6 +163,33 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
         "delta": minor_text(occurrences["delta"]).to_pylist(),
         "reason": occurrences["reason"]}))
     _drop_staged(conn)
+    return CaseStanding(opened=len(new), resolved_today=_resolved_on(conn, merchant, at),
+                        unresolved=_unresolved(conn, merchant))
+
+
+def _resolved_on(conn: Any, merchant: str, at: dt.datetime) -> int:
+    """The merchant's cases resolved on `at`'s day in WIB, by anyone."""
+    start = dt.datetime.combine(at.astimezone(WIB).date(), dt.time(), WIB).astimezone(dt.UTC)
+    c, e = recon_cases, recon_case_events
+    return int(conn.execute(select(func.count(func.distinct(e.c.case_id))).select_from(
+        e.join(c, c.c.case_id == e.c.case_id)).where(
+        c.c.merchant_id == merchant, e.c.to_state == cases.RESOLVED, e.c.at >= start,
+        c.c.state == cases.RESOLVED)).scalar_one())
+
+
+def _unresolved(conn: Any, merchant: str) -> list[tuple[dt.date, str, dt.date | None, int]]:
+    """Every unresolved case of the merchant: first seen, state, claim due, and the
+    amount at risk of its latest occurrence."""
+    c, o = recon_cases, recon_case_occurrences
+    ranked = select(o.c.case_id, o.c.amount_at_risk, func.row_number().over(
+        partition_by=o.c.case_id,
+        order_by=(o.c.settlement_date.desc(), o.c.line_no)).label("n")).where(
+        o.c.merchant_id == merchant).subquery()
+    rows = conn.execute(select(c.c.first_seen, c.c.state, c.c.claim_due,
+                               ranked.c.amount_at_risk).select_from(
+        c.outerjoin(ranked, and_(ranked.c.case_id == c.c.case_id, ranked.c.n == 1))).where(
+        c.c.merchant_id == merchant, c.c.state.in_(cases.UNRESOLVED)))
+    return [(first, state, due, to_minor(amount or 0)) for first, state, due, amount in rows]
 
 
 def _drop_staged(conn: Any) -> None:

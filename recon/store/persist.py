@@ -28,7 +28,7 @@ from recon.core.errors import StoreError
 from recon.core.money import minor_text
 from recon.core.result import Ledger, ReconResult
 from recon.core.schemas import text_array
-from recon.store.cases import record_cases
+from recon.store.cases import CaseStanding, record_cases
 from recon.store.copy import LEDGER_COPY_COLUMNS
 from recon.store.engine import WRITE_BATCH_ROWS, bulk_insert, database_error
 from recon.store.history import RunRecord
@@ -52,6 +52,7 @@ class PersistedRun:
     attempt: int
     rerun: bool
     finished_at: dt.datetime
+    cases: CaseStanding | None = None  # the merchant's cases as the run leaves them
 
 
 def _iso_date_text(values: pd.Series) -> pa.Array:
@@ -330,7 +331,7 @@ class RunWriter:
                             closed_by_line=bindparam("b_line")),
                     closures,
                 )
-            record_cases(conn, result, merchant, day, run_id, finished)
+            standing = record_cases(conn, result, merchant, day, run_id, finished)
             conn.execute(update(recon_runs).where(recon_runs.c.run_id == run_id).values(
                 finished_at=finished, exceptions=run.exceptions,
                 summary_json=json.dumps(run.summary, sort_keys=True)))
@@ -343,7 +344,7 @@ class RunWriter:
         log.info("wrote run %s (attempt %d): %d ledger entries, %d closures; not committed yet",
                  run_id, attempt, entries, len(result.closures))
         return PersistedRun(run_id=run_id, attempt=attempt, rerun=attempt > 1,
-                            finished_at=finished)
+                            finished_at=finished, cases=standing)
 
     def commit(self) -> None:
         """Make what `write` wrote visible to others, in one commit."""
