@@ -170,9 +170,7 @@ CREATE TABLE recon_runs (
 CREATE INDEX ix_recon_runs_date ON recon_runs (merchant_id, settlement_date);
 
 CREATE OR REPLACE FUNCTION recon_case_events_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP;
-END
+BEGIN RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP; END
 $$ LANGUAGE plpgsql;
 
 DROP TRIGGER IF EXISTS recon_case_events_append_only ON recon_case_events;

@@ -243,10 +243,9 @@ recon_locks = Table(
 
 #: PostgreSQL's guard of the case history: an event is never changed or deleted.
 APPEND_ONLY_EVENTS = (
+    # The body on one line: a script of these statements is split where a line ends in ';'.
     """CREATE OR REPLACE FUNCTION recon_case_events_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP;
-END
+BEGIN RAISE EXCEPTION 'recon_case_events is append-only: % refused', TG_OP; END
 $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS recon_case_events_append_only ON recon_case_events",
     """CREATE TRIGGER recon_case_events_append_only
