@@ -464,7 +464,8 @@ def test_flagged_rows_on_disk_report_as_the_whole_match_s(
     import dataclasses
 
     from recon.core.match import conform_inputs
-    from recon.inparts.flagged import FLAGGED_COLUMNS, FlaggedWriter
+    from recon.core.result import FLAGGED_COLUMNS
+    from recon.inparts.flagged import FlaggedWriter
     from recon.inparts.parts import matched_parts, reported_of_parts
     from recon.report.summary import build_summary
     from recon.report.workbook import WorkbookOptions, write_exception_workbook

@@ -15,6 +15,16 @@ from recon.core import categories as cat
 from recon.core.calendar import WorkingCalendar
 from recon.core.fees import FeeRules
 
+#: The flagged rows' columns the workbook and the store read, as their frame types.
+FLAGGED_COLUMNS = {
+    "line_no": "int64", "transaction_type": "str", "merchant_invoice": "str",
+    "refund_invoice": "str", "ovo_reference_no": "str", "payment_source": "str",
+    "transaction_time": "datetime64[ns, UTC]", "gross": "Int64", "mdr": "Int64",
+    "tax": "Int64", "net": "Int64", "record_key": "str", "match_rule": "str",
+    "record_amount": "Int64", "record_status": "str", "record_date": "object",
+    "delta": "Int64", "reason": "str", "flags": "str", "category": "str",
+}
+
 
 class FlaggedRows(Protocol):
     """A result's flagged rows, wherever they are kept (in memory, or on disk for a run in
@@ -38,6 +48,7 @@ class FlaggedFrame:
 
     def __init__(self, rows: pd.DataFrame) -> None:
         self.rows = rows
+        self._shown = rows.loc[:, list(FLAGGED_COLUMNS)]  # what readers take, no more
         category = rows["category"]
         self.counts = {name: int((category == name).sum())
                        for name in cat.ROW_CATEGORIES if name != cat.MATCHED}
@@ -54,10 +65,10 @@ class FlaggedFrame:
 
     def _taken(self, positions: np.ndarray, start: int, rows: int) -> Iterator[pd.DataFrame]:
         for at in range(start, len(positions), rows):
-            yield self.rows.take(positions[at:at + rows])
+            yield self._shown.take(positions[at:at + rows])
 
     def head(self, category: str, rows: int) -> pd.DataFrame:
-        return self.rows.take(self._of(category)[:rows])
+        return self._shown.take(self._of(category)[:rows])
 
     def batches(self, category: str, rows: int, start: int = 0) -> Iterator[pd.DataFrame]:
         return self._taken(self._of(category), start, rows)

@@ -21,17 +21,9 @@ import pandas as pd
 import pyarrow as pa
 
 from recon.core import categories as cat
+from recon.core.result import FLAGGED_COLUMNS
 from recon.inparts.spill import disk_errors, disk_schema, make_folder
 
-#: The flagged rows' columns the workbook and the store read, as their frame types.
-FLAGGED_COLUMNS = {
-    "line_no": "int64", "transaction_type": "str", "merchant_invoice": "str",
-    "refund_invoice": "str", "ovo_reference_no": "str", "payment_source": "str",
-    "transaction_time": "datetime64[ns, UTC]", "gross": "Int64", "mdr": "Int64",
-    "tax": "Int64", "net": "Int64", "record_key": "str", "match_rule": "str",
-    "record_amount": "Int64", "record_status": "str", "record_date": "object",
-    "delta": "Int64", "reason": "str", "flags": "str", "category": "str",
-}
 _SCHEMA = disk_schema(FLAGGED_COLUMNS)
 _LABELS = [name for name in FLAGGED_COLUMNS if name in
            {"payment_source", "match_rule", "record_status", "category"}]

@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import (
     Column,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -62,6 +63,8 @@ STAGED_KEYS = Table(
     Column("kind", String(8), nullable=False),
     Column("case_key", String(160), nullable=False),
     Column("seen", Integer, nullable=False),  # 1: an exception of this run; 0: a closure
+    # The cases' updates probe it once per case: without an index SQLite scans it each time.
+    Index("ix_recon_case_keys_staged", "category", "kind", "case_key"),
     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
@@ -141,7 +144,7 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
     fresh = staged.loc[staged["seen"] == 1].merge(known[KEY], how="left", on=KEY,
                                                   indicator=True)
     new = fresh.loc[fresh["_merge"] == "left_only", KEY]
-    _open(conn, merchant, day, new, at, source)
+    opened = _open(conn, merchant, day, new, at, source)
     _system(conn, known, staged, merchant, day, at, source)
     marked = and_(*(STAGED_KEYS.c[name] == recon_cases.c[name] for name in KEY),
                   STAGED_KEYS.c.seen == 1)
@@ -151,7 +154,7 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
             recon_cases.c.merchant_id == merchant, later,
             exists(select(literal(1)).select_from(STAGED_KEYS).where(marked)))
             .values({column: day}))
-    ids = _known(conn, merchant)[[*KEY, "case_id"]]
+    ids = pd.concat([known[[*KEY, "case_id"]], opened], ignore_index=True)
     occurrences = seen.merge(ids, how="left", on=KEY)
     t = recon_case_occurrences
     conn.execute(delete(t).where(t.c.merchant_id == merchant, t.c.settlement_date == day))
@@ -179,17 +182,24 @@ def _resolved_on(conn: Any, merchant: str, at: dt.datetime) -> int:
 
 def _unresolved(conn: Any, merchant: str) -> list[tuple[dt.date, str, dt.date | None, int]]:
     """Every unresolved case of the merchant: first seen, state, claim due, and the
-    amount at risk of its latest occurrence."""
+    amount at risk of its latest occurrence. One join, the latest picked here: a window
+    function or a subquery per case made SQLite's work grow with the square of the
+    cases."""
     c, o = recon_cases, recon_case_occurrences
-    ranked = select(o.c.case_id, o.c.amount_at_risk, func.row_number().over(
-        partition_by=o.c.case_id,
-        order_by=(o.c.settlement_date.desc(), o.c.line_no)).label("n")).where(
-        o.c.merchant_id == merchant).subquery()
-    rows = conn.execute(select(c.c.first_seen, c.c.state, c.c.claim_due,
-                               ranked.c.amount_at_risk).select_from(
-        c.outerjoin(ranked, and_(ranked.c.case_id == c.c.case_id, ranked.c.n == 1))).where(
-        c.c.merchant_id == merchant, c.c.state.in_(cases.UNRESOLVED)))
-    return [(first, state, due, to_minor(amount or 0)) for first, state, due, amount in rows]
+    rows = conn.execute(select(
+        c.c.case_id, c.c.first_seen, c.c.state, c.c.claim_due, o.c.settlement_date,
+        o.c.line_no, o.c.amount_at_risk).select_from(
+        c.outerjoin(o, o.c.case_id == c.c.case_id)).where(
+        c.c.merchant_id == merchant, c.c.state.in_(cases.UNRESOLVED))).all()
+    frame = pd.DataFrame(rows, columns=["case_id", "first_seen", "state", "claim_due",
+                                        "settlement_date", "line_no", "amount"])
+    latest = frame.sort_values(["case_id", "settlement_date", "line_no"],
+                               ascending=[True, False, True], na_position="last",
+                               kind="stable").drop_duplicates("case_id")
+    return [(first, state, None if pd.isna(due) else due, to_minor(amount or 0))
+            for first, state, due, amount in zip(
+                latest["first_seen"], latest["state"], latest["claim_due"], latest["amount"],
+                strict=True)]
 
 
 def _drop_staged(conn: Any) -> None:
@@ -214,11 +224,12 @@ def _known(conn: Any, merchant: str) -> pd.DataFrame:
 
 
 def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.datetime,
-          source: str) -> None:
+          source: str) -> pd.DataFrame:
     """New cases, numbered on from the merchant's last number, each with its opening
-    event; made at version 0, then counted with their event in two statements."""
+    event; made at version 0, then counted with their event in two statements. Their
+    keys and IDs."""
     if new.empty:
-        return
+        return pd.DataFrame(columns=[*KEY, "case_id"])
     numbers = recon_case_numbers
     last = conn.execute(select(numbers.c.last_number).where(
         numbers.c.merchant_id == merchant).with_for_update()).scalar_one_or_none()
@@ -228,9 +239,9 @@ def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.date
     else:
         conn.execute(update(numbers).where(numbers.c.merchant_id == merchant)
                      .values(last_number=last + len(new)))
+    ids = [f"{merchant}-{n:06d}" for n in range(first, first + len(new))]
     bulk_insert(conn, recon_cases, pd.DataFrame({
-        "case_id": [f"{merchant}-{n:06d}" for n in range(first, first + len(new))],
-        "merchant_id": merchant, **{name: new[name].to_numpy() for name in KEY},
+        "case_id": ids, "merchant_id": merchant, **{name: new[name].to_numpy() for name in KEY},
         "first_seen": day, "last_seen": day, "state": cases.OPEN, "owner": "",
         "resolution": "", "note": "", "proposed_by": "", "version": 0}))
     c, e = recon_cases, recon_case_events
@@ -244,6 +255,7 @@ def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.date
                literal(cases.OPEN), literal(""), literal(""), literal(""), literal(source))
         .where(*new_ones)))
     conn.execute(update(c).where(*new_ones).values(version=1))
+    return new.assign(case_id=ids)
 
 
 def _system(conn: Any, known: pd.DataFrame, staged: pd.DataFrame, merchant: str,
