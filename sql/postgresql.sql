@@ -86,6 +86,8 @@ CREATE TABLE recon_cases (
 	claim_due DATE, 
 	raised_on DATE, 
 	version INTEGER NOT NULL, 
+	amount_at_risk NUMERIC(18, 2) NOT NULL, 
+	delta NUMERIC(18, 2), 
 	PRIMARY KEY (case_id), 
 	CONSTRAINT uq_recon_cases_key UNIQUE (merchant_id, category, kind, case_key)
 );

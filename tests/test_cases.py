@@ -194,11 +194,11 @@ def test_the_figures_a_report_shows() -> None:
     (Nyepi and Lebaran between) and, due the same day, its acknowledgement overdue; one
     seen on 2 Mar is 12 working days old, and its claim due on 16 Mar overdue."""
     found = cases.figures(2, 1, [
-        (dt.date(2026, 3, 17), OPEN, None, 150),
-        (dt.date(2026, 3, 17), ACKNOWLEDGED, None, 50),
-        (dt.date(2026, 3, 2), RAISED_WITH_OVO, dt.date(2026, 3, 16), 7),
-        (dt.date(2026, 3, 24), REOPENED, None, 1)], dt.date(2026, 3, 25), CAL, 0)
-    assert found.open_by_age == {"0-2": (3, 201), "3-5": (0, 0), "6-10": (0, 0),
+        (dt.date(2026, 3, 17), OPEN, None, 2, 150),
+        (dt.date(2026, 3, 17), ACKNOWLEDGED, None, 1, 50),
+        (dt.date(2026, 3, 2), RAISED_WITH_OVO, dt.date(2026, 3, 16), 1, 7),
+        (dt.date(2026, 3, 24), REOPENED, None, 1, 1)], dt.date(2026, 3, 25), CAL, 0)
+    assert found.open_by_age == {"0-2": (4, 201), "3-5": (0, 0), "6-10": (0, 0),
                                  ">10": (1, 7)}
-    assert (found.overdue_acknowledgements, found.overdue_claims) == (2, 1)
-    assert found.to_dict()["open_by_age"]["0-2"] == {"cases": 3, "amount_at_risk": "2.01"}
+    assert (found.overdue_acknowledgements, found.overdue_claims) == (3, 1)
+    assert found.to_dict()["open_by_age"]["0-2"] == {"cases": 4, "amount_at_risk": "2.01"}

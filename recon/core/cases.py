@@ -278,19 +278,20 @@ class CaseFigures:
 
 
 def figures(opened: int, resolved: int,
-            unresolved: Iterable[tuple[dt.date, str, dt.date | None, int]], as_of: dt.date,
-            calendar: WorkingCalendar, ack_sla_days: int) -> CaseFigures:
-    """The figures of the unresolved cases (first seen, state, claim due, amount at risk)
-    as of a date: the run's settlement date, so the same data give the same report."""
+            unresolved: Iterable[tuple[dt.date, str, dt.date | None, int, int]],
+            as_of: dt.date, calendar: WorkingCalendar, ack_sla_days: int) -> CaseFigures:
+    """The figures of the unresolved cases (by first seen, state and claim due: their
+    count and amount at risk) as of a date: the run's settlement date, so the same data
+    give the same report."""
     buckets = {bucket: [0, 0] for bucket in AGE_BUCKETS}
     acks = claims = 0
-    for first_seen, state, claim_due, amount in unresolved:
+    for first_seen, state, claim_due, count, amount in unresolved:
         age = age_of(CaseState(state=state, claim_due=claim_due), first_seen, as_of, calendar,
                      ack_sla_days)
-        buckets[age.bucket][0] += 1
+        buckets[age.bucket][0] += count
         buckets[age.bucket][1] += amount
-        acks += age.ack_overdue
-        claims += age.claim_overdue
+        acks += count if age.ack_overdue else 0
+        claims += count if age.claim_overdue else 0
     return CaseFigures(opened=opened, resolved=resolved,
                        open_by_age={b: (n, a) for b, (n, a) in buckets.items()},
                        overdue_acknowledgements=acks, overdue_claims=claims)

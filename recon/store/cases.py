@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     and_,
@@ -63,6 +64,8 @@ STAGED_KEYS = Table(
     Column("kind", String(8), nullable=False),
     Column("case_key", String(160), nullable=False),
     Column("seen", Integer, nullable=False),  # 1: an exception of this run; 0: a closure
+    Column("amount_at_risk", Numeric(18, 2)),  # of the run's row of the key
+    Column("delta", Numeric(18, 2)),
     # The cases' updates probe it once per case: without an index SQLite scans it each time.
     Index("ix_recon_case_keys_staged", "category", "kind", "case_key"),
     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
@@ -120,7 +123,7 @@ class CaseStanding:
 
     opened: int
     resolved_today: int
-    unresolved: list[tuple[dt.date, str, dt.date | None, int]]
+    unresolved: list[tuple[dt.date, str, dt.date | None, int, int]]  # with count, amount
 
 
 def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, run_id: int,
@@ -134,7 +137,11 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
     closed = pd.DataFrame({"category": cat.MISSING_IN_SETTLEMENT,
                            "kind": result.closures["kind"].astype("str"),
                            "case_key": result.closures["record_key"].astype("str")})
-    staged = pd.concat([seen[KEY].assign(seen=1), closed.assign(seen=0)], ignore_index=True)
+    money = {"amount_at_risk": minor_text(seen["amount_at_risk"]).to_pylist(),
+             "delta": minor_text(seen["delta"]).to_pylist()}
+    staged = pd.concat([seen[KEY].assign(seen=1, **money),
+                        closed.assign(seen=0, amount_at_risk=None, delta=None)],
+                       ignore_index=True)
     staged = staged.sort_values("seen", kind="stable").drop_duplicates(KEY, keep="last")
     _drop_staged(conn)
     STAGED_KEYS.create(conn)
@@ -143,17 +150,23 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
     known = _known(conn, merchant)
     fresh = staged.loc[staged["seen"] == 1].merge(known[KEY], how="left", on=KEY,
                                                   indicator=True)
-    new = fresh.loc[fresh["_merge"] == "left_only", KEY]
-    opened = _open(conn, merchant, day, new, at, source)
+    new = fresh.loc[fresh["_merge"] == "left_only", [*KEY, "amount_at_risk", "delta"]]
     _system(conn, known, staged, merchant, day, at, source)
-    marked = and_(*(STAGED_KEYS.c[name] == recon_cases.c[name] for name in KEY),
-                  STAGED_KEYS.c.seen == 1)
-    for column, later in (("last_seen", recon_cases.c.last_seen < day),
-                          ("first_seen", recon_cases.c.first_seen > day)):
-        conn.execute(update(recon_cases).where(
-            recon_cases.c.merchant_id == merchant, later,
-            exists(select(literal(1)).select_from(STAGED_KEYS).where(marked)))
-            .values({column: day}))
+    c, s = recon_cases, STAGED_KEYS
+    marked = and_(*(s.c[name] == c.c[name] for name in KEY), s.c.seen == 1)
+
+    def staged_value(name: str) -> Any:
+        return select(s.c[name]).where(marked).scalar_subquery()
+
+    seen_here = exists(select(literal(1)).select_from(s).where(marked))
+    # The amounts of the latest occurrence: this date's, unless a later date saw it.
+    conn.execute(update(c).where(c.c.merchant_id == merchant, c.c.last_seen <= day, seen_here)
+                 .values(amount_at_risk=staged_value("amount_at_risk"),
+                         delta=staged_value("delta")))
+    for column, later in (("last_seen", c.c.last_seen < day), ("first_seen", c.c.first_seen > day)):
+        conn.execute(update(c).where(c.c.merchant_id == merchant, later, seen_here)
+                     .values({column: day}))
+    opened = _open(conn, merchant, day, new, at, source)
     ids = pd.concat([known[[*KEY, "case_id"]], opened], ignore_index=True)
     occurrences = seen.merge(ids, how="left", on=KEY)
     t = recon_case_occurrences
@@ -180,26 +193,17 @@ def _resolved_on(conn: Any, merchant: str, at: dt.datetime) -> int:
         c.c.state == cases.RESOLVED)).scalar_one())
 
 
-def _unresolved(conn: Any, merchant: str) -> list[tuple[dt.date, str, dt.date | None, int]]:
-    """Every unresolved case of the merchant: first seen, state, claim due, and the
-    amount at risk of its latest occurrence. One join, the latest picked here: a window
-    function or a subquery per case made SQLite's work grow with the square of the
-    cases."""
-    c, o = recon_cases, recon_case_occurrences
-    rows = conn.execute(select(
-        c.c.case_id, c.c.first_seen, c.c.state, c.c.claim_due, o.c.settlement_date,
-        o.c.line_no, o.c.amount_at_risk).select_from(
-        c.outerjoin(o, o.c.case_id == c.c.case_id)).where(
-        c.c.merchant_id == merchant, c.c.state.in_(cases.UNRESOLVED))).all()
-    frame = pd.DataFrame(rows, columns=["case_id", "first_seen", "state", "claim_due",
-                                        "settlement_date", "line_no", "amount"])
-    latest = frame.sort_values(["case_id", "settlement_date", "line_no"],
-                               ascending=[True, False, True], na_position="last",
-                               kind="stable").drop_duplicates("case_id")
-    return [(first, state, None if pd.isna(due) else due, to_minor(amount or 0))
-            for first, state, due, amount in zip(
-                latest["first_seen"], latest["state"], latest["claim_due"], latest["amount"],
-                strict=True)]
+def _unresolved(conn: Any, merchant: str
+                ) -> list[tuple[dt.date, str, dt.date | None, int, int]]:
+    """The merchant's unresolved cases by first date, state and claim due date: how many,
+    and their amount at risk (minor units)."""
+    c = recon_cases
+    rows = conn.execute(select(c.c.first_seen, c.c.state, c.c.claim_due, func.count(),
+                               func.sum(c.c.amount_at_risk)).where(
+        c.c.merchant_id == merchant, c.c.state.in_(cases.UNRESOLVED)).group_by(
+        c.c.first_seen, c.c.state, c.c.claim_due))
+    return [(first, state, due, int(count), to_minor(amount or 0))
+            for first, state, due, count, amount in rows]
 
 
 def _drop_staged(conn: Any) -> None:
@@ -226,8 +230,7 @@ def _known(conn: Any, merchant: str) -> pd.DataFrame:
 def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.datetime,
           source: str) -> pd.DataFrame:
     """New cases, numbered on from the merchant's last number, each with its opening
-    event; made at version 0, then counted with their event in two statements. Their
-    keys and IDs."""
+    event, written in bulk. Their keys and IDs."""
     if new.empty:
         return pd.DataFrame(columns=[*KEY, "case_id"])
     numbers = recon_case_numbers
@@ -243,19 +246,21 @@ def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.date
     bulk_insert(conn, recon_cases, pd.DataFrame({
         "case_id": ids, "merchant_id": merchant, **{name: new[name].to_numpy() for name in KEY},
         "first_seen": day, "last_seen": day, "state": cases.OPEN, "owner": "",
-        "resolution": "", "note": "", "proposed_by": "", "version": 0}))
-    c, e = recon_cases, recon_case_events
-    # Only new cases are at version 0, and they are OPEN: found through the state index.
-    new_ones = (c.c.merchant_id == merchant, c.c.state == cases.OPEN, c.c.version == 0)
-    conn.execute(insert(e).from_select(
-        ["case_id", "at", "actor", "action", "from_state", "to_state", "owner", "resolution",
-         "note", "source"],
-        select(c.c.case_id, literal(at, e.c.at.type), literal(cases.SYSTEM),
-               literal(cases.OPENED), literal(None, e.c.from_state.type),
-               literal(cases.OPEN), literal(""), literal(""), literal(""), literal(source))
-        .where(*new_ones)))
-    conn.execute(update(c).where(*new_ones).values(version=1))
-    return new.assign(case_id=ids)
+        "resolution": "", "note": "", "proposed_by": "", "version": 1,
+        "amount_at_risk": new["amount_at_risk"].to_numpy(), "delta": new["delta"].to_numpy()}))
+    bulk_insert(conn, recon_case_events, pd.DataFrame({
+        "case_id": ids, "at": _moment_text(conn, at), "actor": cases.SYSTEM,
+        "action": cases.OPENED, "to_state": cases.OPEN, "owner": "", "resolution": "",
+        "note": "", "source": source}))
+    return new[KEY].assign(case_id=ids)
+
+
+def _moment_text(conn: Any, at: dt.datetime) -> str:
+    """A time as a bulk write gives it to the database: with its zone to PostgreSQL, UTC
+    in SQLAlchemy's own text elsewhere (the zone-less databases keep UTC)."""
+    utc = at.astimezone(dt.UTC)
+    return utc.isoformat() if conn.dialect.name == "postgresql" else utc.strftime(
+        "%Y-%m-%d %H:%M:%S.%f")
 
 
 def _system(conn: Any, known: pd.DataFrame, staged: pd.DataFrame, merchant: str,
@@ -315,14 +320,8 @@ class CaseRow:
 
 
 def _case_rows(conn: Any, *conditions: Any) -> list[CaseRow]:
-    c, o = recon_cases, recon_case_occurrences
-
-    def latest(column: Any) -> Any:  # of the case's latest occurrence
-        return (select(column).where(o.c.case_id == c.c.case_id)
-                .order_by(o.c.settlement_date.desc(), o.c.line_no).limit(1).scalar_subquery())
-
-    rows = conn.execute(select(c, latest(o.c.amount_at_risk).label("amount_at_risk"),
-                               latest(o.c.delta).label("delta")).where(*conditions)
+    c = recon_cases
+    rows = conn.execute(select(c).where(*conditions)
                         .order_by(c.c.first_seen, c.c.case_id)).mappings().all()
     return [CaseRow(
         case_id=r["case_id"], merchant_id=r["merchant_id"], category=r["category"],

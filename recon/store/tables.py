@@ -188,6 +188,9 @@ recon_cases = Table(
     Column("claim_due", Date),
     Column("raised_on", Date),
     Column("version", Integer, nullable=False),
+    # The amount at risk and delta of the case's latest occurrence.
+    Column("amount_at_risk", Money, nullable=False),
+    Column("delta", Money),
     UniqueConstraint("merchant_id", "category", "kind", "case_key", name="uq_recon_cases_key"),
     Index("ix_recon_cases_state", "merchant_id", "state"),
 )
