@@ -155,14 +155,11 @@ def record_cases(conn: Any, result: ReconResult, merchant: str, day: dt.date, ru
     c, s = recon_cases, STAGED_KEYS
     marked = and_(*(s.c[name] == c.c[name] for name in KEY), s.c.seen == 1)
 
-    def staged_value(name: str) -> Any:
-        return select(s.c[name]).where(marked).scalar_subquery()
-
     seen_here = exists(select(literal(1)).select_from(s).where(marked))
-    # The amounts of the latest occurrence: this date's, unless a later date saw it.
-    conn.execute(update(c).where(c.c.merchant_id == merchant, c.c.last_seen <= day, seen_here)
-                 .values(amount_at_risk=staged_value("amount_at_risk"),
-                         delta=staged_value("delta")))
+    # The amounts of the latest occurrence: this date's, unless a later date saw it. One
+    # join with the staged keys (UPDATE … FROM, or MariaDB's multi-table UPDATE).
+    conn.execute(update(c).where(c.c.merchant_id == merchant, c.c.last_seen <= day, marked)
+                 .values(amount_at_risk=s.c.amount_at_risk, delta=s.c.delta))
     for column, later in (("last_seen", c.c.last_seen < day), ("first_seen", c.c.first_seen > day)):
         conn.execute(update(c).where(c.c.merchant_id == merchant, later, seen_here)
                      .values({column: day}))
