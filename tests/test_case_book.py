@@ -23,7 +23,7 @@ from recon.store.cases import apply_edits, list_cases
 from recon.store.engine import init_db, make_engine
 from tests.builders import payment_row
 from tests.conftest import libreoffice
-from tests.test_case_store import DAY1, _run
+from tests.test_case_store import DAY1, run_date
 
 CAL = WorkingCalendar()
 RULES = cases.Rules(approval_threshold=100_000_000, ovo_claim_sla_days=5, calendar=CAL)
@@ -34,7 +34,7 @@ def _cases(database_url: str, tmp_path: Path) -> tuple[Engine, Path]:
     """Three cases of unknown payments (G1, G2, G3) and their Cases workbook."""
     engine = make_engine(database_url)
     init_db(engine)
-    _run(engine, DAY1, [payment_row(f"G{n}", f"{n}.00", "2026-11-27 03:00:00")
+    run_date(engine, DAY1, [payment_row(f"G{n}", f"{n}.00", "2026-11-27 03:00:00")
                         for n in (1, 2, 3)])
     lines = case_lines(list_cases(engine, "M001"), Settings(), CAL, TODAY)
     return engine, write_cases_workbook(lines, tmp_path, "cases.xlsx")

@@ -39,7 +39,7 @@ def _payment(ref: str, amount: str, when: dt.datetime) -> dict[str, object]:
             "transaction_time": when}
 
 
-def _run(engine: Engine, day: dt.date, rows: list[dict[str, object]]) -> None:
+def run_date(engine: Engine, day: dt.date, rows: list[dict[str, object]]) -> None:
     frame = rows_frame(rows, day)
     covered = CAL.covered_dates(day)
     inputs = load_run_inputs(engine, "M001", day, covered, frame)
@@ -74,7 +74,7 @@ def test_cases_across_runs_reruns_and_people(database_url: str) -> None:
                             _payment("UNSETTLED", "3.00", friday)])
     day1 = [payment_row("INV-1", "90.00", "2026-11-27 03:00:00"),
             payment_row("INV-2", "50.00", "2026-11-27 03:00:00")]
-    _run(engine, DAY1, day1)
+    run_date(engine, DAY1, day1)
     found = _by_key(engine)
     assert set(found) == {("AMOUNT_MISMATCH", "INV-1"), ("MISSING_IN_SETTLEMENT", "UNSETTLED")}
     assert {state.state for state in found.values()} == {cases.OPEN}
@@ -83,7 +83,7 @@ def test_cases_across_runs_reruns_and_people(database_url: str) -> None:
 
     act(engine, [ids["INV-1"]], Action(cases.ACK, "ana", "command line", note="asked OVO"),
         RULES)
-    _run(engine, DAY1, day1)  # a re-run: the same cases, the ack and the note kept
+    run_date(engine, DAY1, day1)  # a re-run: the same cases, the ack and the note kept
     again = _by_key(engine)
     assert again[("AMOUNT_MISMATCH", "INV-1")].state == cases.ACKNOWLEDGED
     assert again[("AMOUNT_MISMATCH", "INV-1")].note == "asked OVO"
@@ -95,7 +95,7 @@ def test_cases_across_runs_reruns_and_people(database_url: str) -> None:
     act(engine, [ids["INV-1"]], Action(cases.RESOLVE, "ana", "command line",
                                        resolution="ovo_adjusted"), RULES)
     # Day 2 settles UNSETTLED (its case resolves by the system) and INV-1 comes back.
-    _run(engine, DAY2, [payment_row("UNSETTLED", "3.00", "2026-11-27 03:00:00"),
+    run_date(engine, DAY2, [payment_row("UNSETTLED", "3.00", "2026-11-27 03:00:00"),
                         payment_row("INV-1", "90.00", "2026-11-27 03:00:00")])
     after = _by_key(engine)
     assert (after[("MISSING_IN_SETTLEMENT", "UNSETTLED")].state,
@@ -108,7 +108,7 @@ def test_cases_across_runs_reruns_and_people(database_url: str) -> None:
 
     # Day 1 re-run after day 2 (a backfill across it): nothing reopens, nothing is lost.
     events = _events(engine)
-    _run(engine, DAY1, day1)
+    run_date(engine, DAY1, day1)
     assert _by_key(engine) == after
     assert _events(engine) == events
     _assert_folds(engine)
@@ -123,15 +123,15 @@ def test_a_resolved_problem_seen_on_a_later_date_reopens(database_url: str) -> N
     friday = dt.datetime(2026, 11, 27, 10, 0, tzinfo=WIB)
     insert_records(engine, [_payment("INV-9", "100.00", friday)])
     row = payment_row("INV-9", "100.00", "2026-11-27 03:00:00")
-    _run(engine, DAY1, [row])
-    _run(engine, DAY2, [row])
+    run_date(engine, DAY1, [row])
+    run_date(engine, DAY2, [row])
     (case,) = list_cases(engine, "M001")
     assert case.category == "DUPLICATE_SETTLEMENT"
     act(engine, [case.case_id], Action(cases.RESOLVE, "ana", "command line",
                                        resolution="duplicate_confirmed"), RULES)
-    _run(engine, DAY2, [row])  # a re-run of the date it was seen on: still resolved
+    run_date(engine, DAY2, [row])  # a re-run of the date it was seen on: still resolved
     assert list_cases(engine, "M001", [cases.RESOLVED])[0].case_id == case.case_id
-    _run(engine, DAY3, [row])
+    run_date(engine, DAY3, [row])
     (back,) = list_cases(engine, "M001")
     assert (back.case_id, back.state.state, back.last_seen) == (
         case.case_id, cases.REOPENED, DAY3)
@@ -144,7 +144,7 @@ def test_a_resolved_problem_seen_on_a_later_date_reopens(database_url: str) -> N
 def test_actions_are_all_or_nothing_and_check_the_version(database_url: str) -> None:
     engine = make_engine(database_url)
     init_db(engine)
-    _run(engine, DAY1, [payment_row("G1", "5.00", "2026-11-27 03:00:00"),
+    run_date(engine, DAY1, [payment_row("G1", "5.00", "2026-11-27 03:00:00"),
                         payment_row("G2", "6.00", "2026-11-27 03:00:00")])
     first, second = (row.case_id for row in list_cases(engine, "M001"))
     act(engine, [second], Action(cases.ACK, "ana", "command line"), RULES)
@@ -169,7 +169,7 @@ def test_postgres_refuses_to_change_or_delete_an_event(postgres_server_url: str)
     reset_postgres(postgres_server_url)
     engine = make_engine(postgres_server_url)
     init_db(engine)
-    _run(engine, DAY1, [payment_row("G1", "5.00", "2026-11-27 03:00:00")])
+    run_date(engine, DAY1, [payment_row("G1", "5.00", "2026-11-27 03:00:00")])
     e = recon_case_events
     for statement in (update(e).values(actor="someone else"), delete(e)):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
@@ -196,7 +196,7 @@ def test_random_runs_reruns_and_actions_keep_every_case_and_event(
         if drawn.draw(st.booleans()):
             day = drawn.draw(st.sampled_from([DAY1, DAY2, DAY3]))
             keys = drawn.draw(st.sets(st.sampled_from(["G1", "G2", "G3"]), min_size=1))
-            _run(engine, day, [payment_row(key, "5.00", "2026-11-27 03:00:00")
+            run_date(engine, day, [payment_row(key, "5.00", "2026-11-27 03:00:00")
                                for key in sorted(keys)])
         else:
             rows = list_cases(engine, "M001", cases.STATES)
