@@ -35,7 +35,7 @@ from recon.store.cases import (
 from recon.store.engine import check_database, make_engine
 
 #: The columns `recon cases list` shows, in order.
-LIST_COLUMNS = ("case_id", "first_seen", "age", "ack_due", "overdue", "category", "kind",
+LIST_COLUMNS = ("case_id", "first_seen", "age", "sla_due", "overdue", "category", "kind",
                 "case_key", "amount_at_risk", "state", "owner", "resolution", "version")
 
 
@@ -138,16 +138,14 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _row(row: CaseRow, settings: Settings, calendar: WorkingCalendar,
-         today: dt.date) -> dict[str, Any]:
-    age = cases.age_of(row.state, row.first_seen, today, calendar, settings.case_ack_sla_days)
-    return {"case_id": row.case_id, "first_seen": row.first_seen.isoformat(),
-            "age": age.working_days, "ack_due": age.ack_due.isoformat(),
-            "overdue": "yes" if age.overdue else "", "category": row.category,
-            "kind": row.kind, "case_key": row.case_key,
-            "amount_at_risk": format_amount(row.amount_at_risk), "state": row.state.state,
-            "owner": row.state.owner, "resolution": row.state.resolution,
-            "version": row.state.version}
+def _row(line: CaseLine) -> dict[str, Any]:
+    """A case as `recon cases list` and `show` print it: the Cases sheet's row."""
+    return {"case_id": line.case_id, "first_seen": line.first_seen.isoformat(),
+            "age": line.age, "sla_due": line.sla_due.isoformat(),
+            "overdue": "yes" if line.overdue else "", "category": line.category,
+            "kind": line.kind, "case_key": line.key,
+            "amount_at_risk": format_amount(line.amount_at_risk), "state": line.state,
+            "owner": line.owner, "resolution": line.resolution, "version": line.version}
 
 
 def _list(args: argparse.Namespace, engine: Any, settings: Settings,
@@ -156,8 +154,8 @@ def _list(args: argparse.Namespace, engine: Any, settings: Settings,
         raise ConfigError("--older-than must not be negative")
     states = args.state or ([] if args.all else list(cases.UNRESOLVED))
     today = today_wib()
-    rows = [_row(row, settings, calendar, today) for row in list_cases(
-        engine, args.merchant, states, args.category, args.owner)]
+    rows = [_row(line) for line in case_lines(list_cases(
+        engine, args.merchant, states, args.category, args.owner), settings, calendar, today)]
     rows = [r for r in rows if (not args.overdue or r["overdue"])
             and (args.older_than is None or r["age"] > args.older_than)]
     _print(rows, args.format)
@@ -182,7 +180,7 @@ def _print(rows: Sequence[dict[str, Any]], form: str) -> None:
 
 def _show(case_id: str, engine: Any, settings: Settings, calendar: WorkingCalendar) -> int:
     row, events, seen = case_history(engine, case_id)
-    for key, value in _row(row, settings, calendar, today_wib()).items():
+    for key, value in _row(case_lines([row], settings, calendar, today_wib())[0]).items():
         print(f"{key:<15} {value}")
     if row.state.note:
         print(f"{'note':<15} {row.state.note}")

@@ -217,12 +217,11 @@ def _known(conn: Any, merchant: str) -> pd.DataFrame:
     """The merchant's cases among the staged keys."""
     c = recon_cases
     query = select(c.c.case_id, c.c.category, c.c.kind, c.c.case_key, c.c.state, c.c.version,
-                   c.c.last_seen, c.c.resolution).join(
+                   c.c.last_seen).join(
         STAGED_KEYS, and_(*(STAGED_KEYS.c[name] == c.c[name] for name in KEY))).where(
         c.c.merchant_id == merchant)
     rows = conn.execute(query).all()
-    return pd.DataFrame(rows, columns=["case_id", *KEY, "state", "version", "last_seen",
-                                       "resolution"])
+    return pd.DataFrame(rows, columns=["case_id", *KEY, "state", "version", "last_seen"])
 
 
 def _open(conn: Any, merchant: str, day: dt.date, new: pd.DataFrame, at: dt.datetime,
